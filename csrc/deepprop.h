@@ -1,0 +1,119 @@
+/* deepprop.h -- the C API of every kernel, and the cffi cdef (csrc/build.py feeds this file,
+ * minus its preprocessor lines, to ffibuilder.cdef). Keep it plain C declarations only.
+ *
+ * Conventions (llm.c style):
+ *   - names are <kernel>_<f32|f64>; one .c file per kernel family, same stem as kernels/<family>.py
+ *   - outputs first, then const inputs, then sizes, then scalar parameters
+ *   - every array is C-contiguous, aligned and of the suffix's dtype: the Python wrappers in
+ *     kernels/ check that before a pointer is made; the C code trusts it and never allocates
+ *   - sizes are int64_t element counts; a size of 0 is legal and does nothing
+ *   - activation codes (act) are the DP_ACT_* values below; alpha is the slope of leaky_relu
+ *     and the alpha of elu, ignored by the others
+ */
+#ifndef DEEPPROP_H
+#define DEEPPROP_H
+#include <stdint.h>
+
+enum { DP_ACT_IDENTITY = 0, DP_ACT_SIGMOID = 1, DP_ACT_TANH = 2, DP_ACT_RELU = 3,
+       DP_ACT_LEAKY_RELU = 4, DP_ACT_ELU = 5, DP_ACT_GELU = 6 };
+
+/* build.c: compile flags and compiler, recorded at build time */
+const char *deepprop_build_info(void);
+
+/* activations.c: elementwise, n = number of elements */
+void activation_forward_f32(float *y, const float *x, int64_t n, int act, double alpha);
+void activation_forward_f64(double *y, const double *x, int64_t n, int act, double alpha);
+void activation_backward_f32(float *dx, const float *dy, const float *x, int64_t n, int act, double alpha);
+void activation_backward_f64(double *dx, const double *dy, const double *x, int64_t n, int act, double alpha);
+/* prelu: x (N, C), slope a (na,) with na == C (per channel) or na == 1 (shared) */
+void prelu_forward_f32(float *y, const float *x, const float *a, int64_t N, int64_t C, int64_t na);
+void prelu_forward_f64(double *y, const double *x, const double *a, int64_t N, int64_t C, int64_t na);
+void prelu_backward_f32(float *dx, float *da, const float *dy, const float *x, const float *a, int64_t N, int64_t C, int64_t na);
+void prelu_backward_f64(double *dx, double *da, const double *dy, const double *x, const double *a, int64_t N, int64_t C, int64_t na);
+
+/* linear.c: y = act(z), z = x @ W + b.  x (N, K), W (K, M), b (M,) or NULL, y and z (N, M); z may be NULL */
+void linear_forward_f32(float *y, float *z, const float *x, const float *W, const float *b,
+                        int64_t N, int64_t K, int64_t M, int act, double alpha);
+void linear_forward_f64(double *y, double *z, const double *x, const double *W, const double *b,
+                        int64_t N, int64_t K, int64_t M, int act, double alpha);
+/* dz = dy * act'(z) (z may be NULL when act is identity); dx = dz @ W^T (N, K), dW = x^T @ dz (K, M),
+ * db = sum over rows of dz (M,); work is scratch of N*M elements */
+void linear_backward_f32(float *dx, float *dW, float *db, float *work, const float *dy, const float *x,
+                         const float *W, const float *z, int64_t N, int64_t K, int64_t M, int act, double alpha);
+void linear_backward_f64(double *dx, double *dW, double *db, double *work, const double *dy, const double *x,
+                         const double *W, const double *z, int64_t N, int64_t K, int64_t M, int act, double alpha);
+
+/* batchnorm.c: x (N, C), statistics per column; mean, rstd (C,) saved for the backward;
+ * running_mean, running_var (C,) updated in place with momentum (unbiased variance, N >= 2) */
+void batchnorm_forward_f32(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
+                           const float *x, const float *gamma, const float *beta,
+                           int64_t N, int64_t C, double momentum, double eps);
+void batchnorm_forward_f64(double *y, double *mean, double *rstd, double *running_mean, double *running_var,
+                           const double *x, const double *gamma, const double *beta,
+                           int64_t N, int64_t C, double momentum, double eps);
+void batchnorm_inference_f32(float *y, const float *x, const float *gamma, const float *beta,
+                             const float *running_mean, const float *running_var, int64_t N, int64_t C, double eps);
+void batchnorm_inference_f64(double *y, const double *x, const double *gamma, const double *beta,
+                             const double *running_mean, const double *running_var, int64_t N, int64_t C, double eps);
+void batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *mean, const float *rstd, int64_t N, int64_t C);
+void batchnorm_backward_f64(double *dx, double *dgamma, double *dbeta, const double *dy, const double *x,
+                            const double *gamma, const double *mean, const double *rstd, int64_t N, int64_t C);
+
+/* layernorm.c: x (N, D), statistics per row; mean, rstd (N,); gamma, beta (D,) */
+void layernorm_forward_f32(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                           const float *beta, int64_t N, int64_t D, double eps);
+void layernorm_forward_f64(double *y, double *mean, double *rstd, const double *x, const double *gamma,
+                           const double *beta, int64_t N, int64_t D, double eps);
+void layernorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *mean, const float *rstd, int64_t N, int64_t D);
+void layernorm_backward_f64(double *dx, double *dgamma, double *dbeta, const double *dy, const double *x,
+                            const double *gamma, const double *mean, const double *rstd, int64_t N, int64_t D);
+
+/* dropout.c: element j = offset + i draws word (j & 3) of philox4x32_10(counter = (j >> 2 low, high, 0, 0),
+ * key = (seed low, high)); it is dropped when that word < threshold (threshold = round(p * 2^32), so
+ * 2^32 drops all). mask is bit-packed, little bit order, bit set = kept, ceil(n / 8) bytes.
+ * dropout_backward takes mask, or regenerates it from (seed, offset, threshold) when mask is NULL. */
+void dropout_mask(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold);
+void dropout_forward_f32(float *y, uint8_t *mask, const float *x, int64_t n, uint64_t seed, uint64_t offset,
+                         uint64_t threshold, double scale);
+void dropout_forward_f64(double *y, uint8_t *mask, const double *x, int64_t n, uint64_t seed, uint64_t offset,
+                         uint64_t threshold, double scale);
+void dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, int64_t n, uint64_t seed,
+                          uint64_t offset, uint64_t threshold, double scale);
+void dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n, uint64_t seed,
+                          uint64_t offset, uint64_t threshold, double scale);
+/* the raw generator, for known-answer tests: out[4] = philox4x32_10(ctr[4], key[2]) */
+void philox4x32_10(uint32_t *out, const uint32_t *ctr, const uint32_t *key);
+
+/* init.c: element i draws philox4x32_10(counter = (i low, i high, stream, 0), key = (seed low, high));
+ * stream 1 = uniform, 2 = normal. uniform u = ((w0 >> 5) * 2^26 + (w1 >> 6)) * 2^-53 in [0, 1);
+ * normal = sqrt(-2 log(1 - u(w0, w1))) * cos(2 pi u(w2, w3)) (Box-Muller), computed in double */
+void constant_fill_f32(float *out, int64_t n, double value);
+void constant_fill_f64(double *out, int64_t n, double value);
+void uniform_fill_f32(float *out, int64_t n, uint64_t seed, double low, double high);
+void uniform_fill_f64(double *out, int64_t n, uint64_t seed, double low, double high);
+void normal_fill_f32(float *out, int64_t n, uint64_t seed, double mean, double std);
+void normal_fill_f64(double *out, int64_t n, uint64_t seed, double mean, double std);
+/* thin Householder QR of a (m, n), m >= n: q (m, n), r (n, n) upper triangular with diag(r) >= 0
+ * (the sign fix); work is scratch of m*n + n elements. Returns 0 on success. */
+int householder_qr_f32(float *q, float *r, float *work, const float *a, int64_t m, int64_t n);
+int householder_qr_f64(double *q, double *r, double *work, const double *a, int64_t m, int64_t n);
+
+/* clip.c: grads is an array of count pointers, sizes their element counts */
+void grad_norm_f32(double *total, const float *const *grads, const int64_t *sizes, int64_t count, int inf_norm);
+void grad_norm_f64(double *total, const double *const *grads, const int64_t *sizes, int64_t count, int inf_norm);
+void scale_arrays_f32(float *const *grads, const int64_t *sizes, int64_t count, double factor);
+void scale_arrays_f64(double *const *grads, const int64_t *sizes, int64_t count, double factor);
+void clip_value_f32(float *x, int64_t n, double clip);
+void clip_value_f64(double *x, int64_t n, double clip);
+
+/* residual.c: y = x + scale * fx; L2: out = grad + wd * w; L1: out = grad + l1 * sign(w) */
+void residual_add_f32(float *y, const float *x, const float *fx, int64_t n, double scale);
+void residual_add_f64(double *y, const double *x, const double *fx, int64_t n, double scale);
+void l2_grad_f32(float *out, const float *grad, const float *w, int64_t n, double weight_decay);
+void l2_grad_f64(double *out, const double *grad, const double *w, int64_t n, double weight_decay);
+void l1_grad_f32(float *out, const float *grad, const float *w, int64_t n, double l1);
+void l1_grad_f64(double *out, const double *grad, const double *w, int64_t n, double l1);
+
+#endif

@@ -1,0 +1,71 @@
+"""The C backend: the cffi module built from csrc/ at install time, and the pointer helpers.
+
+Every pointer handed to C comes from ``ptr``/``ptr_out``, which re-assert the contract the
+argument checks in ``kernels._check`` established (dtype, C order, alignment, writability), so a
+wrapper that forgot a check raises instead of passing C a bad pointer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from kernels._deepprop_c import ffi, lib
+    UNAVAILABLE: str | None = None
+except ImportError as exc:  # no compiler at install time, or an in-tree run without a build
+    ffi = lib = None
+    UNAVAILABLE = (f"C extension kernels._deepprop_c not built ({exc}); install with a C compiler "
+                   "present: pip install -e .")
+
+_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "uint8_t",
+          np.dtype(np.uint32): "uint32_t", np.dtype(np.int64): "int64_t"}
+NULL = None if ffi is None else ffi.NULL
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised when a kernel is called on a backend this machine does not have."""
+
+
+def require() -> None:
+    if lib is None:
+        raise BackendUnavailable(f"backend 'c' is unavailable: {UNAVAILABLE}")
+
+
+def suffix(dtype) -> str:
+    """'f32' or 'f64': the C function suffix for a dtype."""
+    return "f32" if np.dtype(dtype) == np.float32 else "f64"
+
+
+def fn(name: str, dtype):
+    """The C function <name>_<f32|f64>."""
+    require()
+    return getattr(lib, f"{name}_{suffix(dtype)}")
+
+
+def _pointer(a: np.ndarray, writable: bool):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"internal: expected ndarray for a C pointer, got {type(a).__name__}")
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        raise ValueError("internal: array for a C pointer must be C-contiguous and aligned")
+    if writable and not a.flags.writeable:
+        raise ValueError("internal: array written by C is read-only")
+    ctype = _CTYPE.get(a.dtype)
+    if ctype is None:
+        raise TypeError(f"internal: no C type for dtype {a.dtype}")
+    if a.size == 0:  # from_buffer of an empty array is fine, but keep C away from it entirely
+        return ffi.NULL
+    return ffi.cast(f"{ctype} *", a.ctypes.data)
+
+
+def ptr(a: np.ndarray | None):
+    """A const pointer to an input array (NULL for None)."""
+    return ffi.NULL if a is None else _pointer(a, writable=False)
+
+
+def ptr_out(a: np.ndarray | None):
+    """A pointer to an array C writes (NULL for None)."""
+    return ffi.NULL if a is None else _pointer(a, writable=True)
+
+
+def build_info() -> str | None:
+    return None if lib is None else ffi.string(lib.deepprop_build_info()).decode()
