@@ -1,8 +1,8 @@
 """Batch normalisation over the rows of a 2-d batch (statistics per column), training and inference.
 
     batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5) -> (y, mean, rstd)
-    batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5)            -> y
-    batchnorm_backward(dy, x, gamma, mean, rstd)                                         -> (dx, dgamma, dbeta)
+    batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5) -> y
+    batchnorm_backward(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta)
 
 x, y, dy, dx: (N, C); gamma, beta, mean, rstd, running_*, dgamma, dbeta: (C,); one dtype (float32 or
 float64) for every array. Only batchnorm_forward writes in place (running_mean, running_var).
@@ -23,7 +23,6 @@ import numpy as np
 
 from . import _c, _check
 from ._numba import njit
-
 
 # ---- argument checks, shared by every backend ------------------------------------------------------
 
@@ -104,10 +103,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, e
                                                          momentum, eps)
     N = x.shape[0]
     xd = x.astype(np.float64)
-    mean = xd.sum(axis=0) / N
-    var = np.square(xd - mean).sum(axis=0) / N
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = (xd - mean) * rstd * gamma.astype(np.float64) + beta.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # an Inf column gives inf - inf = NaN there, as documented
+        mean = xd.sum(axis=0) / N
+        var = np.square(xd - mean).sum(axis=0) / N
+        rstd = 1.0 / np.sqrt(var + eps)
+        y = (xd - mean) * rstd * gamma.astype(np.float64) + beta.astype(np.float64)
     rm[...] = _momentum_update(rm.astype(np.float64), mean, momentum)
     rv[...] = _momentum_update(rv.astype(np.float64), var * (N / (N - 1)), momentum)
     return y.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
@@ -122,9 +122,10 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     Returns y (N, C) of x's dtype. A negative running_var + eps gives NaN (not checked).
     """
     x, gamma, beta, rm, rv, eps = _inference_args(x, gamma, beta, running_mean, running_var, eps)
-    rstd = 1.0 / np.sqrt(rv.astype(np.float64) + eps)
-    y = (x.astype(np.float64) - rm.astype(np.float64)) * rstd * gamma.astype(np.float64) \
-        + beta.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN/Inf propagate as IEEE arithmetic gives them
+        rstd = 1.0 / np.sqrt(rv.astype(np.float64) + eps)
+        y = (x.astype(np.float64) - rm.astype(np.float64)) * rstd * gamma.astype(np.float64) \
+            + beta.astype(np.float64)
     return y.astype(x.dtype)
 
 
@@ -141,10 +142,11 @@ def batchnorm_backward(dy, x, gamma, mean, rstd):
     N = x.shape[0]
     dyd = dy.astype(np.float64)
     r = rstd.astype(np.float64)
-    xhat = (x.astype(np.float64) - mean.astype(np.float64)) * r
-    sdy = dyd.sum(axis=0)
-    sdyx = (dyd * xhat).sum(axis=0)
-    dx = (gamma.astype(np.float64) * r / N) * (N * dyd - sdy - xhat * sdyx)
+    with np.errstate(invalid="ignore"):  # NaN/Inf propagate as IEEE arithmetic gives them
+        xhat = (x.astype(np.float64) - mean.astype(np.float64)) * r
+        sdy = dyd.sum(axis=0)
+        sdyx = (dyd * xhat).sum(axis=0)
+        dx = (gamma.astype(np.float64) * r / N) * (N * dyd - sdy - xhat * sdyx)
     return dx.astype(x.dtype), sdyx.astype(x.dtype), sdy.astype(x.dtype)
 
 

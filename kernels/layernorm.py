@@ -22,7 +22,6 @@ import numpy as np
 from . import _c, _check
 from ._numba import njit
 
-
 # ---- argument checks, shared by every backend ------------------------------------------------------
 
 def _x(x):
@@ -65,11 +64,12 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     x, gamma, beta, eps = _forward_args(x, gamma, beta, eps)
     D = x.shape[1]
     xd = x.astype(np.float64)
-    mean = xd.sum(axis=1) / D
-    xc = xd - mean[:, None]
-    var = np.square(xc).sum(axis=1) / D
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = xc * rstd[:, None] * gamma.astype(np.float64) + beta.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # an Inf row gives inf - inf = NaN there, as documented
+        mean = xd.sum(axis=1) / D
+        xc = xd - mean[:, None]
+        var = np.square(xc).sum(axis=1) / D
+        rstd = 1.0 / np.sqrt(var + eps)
+        y = xc * rstd[:, None] * gamma.astype(np.float64) + beta.astype(np.float64)
     return y.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
 
 
@@ -86,13 +86,14 @@ def layernorm_backward(dy, x, gamma, mean, rstd):
     D = x.shape[1]
     dyd = dy.astype(np.float64)
     r = rstd.astype(np.float64)[:, None]
-    xhat = (x.astype(np.float64) - mean.astype(np.float64)[:, None]) * r
-    g = dyd * gamma.astype(np.float64)
-    sg = g.sum(axis=1, keepdims=True)
-    sgx = (g * xhat).sum(axis=1, keepdims=True)
-    dx = (r / D) * (D * g - sg - xhat * sgx)
-    dgamma = (dyd * xhat).sum(axis=0)
-    dbeta = dyd.sum(axis=0)
+    with np.errstate(invalid="ignore"):  # NaN/Inf propagate as IEEE arithmetic gives them
+        xhat = (x.astype(np.float64) - mean.astype(np.float64)[:, None]) * r
+        g = dyd * gamma.astype(np.float64)
+        sg = g.sum(axis=1, keepdims=True)
+        sgx = (g * xhat).sum(axis=1, keepdims=True)
+        dx = (r / D) * (D * g - sg - xhat * sgx)
+        dgamma = (dyd * xhat).sum(axis=0)
+        dbeta = dyd.sum(axis=0)
     return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
