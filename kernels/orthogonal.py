@@ -82,6 +82,8 @@ def _normal(backend, shape, seed, dtype):
     Looked up at call time, so the init family can be (re)registered independently."""
     from . import init
 
+    if "normal_init" not in init.KERNELS:
+        raise RuntimeError("orthogonal_init draws from kernels.init's normal_init, which is not registered")
     return init.KERNELS["normal_init"][backend](shape, 0.0, 1.0, seed, dtype.name)
 
 

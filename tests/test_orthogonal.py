@@ -385,3 +385,9 @@ def test_orthogonal_init_uses_normal_init_at_call_time(monkeypatch):
     for b in BACKENDS:
         get("orthogonal_init", b)((3, 7), gain=2.0, seed=5, dtype="float64")
     assert calls == [(b, (7, 3), 0.0, 1.0, 5, "float64") for b in BACKENDS]
+
+
+def test_orthogonal_init_without_normal_init_says_so(monkeypatch):
+    monkeypatch.delitem(init.KERNELS, "normal_init")
+    with pytest.raises(RuntimeError, match="normal_init"):
+        orthogonal.orthogonal_init((3, 3))
