@@ -74,7 +74,7 @@ def _call(name, backend, kwargs):
 
 def _same(a, b):
     fa, fb = verify._flatten(a), verify._flatten(b)
-    return len(fa) == len(fb) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(fa, fb))
+    return len(fa) == len(fb) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(fa, fb, strict=True))
 
 
 CONTRACT_CASES = [(n, b) for n in kernels.names() for b in kernels.BACKENDS

@@ -38,7 +38,7 @@ def test_quadrature_agrees_with_quad_on_the_whole_line(name, q):
     s = math.sqrt(q)
     for f in (lambda u: phi(u) ** 2, lambda u: dphi(u) ** 2):
         # reference: substitute u = s z and integrate in u with breakpoints at the activation's scale
-        ref = sum(integrate.quad(lambda u: f(u) * math.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q),
+        ref = sum(integrate.quad(lambda u, f=f: f(u) * math.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q),
                                  a, b, epsabs=0, epsrel=1e-12, limit=400)[0]
                   for a, b in [(-40 * s, -1), (-1, 0), (0, 1), (1, 40 * s)])
         assert theory.gaussian_expectation(f, q) == pytest.approx(ref, rel=1e-8, abs=1e-300)
