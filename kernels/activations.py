@@ -24,7 +24,8 @@ and the same libm functions (exp, expm1, erfc via the C library) and rounded onc
     underflows to 0).
   * Conventions at the kinks: relu'(0) = 0, leaky_relu'(0) = slope, elu'(0) = alpha, prelu'(0) = a
     (the left derivative everywhere).
-  * Special values: NaN in x or dy gives NaN out, for every activation (relu too). A product of a
+  * Special values: NaN in x or dy gives NaN out, for every activation (relu too; identity_backward
+    gives NaN where x is NaN although it does not otherwise read x). A product of a
     zero and an infinity is taken as 0 instead of NaN: leaky_relu with slope 0 (and prelu with a = 0)
     maps -inf to 0, and in the backward dy = +-inf times a zero derivative gives 0. With finite dy
     and infinite x every backward is finite.
@@ -121,7 +122,7 @@ def _d_gelu(x, alpha):
 
 
 _REF_DERIVATIVE = {
-    "identity": lambda x, alpha: np.ones_like(x),
+    "identity": lambda x, alpha: np.where(np.isnan(x), x, 1.0),  # 1, but NaN at NaN like the others
     "sigmoid": _d_sigmoid,
     "tanh": _d_tanh,
     "relu": lambda x, alpha: np.where(x > 0, 1.0, np.where(x <= 0, 0.0, x)),
@@ -135,8 +136,6 @@ def _ref_backward(act):
     def back(dy, z, alpha=None):
         if act in DEFAULT_ALPHA and alpha is None:
             alpha = DEFAULT_ALPHA[act]
-        if act == "identity":
-            return np.array(dy, dtype=np.float64, copy=True)
         return _mul(dy, _REF_DERIVATIVE[act](z, alpha))
     back.__name__ = f"{act}_reference_backward"
     back.__doc__ = f"dy * {act}'(z) in float64, no checks (alpha None = the default)."
@@ -289,7 +288,7 @@ def forward1(x, code, alpha):
 def derivative1(x, code, alpha):
     """act'(x) for one float64 x, as in the reference."""
     if code == 0:
-        return 1.0
+        return x if x != x else 1.0
     if code == 1:
         e = math.exp(-abs(x))
         return e / ((1.0 + e) * (1.0 + e))
@@ -311,8 +310,6 @@ def derivative1(x, code, alpha):
 @njit
 def backward1(dy, x, code, alpha):
     """dy * act'(x) for float64 dy, x (0 * inf taken as 0)."""
-    if code == 0:
-        return dy
     return _mul1(dy, derivative1(x, code, alpha))
 
 

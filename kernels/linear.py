@@ -96,8 +96,10 @@ def linear_backward(dy, x, W, z=None, activation="identity", alpha=None):
     """
     dy, x, W, z, code, alpha = _backward_args(dy, x, W, z, activation, alpha)
     dy64 = dy.astype(np.float64)
-    z64 = None if z is None else z.astype(np.float64)
-    dz = activations.REFERENCE_BACKWARD[activation](dy64, z64, alpha)
+    if activation == "identity":   # z is not needed (nor read)
+        dz = dy64
+    else:
+        dz = activations.REFERENCE_BACKWARD[activation](dy64, z.astype(np.float64), alpha)
     dx = dz @ W.astype(np.float64).T
     dW = x.astype(np.float64).T @ dz
     db = dz.sum(axis=0)
