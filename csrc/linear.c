@@ -15,7 +15,7 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-#define DEFINE_LINEAR(T, SFX)                                                                             \
+#define DEFINE_LINEAR(T, SFX)                                                              \
 void linear_forward_##SFX(T *y, T *z, const T *x, const T *W, const T *b,                          \
                           int64_t N, int64_t K, int64_t M, int act, double alpha) {                \
     /* y, z: (N, M) (z may be NULL); x: (N, K); W: (K, M); b: (M,) or NULL.                        \
