@@ -49,7 +49,7 @@ def _grads(grads, *, disjoint: bool) -> list[np.ndarray]:
                      for i, g in enumerate(grads[1:], start=1)]
     if disjoint and len(out) > 1:
         spans = sorted((g.ctypes.data, g.ctypes.data + g.nbytes, i) for i, g in enumerate(out) if g.size)
-        for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        for (_, end, i), (start, _, j) in zip(spans, spans[1:], strict=False):
             if start < end:
                 i, j = sorted((i, j))
                 raise ValueError(f"grads[{j}]: overlaps grads[{i}] in memory; each element would be "
