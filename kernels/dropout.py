@@ -42,7 +42,6 @@ any shape (copied to C order if needed); an empty x gives empty y and mask.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import _c, _check
@@ -180,13 +179,15 @@ def _backward_args(dy, p, mask, seed, offset):
     offset = _check.integer("offset", offset, lo=0, hi=2**64 - max(n, 1))
     if mask is not None:
         if not isinstance(mask, np.ndarray):
-            raise TypeError(f"mask: expected a numpy.ndarray of uint8 (the packed mask), got {type(mask).__name__}")
+            raise TypeError("mask: expected a numpy.ndarray of uint8 (the packed mask), "
+                            f"got {type(mask).__name__}")
         if mask.dtype != np.uint8:
-            raise TypeError(f"mask: expected dtype uint8 (the packed mask from dropout_forward), got {mask.dtype}")
+            raise TypeError("mask: expected dtype uint8 (the packed mask from dropout_forward), "
+                            f"got {mask.dtype}")
         nbytes = (n + 7) // 8
         if mask.shape != (nbytes,):
-            raise ValueError(f"mask: expected shape ({nbytes},) - ceil(n / 8) bytes for the {n} elements of dy, "
-                             f"got {mask.shape}")
+            raise ValueError(f"mask: expected shape ({nbytes},) - ceil(n / 8) bytes for the {n} elements "
+                             f"of dy, got {mask.shape}")
         if not (mask.flags.c_contiguous and mask.flags.aligned):
             mask = np.ascontiguousarray(mask)
     else:

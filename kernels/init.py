@@ -4,14 +4,14 @@
     constant_init(shape, value, dtype="float32")
     uniform_init(shape, low=-1.0, high=1.0, seed=0, dtype="float32")
     normal_init(shape, mean=0.0, std=1.0, seed=0, dtype="float32")
-    xavier_uniform_init(shape, gain=1.0, seed=0, dtype="float32")      bound = gain * sqrt(6 / (fan_in + fan_out))
-    xavier_normal_init(shape, gain=1.0, seed=0, dtype="float32")       std   = gain * sqrt(2 / (fan_in + fan_out))
+    xavier_uniform_init(shape, gain=1.0, seed=0, dtype="float32")  bound = gain * sqrt(6 / (fan_in + fan_out))
+    xavier_normal_init(shape, gain=1.0, seed=0, dtype="float32")   std   = gain * sqrt(2 / (fan_in + fan_out))
     he_uniform_init(shape, mode="fan_in", nonlinearity="relu", slope=0.01, seed=0, dtype="float32")
-                                                                       bound = gain * sqrt(3 / fan)
+                                                                   bound = gain * sqrt(3 / fan)
     he_normal_init(shape, mode="fan_in", nonlinearity="relu", slope=0.01, seed=0, dtype="float32")
-                                                                       std   = gain / sqrt(fan)
-    lecun_normal_init(shape, seed=0, dtype="float32")                  std   = 1 / sqrt(fan_in)
-    calculate_gain(nonlinearity, slope=0.01)                           (not a registry kernel)
+                                                                   std   = gain / sqrt(fan)
+    lecun_normal_init(shape, seed=0, dtype="float32")              std   = 1 / sqrt(fan_in)
+    calculate_gain(nonlinearity, slope=0.01)                       (not a registry kernel)
 
 Every initializer returns a new array of ``shape`` (an int or a tuple of ints >= 0) and ``dtype``
 ('float32', the default, or 'float64'); nothing is written in place. The uniform initializers draw

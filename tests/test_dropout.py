@@ -267,7 +267,8 @@ def test_float32_rounds_once_from_float64(backend):
     p = 1.0 / 3.0
     y, m = get("dropout_forward", backend)(x, p, 8)
     keep = bits(m, x.size)
-    np.testing.assert_array_equal(y[keep], (x[keep].astype(np.float64) * (1.0 / (1.0 - p))).astype(np.float32))
+    expected = (x[keep].astype(np.float64) * (1.0 / (1.0 - p))).astype(np.float32)
+    np.testing.assert_array_equal(y[keep], expected)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
