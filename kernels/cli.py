@@ -49,6 +49,10 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _verdict(ok: bool | None) -> str:
+    return "ok" if ok else ("FAIL" if ok is False else "n/a")
+
+
 def cmd_check(args) -> int:
     import kernels
     from kernels import verify
@@ -68,7 +72,7 @@ def cmd_check(args) -> int:
     results = verify.check(names, backends, sizes=args.sizes, progress=bar.update if bar else None)
     if bar:
         bar.close()
-    failed = [r for r in results if not r.ok]
+    failed = [r for r in results if r.ok is False]
     if args.format == "json":
         print(json.dumps([{"kernel": r.kernel, "backend": r.backend, "dtype": r.dtype, "ok": r.ok,
                            "max_error": None if r.max_error != r.max_error else r.max_error,
@@ -81,10 +85,12 @@ def cmd_check(args) -> int:
         for r in results:
             err = "-" if r.max_error != r.max_error else f"{r.max_error:10.2e}"
             tol = "-" if r.tolerance != r.tolerance else f"{r.tolerance:10.2e}"
-            line = (f"{r.kernel:<{width}}  {r.backend:<7} {r.dtype:<7} {'ok' if r.ok else 'FAIL':<4} "
+            line = (f"{r.kernel:<{width}}  {r.backend:<7} {r.dtype:<7} {_verdict(r.ok):<4} "
                     f"{err:>10} {tol:>10}  {r.size}")
             print(line + (f"  {r.message}" if r.message else ""))
-        print(f"\n{len(results) - len(failed)} of {len(results)} cells ok "
+        skipped = sum(r.ok is None for r in results)
+        print(f"\n{len(results) - len(failed) - skipped} of {len(results)} cells ok, {len(failed)} failed, "
+              f"{skipped} unavailable "
               f"(sizes {','.join(map(str, args.sizes))}; max_error is relative, see kernels/verify.py).")
     return 1 if failed else 0
 

@@ -60,7 +60,7 @@ class Result:
     backend: str
     dtype: str
     size: int
-    ok: bool
+    ok: bool | None  # None: the backend is unavailable on this machine (not a failure)
     max_error: float
     tolerance: float
     message: str = ""
@@ -212,7 +212,7 @@ def check(names=None, backends=None, dtypes=("float32", "float64"), sizes=QUICK_
         for backend in backends:
             for dt in dtypes:
                 if avail[backend] is not None:
-                    results.append(Result(name, backend, dt, 0, False, math.nan, math.nan,
+                    results.append(Result(name, backend, dt, 0, None, math.nan, math.nan,
                                           f"unavailable: {avail[backend]}"))
                     continue
                 cell = None
