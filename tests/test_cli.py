@@ -23,7 +23,7 @@ def test_check_json_lists_cells_with_the_documented_fields(capsys):
     assert cli.main(["check", "--kernel", "relu_forward", "--kernel", "linear_forward",
                      "--sizes", "1,7", "--format", "json"]) == 0
     cells = json.loads(capsys.readouterr().out)
-    assert len(cells) == 2 * 2 * 2  # kernels x (numba, c) x dtypes
+    assert len(cells) == 2 * 3 * 2  # kernels x (numpy, numba, c) x dtypes
     for c in cells:
         assert {"kernel", "backend", "dtype", "ok", "max_error"} <= set(c)
         assert c["ok"] is True and c["max_error"] <= c["tolerance"]
