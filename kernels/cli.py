@@ -3,6 +3,7 @@
     deepprop                 the depth table on its built-in defaults (same as ``deepprop depth``)
     deepprop list            the kernel x backend matrix, with why a backend is unavailable
     deepprop check           every kernel x backend x dtype against the NumPy reference
+    deepprop info            the CPU, its measured limits, BLAS, threads and versions
     deepprop depth ...       depth-vs-gradient-norm tables (``deepprop depth --help``)
 """
 
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"uses {','.join(map(str, verify.SIZES))})")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(func=cmd_check)
+
+    from kernels import machine
+
+    p = sub.add_parser("info", help="the CPU, its measured limits (FMA peak, bandwidth), BLAS, threads, versions",
+                       description=machine.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    machine.add_arguments(p)
+    p.set_defaults(func=machine.main)
 
     try:
         from kernels import depth
