@@ -4,6 +4,7 @@
     deepprop list            the kernel x backend matrix, with why a backend is unavailable
     deepprop check           every kernel x backend x dtype against the NumPy reference
     deepprop info            the CPU, its measured limits, BLAS, threads and versions
+    deepprop bench ...       kernel speed: numpy vs numba vs c vs torch (``deepprop bench --help``)
     deepprop depth ...       depth-vs-gradient-norm tables (``deepprop depth --help``)
 """
 
@@ -116,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description=machine.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     machine.add_arguments(p)
     p.set_defaults(func=machine.main)
+
+    from kernels import bench
+
+    p = sub.add_parser("bench", help="time kernels: numpy vs numba vs c vs torch, against the machine's limits",
+                       description=bench.__doc__, epilog=bench.EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.main)
 
     try:
         from kernels import depth
