@@ -5,6 +5,7 @@
     deepprop check           every kernel x backend x dtype against the NumPy reference
     deepprop info            the CPU, its measured limits, BLAS, threads and versions
     deepprop bench ...       kernel speed: numpy vs numba vs c vs torch (``deepprop bench --help``)
+    deepprop report ...      regenerate results/ (speed, and depth when present) on a quiet machine
     deepprop depth ...       depth-vs-gradient-norm tables (``deepprop depth --help``)
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 EPILOG_CHECK = """\
@@ -126,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(func=bench.main)
 
+    from kernels import report
+
+    p = sub.add_parser("report", help="regenerate results/: speed.csv, speed.md, plots (and the depth results)",
+                       description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_arguments(p)
+    p.set_defaults(func=report.main)
+
     try:
         from kernels import depth
     except ImportError:
@@ -144,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:  # the main job on its defaults
         argv = ["depth"] if "depth" in parser._subparsers._group_actions[0].choices else ["check"]
     args = parser.parse_args(argv)
+    args.command_line = "deepprop " + shlex.join(argv)  # stamped into result files
     return args.func(args)
 
 
