@@ -254,30 +254,35 @@ def level_capacity(caches_: dict, threads: int) -> dict[str, float]:
     return {"L1": l1 * threads, "L2": l2 * threads, "L3": l3, "DRAM": math.inf}
 
 
-def measure(progress=None) -> dict:
-    """Measure every limit now (a few seconds). progress(msg) is called before each step."""
+def measure(progress=None, quick: bool = False) -> dict:
+    """Measure every limit now (a few seconds). progress(msg) is called before each step.
+    quick=True: short calls, one round, a main-memory set of 16 MiB at most (for tests: the figures
+    are then rough)."""
     t_start = time.perf_counter()
     info = cpu()
     cores = info["usable_cores"]
     isa = probe_isa()
     counts = sorted({1, cores})
     say = progress or (lambda msg: None)
+    quick_args = {"seconds": 0.002, "rounds": 1} if quick else {}
     fma: dict = {}
     for dtype in ("float32", "float64"):
         fma[dtype] = {}
         for t in counts:
             say(f"FMA peak {dtype}, {t} thread(s)")
-            fma[dtype][str(t)] = fma_peak(dtype, t)
+            fma[dtype][str(t)] = fma_peak(dtype, t, **quick_args)
     bw: dict = {"copy": {}, "triad": {}}
     ws_probed: dict = {}
     for t in counts:
         ws = level_working_sets(info["caches"], t)
+        if quick:
+            ws["DRAM"] = min(ws["DRAM"], (16 << 20) // t)
         for level in LEVELS:
             ws_probed.setdefault(level, {})[str(t)] = ws[level] * t
             for kind in ("copy", "triad"):
                 say(f"{kind} bandwidth {level}, {t} thread(s)")
-                bw[kind].setdefault(level, {})[str(t)] = stream(kind, ws[level], t)
-    return {"probe_version": PROBE_VERSION, "isa": ISA_NAMES.get(isa, str(isa)), "cores": cores,
+                bw[kind].setdefault(level, {})[str(t)] = stream(kind, ws[level], t, **quick_args)
+    return {"probe_version": PROBE_VERSION, "isa": ISA_NAMES.get(isa, str(isa)), "cores": cores, "quick": quick,
             "caches": info["caches"], "fma_gflops": fma, "bandwidth_gbps": bw,
             "probed_working_set_bytes": ws_probed,
             "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -293,15 +298,16 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "deepprop"
 
 
-def cache_key(cpu_info: dict | None = None, build: str | None = None) -> dict:
-    """What the cached limits depend on: a different value measures afresh."""
+def cache_key(cpu_info: dict | None = None, build: str | None = None, quick: bool = False) -> dict:
+    """What the cached limits depend on: a different value measures afresh. Quick (rough, test-only)
+    measurements have keys of their own, so they never stand in for real ones."""
     cpu_info = cpu_info or cpu()
     if build is None:
         from . import _c
 
         build = _c.build_info()
     return {"model": cpu_info["model"], "flags": cpu_info["flags"], "cores": cpu_info["usable_cores"],
-            "build": build, "probe_version": PROBE_VERSION}
+            "build": build, "probe_version": PROBE_VERSION, **({"quick": True} if quick else {})}
 
 
 def cache_path(key: dict | None = None) -> pathlib.Path:
@@ -335,21 +341,21 @@ def save_cached(limits_: dict, key: dict | None = None) -> pathlib.Path | None:
     return path
 
 
-def limits(refresh: bool = False, measure_if_missing: bool = True, progress=None) -> dict | None:
+def limits(refresh: bool = False, measure_if_missing: bool = True, progress=None, quick: bool = False) -> dict | None:
     """The machine's limits: from the cache, or measured now (and cached). With refresh=True always
     measured now. None when not cached and measure_if_missing is False, or without the C backend."""
     from . import _c
 
     if _c.UNAVAILABLE is not None:
         return None
-    key = cache_key()
+    key = cache_key(quick=quick)
     if not refresh:
         cached = load_cached(key)
         if cached is not None:
             return {**cached, "source": f"cached {cache_path(key)}"}
         if not measure_if_missing:
             return None
-    lim = measure(progress)
+    lim = measure(progress, quick)
     saved = save_cached(lim, key)
     return {**lim, "source": "measured now" + (f", cached in {saved}" if saved else " (cache not writable)")}
 

@@ -186,7 +186,7 @@ def write_readme(path: pathlib.Path, stamp, files: dict, command: str) -> None:
 # ---- the command ----------------------------------------------------------------------------------------------
 
 def report(outdir="results", kernels=None, threads=None, sizes=None, blas_coretype="auto", repeat=5, min_time=0.1,
-           remeasure=True, parts=("speed", "depth"), command="deepprop report", progress=True) -> dict:
+           remeasure=True, parts=("speed", "depth"), command="deepprop report", progress=True, backends=None) -> dict:
     """Regenerate the results files; returns {file name: how it is made}."""
     from . import machine
 
@@ -194,7 +194,7 @@ def report(outdir="results", kernels=None, threads=None, sizes=None, blas_corety
     outdir.mkdir(parents=True, exist_ok=True)
     files: dict = {}
     limits = machine.limits(refresh=remeasure)
-    plan = bench.make_plan(kernels, None, None, sizes, threads, repeat, min_time, blas_coretype)
+    plan = bench.make_plan(kernels, backends, None, sizes, threads, repeat, min_time, blas_coretype)
     rows, env_reports = bench.run(plan, limits, progress=progress) if "speed" in parts else ([], {})
     stamp = make_stamp(command, plan, env_reports, limits)
     if "speed" in parts:
