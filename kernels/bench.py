@@ -198,19 +198,12 @@ def _dropout_backward(rng, n, dtype):
     return {"dy": dy, "p": 0.5, "mask": REGISTRY["dropout_mask"]["numpy"](dy.size, 0.5, 1234)}
 
 
-def _shape_kernel(name):
-    """Kernels that take `shape` (the initializers): the verification case's kwargs with the shape
-    replaced by (n, 1024) and the dtype by the benchmarked one."""
+def _init_kernel(**params):
+    """Initializers: shape (n, 1024), the benchmarked dtype, fixed parameters."""
     def make(rng, n, dtype):
         import numpy as np
 
-        from . import CASES
-
-        kw = dict(CASES[name](np.random.default_rng(0), 7, np.dtype(dtype)))
-        kw["shape"] = (n, WIDTH)
-        if "dtype" in kw:
-            kw["dtype"] = np.dtype(dtype).name
-        return kw
+        return {"shape": (n, WIDTH), **params, "dtype": np.dtype(dtype).name}
     return make
 
 
@@ -275,8 +268,16 @@ for _act in ACTIVATIONS:
     WORKLOADS[f"{_act}_backward"] = Workload(_rows(with_dy=True,
                                                    extra=lambda r, n, d, kw, a=_alpha: {"alpha": a} if a else {}),
                                              ROWS, "dy, x (n, 1024)")
+_INIT_PARAMS = {
+    "zeros_init": {}, "constant_init": {"value": 0.1},
+    "uniform_init": {"low": -0.1, "high": 0.1, "seed": 1234}, "normal_init": {"mean": 0.0, "std": 0.02, "seed": 1234},
+    "xavier_uniform_init": {"gain": 1.0, "seed": 1234}, "xavier_normal_init": {"gain": 1.0, "seed": 1234},
+    "he_uniform_init": {"mode": "fan_in", "nonlinearity": "relu", "seed": 1234},
+    "he_normal_init": {"mode": "fan_in", "nonlinearity": "relu", "seed": 1234},
+    "lecun_normal_init": {"seed": 1234},
+}
 for _init in INITS:
-    WORKLOADS[_init] = Workload(_shape_kernel(_init), ROWS, "shape (n, 1024)")
+    WORKLOADS[_init] = Workload(_init_kernel(**_INIT_PARAMS[_init]), ROWS, "shape (n, 1024)")
 
 
 def workload(name: str) -> Workload:
@@ -422,7 +423,7 @@ def _restorer(kwargs, originals, keys):
     return restore
 
 
-def _compare_all(name, kwargs, outs, refs, slack=1.0):
+def _compare_all(name, kwargs, outs, refs, dtype, slack=1.0):
     """Max error and message of outs against refs under the kernel's tolerance (kernels.verify).
     slack > 1 (a peer that computes in the dtype): elementwise measures become normwise, since one
     rounding in the dtype before a cancellation breaks a componentwise bound, not a normwise one."""
@@ -435,8 +436,7 @@ def _compare_all(name, kwargs, outs, refs, slack=1.0):
         measure = "normwise"
     if k == "qr":
         k = verify._qr_k(kwargs)
-    dtype = next((np.asarray(r).dtype for r in refs if np.asarray(r).dtype.kind == "f"), np.dtype("float64"))
-    tol = float(k) * float(np.finfo(dtype).eps) * slack
+    tol = float(k) * float(np.finfo(dtype).eps) * slack  # eps of the case's dtype, as kernels.verify
     if len(outs) != len(refs):
         return math.inf, tol, f"{len(outs)} outputs, reference has {len(refs)}"
     dens = (verify._gemm_denominators(name, kwargs, refs) if measure == "gemm" else [])
@@ -510,7 +510,7 @@ def run_case(name, backend, dtype, n, repeat, min_time, seed=0):
             err, tol = (0.0 if not msg else math.inf), 0.0
             row["check"] = "ok (properties)" if not msg else f"FAIL: {msg}"
         else:
-            err, tol, msg = _compare_all(name, kwargs, outs_all, refs_all, TORCH_SLACK if peer else 1.0)
+            err, tol, msg = _compare_all(name, kwargs, outs_all, refs_all, dt, TORCH_SLACK if peer else 1.0)
             row["check"] = (f"ok ({err:.2g} <= {tol:.2g})" if not msg else f"FAIL: {msg}")
         if msg:
             row["error"] = f"result differs from the reference: {msg}"
