@@ -458,8 +458,11 @@ def _compare_all(name, kwargs, outs, refs, dtype, slack=1.0):
     return worst, tol, "; ".join(msgs)
 
 
-def run_case(name, backend, dtype, n, repeat, min_time, seed=0):
-    """Build, check and time one case in this process. Returns a partial row (no derived columns)."""
+def prepare_case(name, backend, dtype, n, seed=0):
+    """Build one case, run it once untimed (JIT compile, pool start-up) and check the result against
+    the reference. Returns (row, call, restore): the partial row (no timings; "error" set when the
+    check failed, and then call is None), the call to time, and the untimed restore of in-place
+    arguments to run before each call (None when the kernel writes nothing in place)."""
     import numpy as np
 
     from . import REGISTRY
@@ -507,18 +510,24 @@ def run_case(name, backend, dtype, n, repeat, min_time, seed=0):
         outs_all = outs + [a for k, a in _array_args(kwargs) if k in written]
         if peer is not None and peer.check is not None:
             msg = peer.check(kwargs, originals, outs_all, refs_all)
-            err, tol = (0.0 if not msg else math.inf), 0.0
             row["check"] = "ok (properties)" if not msg else f"FAIL: {msg}"
         else:
             err, tol, msg = _compare_all(name, kwargs, outs_all, refs_all, dt, TORCH_SLACK if peer else 1.0)
             row["check"] = (f"ok ({err:.2g} <= {tol:.2g})" if not msg else f"FAIL: {msg}")
         if msg:
             row["error"] = f"result differs from the reference: {msg}"
-            return row
+            return row, None, None
     restore = _restorer(kwargs, originals, written)
     if restore is not None:
         restore()
-    del result
+    return row, call, restore
+
+
+def run_case(name, backend, dtype, n, repeat, min_time, seed=0):
+    """Build, check and time one case in this process. Returns a partial row (no derived columns)."""
+    row, call, restore = prepare_case(name, backend, dtype, n, seed)
+    if call is None:
+        return row
     samples, number = time_call(call, restore, repeat, min_time)
     row["min_s"], row["median_s"], row["iqr_s"] = stats(samples)
     row["repeats"], row["number"] = len(samples), number
@@ -876,13 +885,16 @@ def to_table(rows, markdown=False) -> str:
     heads = [h for _, h in TABLE_COLUMNS]
     body = [[_cell(r, c) for c, _ in TABLE_COLUMNS] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" if i < 4 else "---:" for i in range(len(heads))) + "|"]
+        align = "|".join("---" if i < 4 else "---:" for i in range(len(heads)))
+        lines = ["| " + " | ".join(heads) + " |", f"|{align}|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
     else:
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(heads)]
         right = {i for i in range(len(heads)) if i >= 4}
+
         def line(cells):
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
         lines = [line(heads), line(["-" * w for w in widths])] + [line(b) for b in body]
     errs = [r for r in rows if r.get("error")]
     if errs:
@@ -919,8 +931,8 @@ def summary(rows, plan: Plan, env_reports: dict, limits: dict | None) -> str:
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = ["summary: speed-up over numpy (% of the machine's limit), median times; "
              f"threads={plan.threads}"]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     for b, why in plan.skipped.items():
         lines.append(f"not run: {b}: {why}")
     for b, rep in env_reports.items():
@@ -939,7 +951,12 @@ def context(plan: Plan, env_reports: dict, limits: dict | None, command: str) ->
     from . import machine
 
     c = machine.cpu()
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        load = None
     return {"command": command, "commit": machine.commit(), "cpu": c["model"], "cores": c["usable_cores"],
+            "load_average_1min": load,
             "threads": plan.threads, "blas_coretype": plan.blas_coretype, "children": env_reports,
             "limits": limits, "software": machine.software(threading_layer=False),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -990,7 +1007,7 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads for BLAS, Numba, OpenMP (and so the C kernels, were they threaded) and torch, "
                         "set in each backend's child before it loads them (default: the usable cores, "
-                        "%d here)" % default_threads())
+                        f"{default_threads()} here)")
     p.add_argument("--backends", type=_csv_list, default=None, metavar="B,B,...",
                    help="numpy, numba, c, torch (default: every available one; torch joins when importable)")
     p.add_argument("--repeat", type=int, default=5, help="at least this many timed samples (default: 5)")
@@ -1027,6 +1044,9 @@ def main(args) -> int:
     elif note:
         print(f"deepprop bench: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} is set here; the children "
               f"run with --blas-coretype {plan.blas_coretype}", file=sys.stderr)
+    busy = machine.load_note()
+    if busy:
+        print(f"deepprop bench: note: {busy}", file=sys.stderr)
     limits = machine.limits(measure_if_missing=not args.no_limits,
                             progress=lambda m: print(f"\rmeasuring the machine's limits once (cached): {m:<40}",
                                                      end="", file=sys.stderr, flush=True))

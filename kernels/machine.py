@@ -144,16 +144,15 @@ def probe_isa() -> int:
 def _parallel(n_threads: int, work, rounds: int) -> float:
     """Best over rounds of (sum of the amounts work() returns) / (slowest thread's seconds).
     work(i) runs in thread i, returns (amount, seconds) and must release the GIL while it works."""
+    def run(i, barrier, results):
+        barrier.wait()
+        results[i] = work(i)
+
     best = 0.0
     for _ in range(rounds):
         results: list = [None] * n_threads
         barrier = threading.Barrier(n_threads)
-
-        def run(i):
-            barrier.wait()
-            results[i] = work(i)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+        threads = [threading.Thread(target=run, args=(i, barrier, results)) for i in range(n_threads)]
         for t in threads:
             t.start()
         for t in threads:
@@ -418,6 +417,20 @@ def coretype_note(env: dict | None = None) -> str | None:
     return (f"OPENBLAS_CORETYPE={value} is set in the environment: NumPy's OpenBLAS runs the {value} kernels, "
             "not the ones it would detect for this CPU; `deepprop bench --blas-coretype auto` measures "
             "NumPy without the pin.")
+
+
+def load_note(cores: int | None = None) -> str | None:
+    """A sentence when other work keeps the CPU busy (1-minute load average), else None."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = cores or usable_cores()
+    if load < 0.5:
+        return None
+    return (f"the machine is busy (load average {load:.2f} on {cores} usable core(s)): every figure will be low "
+            "and noisy, multi-threaded ones most (a thread pool waits for its slowest thread); measure on a quiet "
+            "machine or with --threads 1.")
 
 
 def numba_info(threading_layer: bool = True) -> dict:

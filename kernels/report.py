@@ -70,7 +70,8 @@ def stamp_lines(stamp: dict) -> list[str]:
         f"command: {stamp.get('command')}",
         f"commit: {stamp.get('commit')}",
         f"date: {stamp.get('date')}",
-        f"CPU: {stamp.get('cpu')}, {stamp.get('cores')} usable core(s)",
+        f"CPU: {stamp.get('cpu')}, {stamp.get('cores')} usable core(s); load average at the end "
+        f"{stamp.get('load_average_1min')}",
         f"limits: {limits_summary(stamp.get('limits'))}",
         f"BLAS: {stamp.get('blas_arch')}; OPENBLAS_CORETYPE in the children: "
         f"{stamp.get('openblas_coretype') or 'unset (auto-detected)'} (--blas-coretype {stamp.get('blas_coretype')})",
@@ -127,11 +128,13 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401
     except ImportError as exc:
         return {}, f"matplotlib is not installed ({exc}): pip install matplotlib"
     colors = {"numpy": "#444444", "numba": "#1f77b4", "c": "#d62728", "torch": "#ff7f0e"}
     styles = {"float32": "-", "float64": "--"}
-    footer = " | ".join(stamp_lines(stamp)[1:5])
+    sl = stamp_lines(stamp)  # command, commit, date, CPU, limits, BLAS, threads, versions, C build
+    footer = "\n".join([" | ".join(sl[1:4]), sl[4], sl[5], " | ".join(sl[6:8])])
     meta = {"Software": "deepprop report", "Description": "\n".join(stamp_lines(stamp))}
     out = {}
     for fam, names in families.items():
@@ -140,7 +143,7 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
             continue
         ncol = min(4, len(names))
         nrow = math.ceil(len(names) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow + 1.0), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.2 * ncol, 10.0), 3.2 * nrow + 1.3), squeeze=False)
         for ax, name in zip(axes.flat, names, strict=False):
             for backend in bench.ALL_BACKENDS:
                 for dtype in bench.DTYPES:
@@ -151,6 +154,7 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
                         ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[dtype], marker="o", ms=3,
                                 color=colors.get(backend), label=f"{backend} {dtype}")
             ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_yscale("log")
             ax.axhline(1.0, color="#999999", lw=0.8)
             ax.set_title(name, fontsize=10)
@@ -160,12 +164,16 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
             ax.grid(True, which="both", alpha=0.25)
         for ax in list(axes.flat)[len(names):]:
             ax.axis("off")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=2)
-        fig.suptitle(f"deepprop {fam}: speed-up over NumPy (median), threads={stamp.get('threads')}", fontsize=11,
-                     x=0.02, ha="left")
-        fig.text(0.01, 0.005, footer, fontsize=6, color="#555555", wrap=True)
-        fig.tight_layout(rect=(0, 0.04, 1, 0.94))
+        labels: dict = {}
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                labels.setdefault(lab, h)
+        fig.suptitle(f"deepprop {fam}: speed-up over NumPy (median time), threads={stamp.get('threads')}",
+                     fontsize=11, x=0.01, ha="left", y=0.995)
+        fig.legend(list(labels.values()), list(labels), loc="upper center", bbox_to_anchor=(0.5, 0.965),
+                   fontsize=7, ncol=min(8, len(labels)), frameon=False)
+        fig.text(0.01, 0.005, footer, fontsize=6, color="#555555")
+        fig.tight_layout(rect=(0, 0.55 / (3.2 * nrow + 1.3), 1, 0.93))
         path = outdir / f"speed_{fam}.png"
         fig.savefig(path, dpi=110, metadata=meta)
         plt.close(fig)

@@ -6,7 +6,6 @@ and is shared by the tests that read its rows; the rest call the pieces in proce
 import csv
 import io
 import json
-import math
 import os
 import sys
 import types
