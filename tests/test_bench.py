@@ -163,7 +163,7 @@ def test_default_sizes_span_cache_and_memory(limits):
     caches = limits["caches"]
     rows_bytes = [4 * n * bench.WIDTH for n in bench.ROWS]  # one float32 (n, 1024) array
     assert rows_bytes[0] * 3 < caches.get("L2", 512 << 10) * 2  # the smallest fits in L2
-    assert rows_bytes[-1] > caches.get("L3", 32 << 20)  # the largest does not fit in L3
+    assert 2 * rows_bytes[-1] >= caches.get("L3", 32 << 20)  # the largest (>= 2 arrays) does not fit in L3
 
 
 @pytest.mark.parametrize("name", kernels.names())
