@@ -8,9 +8,9 @@ Speed part (this module):
     results/speed_<family>.png speed-up over NumPy against size, one line per backend (solid float32,
                                dashed float64), one panel per kernel
     results/README.md          how each file is made
-Depth part: ``kernels.depth.report(outdir, stamp=stamp)`` when kernels.depth has a ``report``; it gets
-the same stamp (a dict; ``stamp_lines(stamp)`` renders it) and returns {file name: how it is made}
-(or a list of paths), which README.md lists too.
+Depth part: ``kernels.depth.report(outdir, stamp=text)`` when kernels.depth has a ``report``; it gets
+the same stamp as 'key: value' lines (``stamp_text``) and returns the paths it wrote (or {file name:
+how it is made}), which README.md lists too.
 
 The speed part runs the benchmark with ``--blas-coretype auto`` (NumPy on OpenBLAS's own kernels: the
 fair baseline) and re-measures the machine's limits first, unless told otherwise. Run it on a quiet
@@ -80,6 +80,11 @@ def stamp_lines(stamp: dict) -> list[str]:
         f"torch {torch.get('version') if torch else 'not installed'}",
         f"C build: {sw.get('c_build')}",
     ]
+
+
+def stamp_text(stamp: dict) -> str:
+    """The stamp as 'key: value' lines in one string: what kernels.depth.report(outdir, stamp=...) takes."""
+    return "\n".join(stamp_lines(stamp))
 
 
 # ---- writers ----------------------------------------------------------------------------------------------
@@ -223,11 +228,17 @@ def report(outdir="results", kernels=None, threads=None, sizes=None, blas_corety
         except ImportError:
             depth = None
         if depth is not None and hasattr(depth, "report"):
-            made = depth.report(outdir, stamp=stamp)
+            made = depth.report(str(outdir), stamp=stamp_text(stamp))
+            titles = getattr(depth, "REPORT_TABLES", {})
             if isinstance(made, dict):
                 files.update({str(k): v for k, v in made.items()})
             elif made:
-                files.update({pathlib.Path(p).name: "made by kernels.depth.report" for p in made})
+                for p in made:
+                    p = pathlib.Path(p)
+                    title = titles.get(p.stem)
+                    kind = {".csv": "table (CSV)", ".md": "table (Markdown)", ".png": "plot"}.get(p.suffix, "file")
+                    files[p.name] = (f"depth harness (kernels.depth.report): {title}, {kind}" if title
+                                     else f"depth harness (kernels.depth.report): {kind}")
     write_readme(outdir / "README.md", stamp, {**files, "README.md": "this file, by `deepprop report`"}, command)
     return files
 
