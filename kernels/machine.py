@@ -363,7 +363,7 @@ def _scaled(per_count: dict, threads: int, cores: int) -> float:
     """A figure for `threads` threads from the 1-thread and all-core figures: threads x the 1-thread
     figure, capped by the all-core one (threads beyond the cores add nothing)."""
     one = per_count["1"]
-    full = per_count.get(str(cores), one)
+    full = max(per_count.get(str(cores), one), one)  # more threads never lower the limit: one may idle
     return min(max(threads, 1) * one, full) if threads < cores else full
 
 
