@@ -148,7 +148,8 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
             continue
         ncol = min(4, len(names))
         nrow = math.ceil(len(names) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.2 * ncol, 10.0), 3.2 * nrow + 1.3), squeeze=False)
+        height = 3.2 * nrow + 1.3
+        fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.2 * ncol, 10.0), height), squeeze=False)
         for ax, name in zip(axes.flat, names, strict=False):
             for backend in bench.ALL_BACKENDS:
                 for dtype in bench.DTYPES:
@@ -159,8 +160,13 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
                         ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[dtype], marker="o", ms=3,
                                 color=colors.get(backend), label=f"{backend} {dtype}")
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_yscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.yaxis.set_major_formatter(plain)
+            lo, hi = ax.get_ylim()
+            few_decades = lo > 0 and math.log10(hi / lo) < 1.3  # label minor ticks only when few majors show
+            ax.yaxis.set_minor_formatter(plain if few_decades else matplotlib.ticker.NullFormatter())
             ax.axhline(1.0, color="#999999", lw=0.8)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("size n (kernels.bench workloads)", fontsize=8)
@@ -174,11 +180,11 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
             for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
                 labels.setdefault(lab, h)
         fig.suptitle(f"deepprop {fam}: speed-up over NumPy (median time), threads={stamp.get('threads')}",
-                     fontsize=11, x=0.01, ha="left", y=0.995)
-        fig.legend(list(labels.values()), list(labels), loc="upper center", bbox_to_anchor=(0.5, 0.965),
+                     fontsize=11, x=0.01, ha="left", y=1 - 0.05 / height)
+        fig.legend(list(labels.values()), list(labels), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height),
                    fontsize=7, ncol=min(8, len(labels)), frameon=False)
         fig.text(0.01, 0.005, footer, fontsize=6, color="#555555")
-        fig.tight_layout(rect=(0, 0.55 / (3.2 * nrow + 1.3), 1, 0.93))
+        fig.tight_layout(rect=(0, 0.6 / height, 1, 1 - 0.55 / height))
         path = outdir / f"speed_{fam}.png"
         fig.savefig(path, dpi=110, metadata=meta)
         plt.close(fig)
@@ -255,6 +261,8 @@ def add_arguments(p) -> None:
     p.add_argument("--repeat", type=int, default=5, help="at least this many samples per case (default: 5)")
     p.add_argument("--min-time", type=float, default=0.1, metavar="SECONDS",
                    help="and at least this long per case (default: 0.1)")
+    p.add_argument("--backends", type=bench._csv_list, default=None, metavar="B,B,...",
+                   help="as for deepprop bench (default: every available one)")
     p.add_argument("--cached-limits", action="store_true",
                    help="use the cached machine limits instead of measuring them afresh")
     p.add_argument("--parts", type=bench._csv_list, default=["speed", "depth"], metavar="speed,depth",
@@ -268,7 +276,7 @@ def main(args) -> int:
     t0 = time.time()
     try:
         files = report(args.outdir, kernels_asked, args.threads, args.sizes, args.blas_coretype, args.repeat,
-                       args.min_time, not args.cached_limits, tuple(args.parts), command)
+                       args.min_time, not args.cached_limits, tuple(args.parts), command, backends=args.backends)
     except bench.BenchError as exc:
         print(f"deepprop report: {exc}", file=sys.stderr)
         return 2
