@@ -116,4 +116,17 @@ void l2_grad_f64(double *out, const double *grad, const double *w, int64_t n, do
 void l1_grad_f32(float *out, const float *grad, const float *w, int64_t n, double l1);
 void l1_grad_f64(double *out, const double *grad, const double *w, int64_t n, double l1);
 
+/* machine.c: probes of the machine's limits behind `deepprop info` (not kernels: no reference, no
+ * Numba twin, no _f32/_f64 pair for the bandwidth loops). isa: -1 = the widest this CPU runs,
+ * 0 = portable C, 1 = AVX2+FMA, 2 = AVX-512F; chosen at run time, the module runs on any x86-64.
+ * Each probe returns the floating-point operations (fma) or bytes (stream, counted STREAM's way:
+ * each array read or written once, no write-allocate) it did, or -1 when the CPU lacks that isa.
+ * sink receives a checksum so that no work can be optimised away. */
+int machine_isa(void);
+double machine_fma_f32(double *sink, int64_t iters, int isa);
+double machine_fma_f64(double *sink, int64_t iters, int isa);
+double machine_stream_copy(double *a, const double *b, int64_t n, int64_t reps, int isa);
+double machine_stream_triad(double *a, const double *b, const double *c, int64_t n, int64_t reps, double s,
+                            int isa);
+
 #endif

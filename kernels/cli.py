@@ -3,6 +3,9 @@
     deepprop                 the depth table on its built-in defaults (same as ``deepprop depth``)
     deepprop list            the kernel x backend matrix, with why a backend is unavailable
     deepprop check           every kernel x backend x dtype against the NumPy reference
+    deepprop info            the CPU, its measured limits, BLAS, threads and versions
+    deepprop bench ...       kernel speed: numpy vs numba vs c vs torch (``deepprop bench --help``)
+    deepprop report ...      regenerate results/ (speed, and depth when present) on a quiet machine
     deepprop depth ...       depth-vs-gradient-norm tables (``deepprop depth --help``)
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 EPILOG_CHECK = """\
@@ -117,6 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(func=cmd_check)
 
+    from kernels import machine
+
+    p = sub.add_parser("info", help="the CPU, its measured limits (FMA peak, bandwidth), BLAS, threads, versions",
+                       description=machine.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    machine.add_arguments(p)
+    p.set_defaults(func=machine.main)
+
+    from kernels import bench
+
+    p = sub.add_parser("bench", help="time kernels: numpy vs numba vs c vs torch, against the machine's limits",
+                       description=bench.__doc__, epilog=bench.EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.main)
+
+    from kernels import report
+
+    p = sub.add_parser("report", help="regenerate results/: speed.csv, speed.md, plots (and the depth results)",
+                       description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_arguments(p)
+    p.set_defaults(func=report.main)
+
     try:
         from kernels import depth
     except ImportError:
@@ -135,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:  # the main job on its defaults
         argv = ["depth"] if "depth" in parser._subparsers._group_actions[0].choices else ["check"]
     args = parser.parse_args(argv)
+    args.command_line = "deepprop " + shlex.join(argv)  # stamped into result files
     return args.func(args)
 
 

@@ -1,0 +1,286 @@
+"""``deepprop report``: regenerate results/ (every file stamped with how and where it was made).
+
+Speed part (this module):
+    results/speed.csv          every row of `deepprop bench` over every kernel (kernels.bench.ALL_COLUMNS),
+                               after '# ' lines with the stamp
+    results/speed.md           the same as tables per kernel family, with the machine's limits and the
+                               byte-counting table
+    results/speed_<family>.png speed-up over NumPy against size, one line per backend (solid float32,
+                               dashed float64), one panel per kernel
+    results/README.md          how each file is made
+Depth part: ``kernels.depth.report(outdir, stamp=text)`` when kernels.depth has a ``report``; it gets
+the same stamp as 'key: value' lines (``stamp_text``) and returns the paths it wrote (or {file name:
+how it is made}), which README.md lists too.
+
+The speed part runs the benchmark with ``--blas-coretype auto`` (NumPy on OpenBLAS's own kernels: the
+fair baseline) and re-measures the machine's limits first, unless told otherwise. Run it on a quiet
+machine: anything else running lowers every figure.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+import time
+
+from . import bench
+
+SPEED_FILES = {
+    "speed.csv": "every (kernel, backend, dtype, size) row of `deepprop bench`, all columns; '# ' lines on "
+                 "top carry the stamp (pandas: `read_csv(path, comment='#')`)",
+    "speed.md": "the rows as tables per kernel family, the machine's limits, and what each kernel is timed on",
+    "speed_<family>.png": "per kernel family: speed-up over NumPy (median times) against size n, one line per "
+                          "backend, solid float32 / dashed float64, one panel per kernel",
+}
+
+
+# ---- the stamp ---------------------------------------------------------------------------------------
+
+def make_stamp(command: str, plan, env_reports: dict, limits: dict | None) -> dict:
+    """Everything a result file is stamped with, as a JSON-serialisable dict."""
+    ctx = bench.context(plan, env_reports, limits, command)
+    numpy_child = env_reports.get("numpy") or next(iter(env_reports.values()), {})
+    ctx["blas_arch"] = numpy_child.get("blas_arch")
+    ctx["openblas_coretype"] = (numpy_child.get("env") or {}).get("OPENBLAS_CORETYPE")
+    return ctx
+
+
+def limits_summary(limits: dict | None) -> str:
+    if not limits:
+        return "not measured (C backend unavailable)"
+    f, bw = limits["fma_gflops"], limits["bandwidth_gbps"]
+    cores = str(limits["cores"])
+    return (f"FMA peak float32 {f['float32']['1']:.1f} GFLOP/s per core ({f['float32'][cores]:.1f} on {cores}), "
+            f"float64 {f['float64']['1']:.1f} ({f['float64'][cores]:.1f}); DRAM triad "
+            f"{bw['triad']['DRAM']['1']:.1f} GB/s on 1 core ({bw['triad']['DRAM'][cores]:.1f} on {cores}); "
+            f"probe ISA {limits['isa']}, measured {limits['measured_at']}")
+
+
+def stamp_lines(stamp: dict) -> list[str]:
+    """The stamp as short 'key: value' lines (for Markdown, CSV comments and figure footers)."""
+    sw = stamp.get("software") or {}
+    nb = sw.get("numba") or {}
+    torch = sw.get("torch") or {}
+    children = stamp.get("children") or {}
+    thr = ", ".join(f"{b}: numba {r.get('numba_threads')}" + (f", torch {r['torch_threads']}"
+                                                           if "torch_threads" in r else "")
+                    for b, r in children.items())
+    return [
+        f"command: {stamp.get('command')}",
+        f"commit: {stamp.get('commit')}",
+        f"date: {stamp.get('date')}",
+        f"CPU: {stamp.get('cpu')}, {stamp.get('cores')} usable core(s); load average at the end "
+        f"{stamp.get('load_average_1min')}",
+        f"limits: {limits_summary(stamp.get('limits'))}",
+        f"BLAS: {stamp.get('blas_arch')}; OPENBLAS_CORETYPE in the children: "
+        f"{stamp.get('openblas_coretype') or 'unset (auto-detected)'} (--blas-coretype {stamp.get('blas_coretype')})",
+        f"threads: {stamp.get('threads')} ({thr})" if thr else f"threads: {stamp.get('threads')}",
+        f"versions: python {sw.get('python')}, numpy {sw.get('numpy')}, numba {nb.get('version')}, "
+        f"torch {torch.get('version') if torch else 'not installed'}",
+        f"C build: {sw.get('c_build')}",
+    ]
+
+
+def stamp_text(stamp: dict) -> str:
+    """The stamp as 'key: value' lines in one string: what kernels.depth.report(outdir, stamp=...) takes."""
+    return "\n".join(stamp_lines(stamp))
+
+
+# ---- writers ----------------------------------------------------------------------------------------------
+
+def family_of(name: str) -> str:
+    from . import FAMILY
+
+    mod = FAMILY.get(name)
+    return mod.__name__.rsplit(".", 1)[-1] if mod is not None else "other"
+
+
+def write_csv(path: pathlib.Path, rows, stamp) -> None:
+    head = "".join(f"# {line}\n" for line in stamp_lines(stamp))
+    path.write_text(head + bench.to_csv(rows))
+
+
+def write_markdown(path: pathlib.Path, rows, stamp, families: dict, pngs: dict) -> None:
+    lines = ["# Kernel speed: NumPy, Numba, C and PyTorch on one machine", "",
+             "Generated by `deepprop report`; do not edit. Stamp:", ""]
+    lines += [f"- {s}" for s in stamp_lines(stamp)]
+    lines += ["", "Times are medians over repeats (kernels.bench explains the timing); speed-ups are NumPy's "
+              "(the float64-inside reference) median over the backend's; `% limit` is GFLOP/s against the FMA "
+              "peak for compute-bound kernels, GB/s against the measured bandwidth of the cache level the "
+              "bytes fit in for the others. Output allocation is inside the timing for every backend.", ""]
+    errs = [r for r in rows if r.get("error")]
+    for fam, names in families.items():
+        frows = [r for r in rows if r["kernel"] in names]
+        if not frows:
+            continue
+        lines += [f"## {fam}", ""]
+        if fam in pngs:
+            lines += [f"![speed-up over NumPy, {fam}]({pngs[fam].name})", ""]
+        lines += [bench.to_table([r for r in frows if not r.get("error")], markdown=True), ""]
+    if errs:
+        lines += ["## Failures", ""] + [f"- {r['kernel']} {r['backend']} {r['dtype']} n={r['size']}: {r['error']}"
+                                        for r in errs] + [""]
+    lines += ["## What each kernel is timed on", "", bench.workloads_table(list(dict.fromkeys(r["kernel"]
+                                                                                               for r in rows))), ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict, str | None]:
+    """speed_<family>.png per family; ({family: path}, why not) - matplotlib is optional."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401
+    except ImportError as exc:
+        return {}, f"matplotlib is not installed ({exc}): pip install matplotlib"
+    colors = {"numpy": "#444444", "numba": "#1f77b4", "c": "#d62728", "torch": "#ff7f0e"}
+    styles = {"float32": "-", "float64": "--"}
+    sl = stamp_lines(stamp)  # command, commit, date, CPU, limits, BLAS, threads, versions, C build
+    footer = "\n".join([" | ".join(sl[1:4]), sl[4], sl[5], " | ".join(sl[6:8])])
+    meta = {"Software": "deepprop report", "Description": "\n".join(stamp_lines(stamp))}
+    out = {}
+    for fam, names in families.items():
+        names = [k for k in names if any(r["kernel"] == k and r.get("speedup_vs_numpy") for r in rows)]
+        if not names:
+            continue
+        ncol = min(4, len(names))
+        nrow = math.ceil(len(names) / ncol)
+        height = 3.2 * nrow + 1.3
+        fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.2 * ncol, 10.0), height), squeeze=False)
+        for ax, name in zip(axes.flat, names, strict=False):
+            for backend in bench.ALL_BACKENDS:
+                for dtype in bench.DTYPES:
+                    pts = sorted((r["size"], r["speedup_vs_numpy"]) for r in rows
+                                 if r["kernel"] == name and r["backend"] == backend and r["dtype"] == dtype
+                                 and r.get("speedup_vs_numpy"))
+                    if pts:
+                        ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[dtype], marker="o", ms=3,
+                                color=colors.get(backend), label=f"{backend} {dtype}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.yaxis.set_major_formatter(plain)
+            lo, hi = ax.get_ylim()
+            few_decades = lo > 0 and math.log10(hi / lo) < 1.3  # label minor ticks only when few majors show
+            ax.yaxis.set_minor_formatter(plain if few_decades else matplotlib.ticker.NullFormatter())
+            ax.axhline(1.0, color="#999999", lw=0.8)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("size n (kernels.bench workloads)", fontsize=8)
+            ax.set_ylabel("speed-up over numpy", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="both", alpha=0.25)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        labels: dict = {}
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                labels.setdefault(lab, h)
+        fig.suptitle(f"deepprop {fam}: speed-up over NumPy (median time), threads={stamp.get('threads')}",
+                     fontsize=11, x=0.01, ha="left", y=1 - 0.05 / height)
+        fig.legend(list(labels.values()), list(labels), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height),
+                   fontsize=7, ncol=min(8, len(labels)), frameon=False)
+        fig.text(0.01, 0.005, footer, fontsize=6, color="#555555")
+        fig.tight_layout(rect=(0, 0.6 / height, 1, 1 - 0.55 / height))
+        path = outdir / f"speed_{fam}.png"
+        fig.savefig(path, dpi=110, metadata=meta)
+        plt.close(fig)
+        out[fam] = path
+    return out, None
+
+
+def write_readme(path: pathlib.Path, stamp, files: dict, command: str) -> None:
+    lines = ["# results/", "", "Generated files only. Regenerate everything with", "", "```sh", command, "```", "",
+             "on a quiet machine (anything else running lowers every figure). Every file carries the stamp "
+             "below (CSV in '# ' lines, Markdown in a list, PNG in its footer and its text metadata).", "",
+             "| file | how it is made |", "|---|---|"]
+    lines += [f"| `{name}` | {how} |" for name, how in files.items()]
+    lines += ["", "Stamp of this run:", ""] + [f"- {s}" for s in stamp_lines(stamp)] + [""]
+    path.write_text("\n".join(lines))
+
+
+# ---- the command ----------------------------------------------------------------------------------------------
+
+def report(outdir="results", kernels=None, threads=None, sizes=None, blas_coretype="auto", repeat=5, min_time=0.1,
+           remeasure=True, parts=("speed", "depth"), command="deepprop report", progress=True, backends=None) -> dict:
+    """Regenerate the results files; returns {file name: how it is made}."""
+    from . import machine
+
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files: dict = {}
+    limits = machine.limits(refresh=remeasure)
+    plan = bench.make_plan(kernels, backends, None, sizes, threads, repeat, min_time, blas_coretype)
+    rows, env_reports = bench.run(plan, limits, progress=progress) if "speed" in parts else ([], {})
+    stamp = make_stamp(command, plan, env_reports, limits)
+    if "speed" in parts:
+        families: dict = {}
+        for name in plan.kernels:
+            families.setdefault(family_of(name), []).append(name)
+        write_csv(outdir / "speed.csv", rows, stamp)
+        pngs, why_not = write_plots(outdir, rows, stamp, families)
+        write_markdown(outdir / "speed.md", rows, stamp, families, pngs)
+        files.update({k: v for k, v in SPEED_FILES.items() if k != "speed_<family>.png"})
+        for fam, p in pngs.items():
+            files[p.name] = f"{fam} family: {SPEED_FILES['speed_<family>.png'].split(': ', 1)[1]}"
+        if why_not:
+            files["(speed PNGs)"] = f"not made: {why_not}"
+    if "depth" in parts:
+        try:
+            from . import depth
+        except ImportError:
+            depth = None
+        if depth is not None and hasattr(depth, "report"):
+            made = depth.report(str(outdir), stamp=stamp_text(stamp))
+            titles = getattr(depth, "REPORT_TABLES", {})
+            if isinstance(made, dict):
+                files.update({str(k): v for k, v in made.items()})
+            elif made:
+                for p in made:
+                    p = pathlib.Path(p)
+                    title = titles.get(p.stem)
+                    kind = {".csv": "table (CSV)", ".md": "table (Markdown)", ".png": "plot"}.get(p.suffix, "file")
+                    files[p.name] = (f"depth harness (kernels.depth.report): {title}, {kind}" if title
+                                     else f"depth harness (kernels.depth.report): {kind}")
+    write_readme(outdir / "README.md", stamp, {**files, "README.md": "this file, by `deepprop report`"}, command)
+    return files
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--outdir", default="results", help="where to write (default: %(default)s)")
+    p.add_argument("--kernel", action="append", metavar="NAME",
+                   help="only these kernels (repeatable or comma-separated; default: every kernel)")
+    p.add_argument("--sizes", type=bench._sizes, metavar="N,N,...", help="sizes for every kernel (default: each "
+                   "kernel's own; `deepprop bench --workloads`)")
+    p.add_argument("--threads", type=int, default=None, help="as for deepprop bench (default: the usable cores)")
+    p.add_argument("--blas-coretype", default="auto", metavar="env|auto|NAME",
+                   help="as for deepprop bench, but default auto: NumPy on OpenBLAS's own detected kernels")
+    p.add_argument("--repeat", type=int, default=5, help="at least this many samples per case (default: 5)")
+    p.add_argument("--min-time", type=float, default=0.1, metavar="SECONDS",
+                   help="and at least this long per case (default: 0.1)")
+    p.add_argument("--backends", type=bench._csv_list, default=None, metavar="B,B,...",
+                   help="as for deepprop bench (default: every available one)")
+    p.add_argument("--cached-limits", action="store_true",
+                   help="use the cached machine limits instead of measuring them afresh")
+    p.add_argument("--parts", type=bench._csv_list, default=["speed", "depth"], metavar="speed,depth",
+                   help="which parts to regenerate (default: both; depth needs kernels.depth.report)")
+
+
+def main(args) -> int:
+    """`deepprop report` (wired in kernels/cli.py)."""
+    kernels_asked = [k for arg in (args.kernel or []) for k in bench._csv_list(arg)] or None
+    command = getattr(args, "command_line", "deepprop report")
+    t0 = time.time()
+    try:
+        files = report(args.outdir, kernels_asked, args.threads, args.sizes, args.blas_coretype, args.repeat,
+                       args.min_time, not args.cached_limits, tuple(args.parts), command, backends=args.backends)
+    except bench.BenchError as exc:
+        print(f"deepprop report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(files) + 1} file(s) to {args.outdir}/ in {time.time() - t0:.0f} s:")
+    for name in [*files, "README.md"]:
+        print(f"  {name}")
+    return 0
