@@ -42,6 +42,7 @@ import itertools
 import json
 import math
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 
@@ -699,11 +700,13 @@ def predict(cfg: Config, q0: float = 1.0) -> theory.Prediction | None:
 
 def theory_tolerance(cfg: Config, theory_log10: float, spread: float) -> float:
     """How far (in log10) a measurement may sit from the mean-field value before it is flagged:
-    0.5 + 10% of the prediction + 3 seed spreads + 2 * 0.434 * sqrt(sum_l 1/width_l), the last the
-    finite-width fluctuation of ln ||dl/dx^0|| (Hanin 2018; Hanin & Rolnick 2018); batch/layer norm
+    0.5 + 10% of the prediction + 3 seed spreads + 0.87 sqrt(beta) + 0.25 beta, beta = sum_l 1/width_l:
+    the finite-width spread and downward drift of ln ||dl/dx^0|| (its log-normal law, Hanin 2018;
+    Hanin & Nica 2019), which mean-field theory (width -> infinity) leaves out; batch/layer norm
     theories are large-batch/width limits and get twice the width term plus 0.05 per layer."""
     inv = sum(1.0 / w for w in cfg.widths[1:])
-    tol = 0.5 + 0.1 * abs(theory_log10) + 3 * (spread if math.isfinite(spread) else 0) + 0.87 * math.sqrt(inv)
+    tol = (0.5 + 0.1 * abs(theory_log10) + 3 * (spread if math.isfinite(spread) else 0)
+           + 0.87 * math.sqrt(inv) + 0.25 * inv)
     if cfg.norm != "none":
         tol += 0.87 * math.sqrt(inv) + 0.05 * cfg.depth
     return tol
@@ -731,10 +734,13 @@ def run_config(cfg: Config, seeds=DEFAULT_SEEDS, *, progress=None, stats: bool =
             plain.forward()
             plain.backward()
             plain_x, plain_W = plain.plain_x, plain.plain_W
+        with np.errstate(invalid="ignore"):
+            log10_input = (ln_x[0] - ln_x[L]) / _LN10
+            log10_weight = (ln_W[1] - ln_W[L]) / _LN10
         rec = {
             "seed": seed,
-            "log10_input": (ln_x[0] - ln_x[L]) / _LN10,
-            "log10_weight": (ln_W[1] - ln_W[L]) / _LN10,
+            "log10_input": log10_input,
+            "log10_weight": log10_weight,
             "rate": fit_rate(ln_x, lo, hi),
             "ln_x": ln_x, "ln_W": ln_W, "plain_x": plain_x, "plain_W": plain_W,
             "ln_act_var": net.ln_act_var, "sat": net.frac_saturated, "dead": net.frac_dead,
@@ -923,6 +929,22 @@ def table(configs, seeds=DEFAULT_SEEDS, *, progress=None, per_layer: bool = Fals
     return pd.DataFrame(rows)
 
 
+def ratio_text(log10_value: float) -> str:
+    """10**log10_value as text, exact in exponent beyond float64's range ('6.46e-1703')."""
+    v = float(log10_value)
+    if math.isnan(v):
+        return ""
+    if math.isinf(v):
+        return "0" if v < 0 else "inf"
+    e = math.floor(v)
+    m = 10.0 ** (v - e)
+    if m >= 9.995:
+        m, e = 1.0, e + 1
+    if -3 <= e < 5:
+        return f"{10.0 ** v:.3g}"
+    return f"{m:.2f}e{e:+d}"
+
+
 def _fmt(v, kind="g"):
     if v is None:
         return ""
@@ -964,7 +986,7 @@ def _display(df: pd.DataFrame, spectrum: bool) -> tuple[list[str], list[list[str
                 ("var s^2 / mean^2", "var_s2", "g"), ("theory", "theory_var_s2", "g"),
                 ("log10 max/min", "log10_cond_s2", "f2")]
     else:
-        meas = [("grad ratio in/out", "input_grad_ratio", "g"), ("log10", "log10_input_grad_ratio", "f2"),
+        meas = [("grad ratio in/out", "log10_input_grad_ratio", "ratio"), ("log10", "log10_input_grad_ratio", "f2"),
                 ("+-seeds", "log10_input_grad_ratio_spread", "f2"),
                 ("theory log10", "theory_log10_input_grad_ratio", "f2"), ("rate", "rate", "f4"),
                 ("theory rate", "theory_rate", "f4"), ("W ratio log10", "log10_weight_grad_ratio", "f2"),
@@ -976,7 +998,10 @@ def _display(df: pd.DataFrame, spectrum: bool) -> tuple[list[str], list[list[str
     for _, r in df.iterrows():
         cells = [_fmt(r[c]) for c in varying]
         for _title, key, kind in meas:
-            cell = _fmt(r[key], kind) if key in r else ""
+            if kind == "ratio":
+                cell = ratio_text(r[key])
+            else:
+                cell = _fmt(r[key], kind) if key in r else ""
             if key == "theory_log10_input_grad_ratio" and r.get("theory_agrees") is False:
                 cell += " !"
                 flagged = True
@@ -999,8 +1024,12 @@ def format_table(df: pd.DataFrame, fmt: str = "table", *, per_layer: bool = Fals
         cols = list(df.columns) if (per_layer or spectrum) else CSV_COLUMNS
         out = df[cols]
         if fmt == "csv":
+            if not (per_layer or spectrum):
+                out = out.copy()
+                out["input_grad_ratio"] = [ratio_text(v) for v in out["log10_input_grad_ratio"]]
+                out["weight_grad_ratio"] = [ratio_text(v) for v in out["log10_weight_grad_ratio"]]
             head = "".join(f"# {line}\n" for line in stamp.splitlines()) if stamp else ""
-            return head + out.to_csv(index=False, float_format="%.6g", na_rep="")
+            return head + out.to_csv(index=False, float_format="%.8g", na_rep="")
         recs = []
         for rec in out.to_dict(orient="records"):
             clean = {}
@@ -1016,21 +1045,25 @@ def format_table(df: pd.DataFrame, fmt: str = "table", *, per_layer: bool = Fals
             recs.append(clean)
         return json.dumps(recs, indent=1) + "\n"
     if per_layer:
-        text = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-        return text + "\n" if fmt == "table" else df.to_markdown(index=False) + "\n"
-    header, rows, notes = _display(df, spectrum)
+        header = list(df.columns)
+        rows = [[_fmt(v) for v in rec] for rec in df.itertuples(index=False)]
+        notes = []
+        nconf = len(CSV_COLUMNS[:14])
+    else:
+        header, rows, notes = _display(df, spectrum)
+        nconf = len(header) - (5 if spectrum else 9)
     buf = io.StringIO()
     if fmt == "markdown":
         for line in stamp.splitlines():
             buf.write(f"<!-- {line} -->\n")
         buf.write("| " + " | ".join(header) + " |\n")
-        buf.write("|" + "|".join("---" if i < len(header) - 6 else "---:" for i in range(len(header))) + "|\n")
+        buf.write("|" + "|".join("---" if i < nconf else "---:" for i in range(len(header))) + "|\n")
         for r in rows:
             buf.write("| " + " | ".join(r) + " |\n")
         buf.write("\n" + "\n".join(f"{n}  " for n in notes if n) + "\n")
         return buf.getvalue()
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    nconf = len(header) - (5 if spectrum else 9)
+
     def line(cells):
         return "  ".join(c.ljust(w) if i < nconf else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     for n in notes[:1]:
@@ -1043,3 +1076,433 @@ def format_table(df: pd.DataFrame, fmt: str = "table", *, per_layer: bool = Fals
     for n in notes[1:]:
         buf.write(n + "\n")
     return buf.getvalue()
+
+
+# ---- plots ----------------------------------------------------------------------------------------
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(cfg: Config, skip=()) -> str:
+    parts = []
+    for f in ("activation", "init", "sigma_w2", "sigma_b2", "norm", "residual", "dropout", "depth"):
+        if f in skip:
+            continue
+        v = getattr(cfg, f)
+        if v in (None, "none", 0.0) and f not in ("activation", "init", "depth"):
+            continue
+        parts.append(f"{v}" if f in ("activation", "init") else f"{f}={v}")
+    return " ".join(parts)
+
+
+def plot_runs(runs, path: str, title: str = "", theory_lines: bool = True) -> None:
+    """log10 ||dl/dx^l|| / ||dl/dx^L|| against layer l, a line per run (theory dashed), one panel
+    per activation; writes a PNG to ``path``."""
+    plt = _pyplot()
+    acts = list(dict.fromkeys(r.config.activation for r in runs))
+    n = len(acts)
+    cols = min(n, 2)
+    rows_ = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(6.5 * cols, 4.2 * rows_), squeeze=False)
+    for ax, act in zip(axes.ravel(), acts, strict=False):
+        mine = [r for r in runs if r.config.activation == act]
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for j, r in enumerate(mine):
+            c = colors[j % len(colors)]
+            lay = r.layers
+            y = lay["log10_grad_x_rel"].to_numpy()
+            ax.plot(lay["layer"], np.where(np.isfinite(y), y, np.nan), color=c, lw=1.3,
+                    label=_label(r.config, skip=("activation",)))
+            if theory_lines and np.any(np.isfinite(lay["theory_log10_grad_x_rel"])):
+                ty = lay["theory_log10_grad_x_rel"].to_numpy()
+                ax.plot(lay["layer"], np.where(np.isfinite(ty), ty, np.nan), color=c, lw=0.9, ls="--")
+        ax.set_title(act)
+        ax.set_xlabel("layer l (0 = input)")
+        ax.set_ylabel("log10 ||dl/dx^l|| / ||dl/dx^L||")
+        ax.grid(alpha=0.3)
+        if len(mine) <= 14:
+            ax.legend(fontsize=7, loc="best")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    fig.suptitle((title + "\n" if title else "") + "solid: measured (mean over seeds), dashed: mean-field theory",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_spectrum(df: pd.DataFrame, path: str, title: str = "") -> None:
+    """Mean and spread of the squared singular values of the input-output Jacobian against depth."""
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    keys = ["activation", "init", "sigma_w2", "sigma_b2", "norm", "residual"]
+    for j, (key, g) in enumerate(df.groupby(keys, sort=False)):
+        c = plt.rcParams["axes.prop_cycle"].by_key()["color"][j % 10]
+        lab = f"{key[0]} {key[1]} sw2={key[2]:.3g}" + (f" sb2={key[3]:.2g}" if key[3] else "")
+        a1.plot(g["depth"], g["log10_mean_s2"], "o-", color=c, label=lab)
+        a1.plot(g["depth"], g["theory_log10_mean_s2"], "--", color=c, lw=0.8)
+        a2.plot(g["depth"], g["var_s2"], "o-", color=c, label=lab)
+        if np.any(np.isfinite(g["theory_var_s2"])):
+            a2.plot(g["depth"], g["theory_var_s2"], "--", color=c, lw=0.8)
+    for a in (a1, a2):
+        a.set_xscale("log")
+        a.set_xlabel("depth L")
+        a.grid(alpha=0.3)
+    a2.set_yscale("symlog", linthresh=1e-3)
+    a1.set_ylabel("log10 mean of squared singular values")
+    a2.set_ylabel("Var / mean^2 of squared singular values")
+    a1.legend(fontsize=7)
+    fig.suptitle((title + "\n" if title else "") + "input-output Jacobian; dashed: Pennington et al. 2017",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- the command line: deepprop depth ------------------------------------------------------------
+
+def _split(text: str) -> list[str]:
+    items = [t.strip() for t in str(text).split(",")]
+    if not items or any(t == "" for t in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _choices(allowed):
+    def parse(text):
+        items = _split(text)
+        for t in items:
+            if t not in allowed:
+                raise argparse.ArgumentTypeError(f"unknown value {t!r}; expected one of {', '.join(allowed)}")
+        return items
+    return parse
+
+
+def _numbers(kind, *, lo=None, hi=None, lo_open=False, hi_open=False, auto=None):
+    def parse(text):
+        out = []
+        for t in _split(text):
+            if auto is not None and t == auto:
+                out.append(None)
+                continue
+            try:
+                v = kind(t)
+            except ValueError:
+                word = "an integer" if kind is int else "a number"
+                extra = f" or {auto!r}" if auto else ""
+                raise argparse.ArgumentTypeError(f"expected {word}{extra}, got {t!r}") from None
+            if kind is float and not math.isfinite(v):
+                raise argparse.ArgumentTypeError(f"expected a finite number, got {t!r}")
+            if lo is not None and (v < lo or (lo_open and v == lo)):
+                raise argparse.ArgumentTypeError(f"{t} is out of range: expected {'>' if lo_open else '>='} {lo:g}")
+            if hi is not None and (v > hi or (hi_open and v == hi)):
+                raise argparse.ArgumentTypeError(f"{t} is out of range: expected {'<' if hi_open else '<='} {hi:g}")
+            out.append(v)
+        return out
+    return parse
+
+
+def _seeds(text):
+    out = []
+    for t in _split(text):
+        try:
+            if ":" in t:
+                a, b = (int(v) for v in t.split(":"))
+                if b <= a:
+                    raise ValueError
+                out.extend(range(a, b))
+            else:
+                out.append(int(t))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2 or a range 0:4, got {t!r}") from None
+    if any(s < 0 or s >= 2 ** 64 for s in out):
+        raise argparse.ArgumentTypeError("seeds must be integers in [0, 2^64)")
+    return out
+
+
+EPILOG = """\
+examples:
+  deepprop depth                                   the canonical table (about a minute)
+  deepprop depth --activation tanh --init normal --sigma-w2 1,1.5,1.76,2,3 --sigma-b2 0.05 --depths 100,1000
+                                                   tanh across the order-to-chaos transition
+  deepprop depth --activation relu --init he_normal --norm none,batch,layer --residual none,scaled \\
+                 --depths 10,100,1000 --format markdown
+  deepprop depth --activation sigmoid --init xavier_normal --depths 2000 --dtype float64
+                                                   a gradient that underflows float64, still measured
+  deepprop depth --activation relu,tanh --init he_normal,orthogonal --depths 200 --per-layer --format csv
+  deepprop depth --activation tanh --init orthogonal,normal --sigma-w2 1.0 --sigma-b2 1e-4 --spectrum \\
+                 --width 128 --depths 1,10,100          Jacobian spectra: dynamical isometry
+  deepprop depth --activation relu,tanh --init he_normal --depths 50 --plot grads.png
+
+every list option takes comma-separated values and the cross product of all of them runs; seeds are
+aggregated (geometric mean, spread), not crossed. The table shows measurement and mean-field theory side
+by side and flags disagreements with '!'. docs/depth.md explains the network, the loss, the thresholds and
+the theory, with sources.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds every option of ``deepprop depth`` to ``parser`` (defaults: the canonical table)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    if parser.description is None:
+        parser.description = textwrap.fill(
+            "How gradients vanish or explode with depth: builds deep MLPs from the library's kernels, runs one "
+            "forward and backward pass at initialization and reports ||dl/dx^0|| / ||dl/dx^L|| next to the "
+            "mean-field prediction. With no options: the canonical table (activations sigmoid, tanh, relu, "
+            "leaky_relu x inits zeros, normal (std 0.01), pytorch_default, xavier_uniform, he_normal, "
+            f"orthogonal at depths 10, 50, 100, 1000; width {DEFAULT_WIDTH}, batch {DEFAULT_BATCH}, seeds "
+            f"{','.join(map(str, DEFAULT_SEEDS))}, float32, the fastest backend), about a minute on 2 cores.")
+    parser.epilog = EPILOG
+    g = parser.add_argument_group("network (each option a comma-separated list; the cross product runs)")
+    g.add_argument("--activation", type=_choices(ACTIVATIONS), default=",".join(CANONICAL["activation"]),
+                   metavar="LIST", help=f"activations: {', '.join(ACTIVATIONS)} (prelu: slope 0.25 as in "
+                   "PyTorch; leaky_relu: 0.01). default: %(default)s")
+    g.add_argument("--init", type=_choices(INITS), default=",".join(CANONICAL["init"]), metavar="LIST",
+                   help="weight initializations: zeros; normal = N(0, 0.01^2); uniform = U(-0.05, 0.05); "
+                   "pytorch_default = U(+-1/sqrt(fan_in)) for weights and biases (nn.Linear); xavier_uniform, "
+                   "xavier_normal (gain 1); he_uniform, he_normal (fan_in, gain sqrt(2), leaky_relu/prelu: "
+                   "sqrt(2/(1+slope^2))); lecun_normal; orthogonal (gain 1). default: %(default)s")
+    g.add_argument("--sigma-w2", type=_numbers(float, lo=0, auto="auto"), default="auto", metavar="LIST",
+                   help="sigma_w^2 = fan_in * Var(W): rescales any init but zeros to it, keeping its "
+                   "distribution (normal stays Gaussian, orthogonal stays orthogonal); 'auto' = the init's "
+                   "own. default: auto")
+    g.add_argument("--sigma-b2", type=_numbers(float, lo=0, auto="auto"), default="auto", metavar="LIST",
+                   help="bias variance sigma_b^2 (biases ~ N(0, sigma_b^2)); 'auto' = 0, or 1/(3 fan_in) "
+                   "for pytorch_default. default: auto")
+    g.add_argument("--norm", type=_choices(NORMS), default="none", metavar="LIST",
+                   help="normalization before the activation: none, batch, layer (gamma 1, beta 0). "
+                   "default: none")
+    g.add_argument("--residual", type=_choices(RESIDUALS), default="none", metavar="LIST",
+                   help="none; plain: x + F(x) with pre-activation branches F(x) = drop(phi(norm(x))) W + b; "
+                   "scaled: x + F(x)/sqrt(L); fixup: F's (last) layer zero-initialized. default: none")
+    g.add_argument("--dropout", type=_numbers(float, lo=0, hi=1, hi_open=True), default="0", metavar="LIST",
+                   help="dropout probability after each activation, 0 <= p < 1 (inverted scaling). default: 0")
+    g.add_argument("--clip", type=_numbers(float, lo=0, lo_open=True, auto="none"), default="none",
+                   metavar="LIST", help="global-norm gradient clipping of the weight gradients at this max "
+                   "norm; it scales every layer alike, so ratios are unchanged (per-layer output shows the "
+                   "clipped norms). default: none")
+    g.add_argument("--width", type=_numbers(int, lo=1), default=str(DEFAULT_WIDTH), metavar="LIST",
+                   help="width of every layer (input and hidden). default: %(default)s")
+    g.add_argument("--batch", type=_numbers(int, lo=1), default=str(DEFAULT_BATCH), metavar="LIST",
+                   help="batch size (>= 2 for batch norm). default: %(default)s")
+    g.add_argument("--depths", type=_numbers(int, lo=1, hi=100_000), default=",".join(map(str, CANONICAL["depths"])),
+                   metavar="LIST", help="number of layers L (1 to 10,000 and beyond; memory grows with "
+                   "L * width * (width + batch)). default: %(default)s")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="slope of leaky_relu / initial slope of prelu / alpha of elu (default 0.01 / 0.25 / 1)")
+    r = parser.add_argument_group("run")
+    r.add_argument("--seeds", type=_seeds, default=",".join(map(str, DEFAULT_SEEDS)), metavar="LIST",
+                   help="seeds to aggregate over (geometric mean and spread), e.g. 0,1,2 or 0:8. "
+                   "default: %(default)s")
+    r.add_argument("--backend", type=_choices(BACKENDS + ("auto",)), default="auto", metavar="LIST",
+                   help="kernel backends: numpy, numba, c; auto = the fastest available (c, numba, numpy)")
+    r.add_argument("--dtype", type=_choices(DTYPES), default="float32", metavar="LIST",
+                   help="float32 or float64. default: float32")
+    r.add_argument("--spectrum", action="store_true",
+                   help="Jacobian spectrum mode: mean and spread of the squared singular values of "
+                   f"dx^L/dx^0 (width <= {SPECTRUM_MAX_WIDTH}; no batch norm or dropout)")
+    o = parser.add_argument_group("output")
+    o.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (aligned text), markdown, csv or json (csv/json: the columns "
+                   "activation ... status listed in docs/depth.md). default: table")
+    o.add_argument("--per-layer", action="store_true",
+                   help="one row per configuration and layer (gradient norms, activation variance, "
+                   "saturated/dead fractions, theory), for plots")
+    o.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="also plot log10 gradient norm against layer, a line per configuration (matplotlib)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+def _progress(total, disable):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="layer", file=sys.stderr, disable=True if disable else None,
+                dynamic_ncols=True, leave=False)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs ``deepprop depth`` for parsed ``args`` and prints the table; returns the exit code."""
+    backends = [default_backend() if b == "auto" else b for b in args.backend]
+    if args.alpha is not None and not math.isfinite(args.alpha):
+        print("deepprop depth: error: --alpha: expected a finite number", file=sys.stderr)
+        return 2
+    try:
+        configs = configs_from(activation=args.activation, init=args.init, sigma_w2=args.sigma_w2,
+                               sigma_b2=args.sigma_b2, norm=args.norm, residual=args.residual,
+                               dropout=args.dropout, clip=args.clip, width=args.width, batch=args.batch,
+                               depth=args.depths, backend=list(dict.fromkeys(backends)), dtype=args.dtype,
+                               alpha=[args.alpha])
+        if args.spectrum:
+            for c in configs:
+                if max(c.widths) > SPECTRUM_MAX_WIDTH or c.norm == "batch" or c.dropout:
+                    raise ValueError(f"--spectrum: needs width <= {SPECTRUM_MAX_WIDTH}, no batch norm and "
+                                     "no dropout")
+        if args.plot:
+            _pyplot()
+    except (ValueError, RuntimeError) as exc:
+        print(f"deepprop depth: error: {exc}", file=sys.stderr)
+        return 2
+    import kernels
+
+    for b in dict.fromkeys(c.backend for c in configs):
+        reason = kernels.backends().get(b)
+        if reason is not None:
+            print(f"deepprop depth: error: backend {b!r} is unavailable: {reason}", file=sys.stderr)
+            return 2
+    seeds = args.seeds
+    total = sum(2 * c.depth * len(seeds) for c in configs)
+    bar = _progress(total, args.no_progress)
+    t0 = time.perf_counter()
+    runs = []
+    try:
+        if args.spectrum:
+            df = table(configs, seeds, progress=bar, spectrum=True)
+        else:
+            for c in configs:
+                runs.append(run_config(c, seeds, progress=bar))
+            if args.per_layer:
+                parts = []
+                for r in runs:
+                    lay = r.layers.copy()
+                    for col in reversed(CSV_COLUMNS[:14]):
+                        lay.insert(0, col, r.summary[col])
+                    parts.append(lay)
+                df = pd.concat(parts, ignore_index=True)
+            else:
+                df = pd.DataFrame([r.summary for r in runs])
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    sys.stdout.write(format_table(df, args.format, per_layer=args.per_layer, spectrum=args.spectrum))
+    if args.format == "table":
+        sys.stdout.write(f"{len(configs)} configurations x {len(seeds)} seeds in {elapsed:.1f} s\n")
+    if args.plot:
+        if args.spectrum:
+            plot_spectrum(df, args.plot)
+        else:
+            plot_runs(runs, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+# ---- results/: deepprop report ----------------------------------------------------------------------
+
+#: the tables of results/, regenerated by ``report``: name -> (title, spec)
+REPORT_TABLES = {
+    "1_activation_init": "activation x initialization (the canonical table)",
+    "2_norm_residual_dropout": "batch norm, layer norm, residual variants and dropout",
+    "3_tanh_order_chaos": "tanh across the order-to-chaos transition (sigma_b2 = 0.05)",
+    "4_jacobian_spectrum": "squared singular values of the input-output Jacobian against depth",
+}
+
+
+def report_configs(backend: str, dtype: str = "float32") -> dict:
+    """name -> (list of Config, spectrum?) for the four results tables."""
+    common = dict(backend=[backend], dtype=[dtype], width=[DEFAULT_WIDTH], batch=[DEFAULT_BATCH])
+    t1 = configs_from(activation=CANONICAL["activation"], init=CANONICAL["init"], depths=CANONICAL["depths"],
+                      **common)
+    depths2 = (10, 100, 1000)
+    t2 = []
+    for act, init in (("relu", "he_normal"), ("tanh", "xavier_normal")):
+        t2 += configs_from(activation=[act], init=[init], norm=NORMS, residual=RESIDUALS, depths=depths2, **common)
+        t2 += configs_from(activation=[act], init=[init], dropout=[0.1, 0.3], depths=depths2, **common)
+    t3 = configs_from(activation=["tanh"], init=["normal"], sigma_w2=[1.0 + 0.25 * i for i in range(13)],
+                      sigma_b2=[0.05], depths=(10, 100, 1000), **common)
+    sb = 1e-4
+    crit = round(theory.critical_sigma_w2("tanh", sb), 6)
+    spec_common = dict(backend=[backend], dtype=[dtype], width=[128], depths=(1, 10, 100, 1000))
+    t4 = (configs_from(activation=["tanh"], init=["orthogonal", "normal"], sigma_w2=[crit], sigma_b2=[sb],
+                       **spec_common)
+          + configs_from(activation=["relu"], init=["orthogonal", "he_normal"], sigma_w2=[2.0], **spec_common))
+    return {"1_activation_init": (t1, False), "2_norm_residual_dropout": (t2, False),
+            "3_tanh_order_chaos": (t3, False), "4_jacobian_spectrum": (t4, True)}
+
+
+def _plot_order_chaos(df: pd.DataFrame, path: str, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for j, (d, g) in enumerate(df.groupby("depth")):
+        c = plt.rcParams["axes.prop_cycle"].by_key()["color"][j]
+        ax.plot(g["sigma_w2"], g["rate"], "o-", color=c, label=f"measured, depth {d}")
+    g = df[df["depth"] == df["depth"].max()]
+    ax.plot(g["sigma_w2"], g["theory_rate"], "k--", lw=1, label="mean-field sqrt(chi) at q*")
+    crit = theory.critical_sigma_w2("tanh", 0.05)
+    ax.axvline(crit, color="gray", lw=0.8, ls=":")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.text(crit, ax.get_ylim()[0], f" edge of chaos {crit:.3f}", fontsize=8, va="bottom")
+    ax.set_xlabel("sigma_w^2")
+    ax.set_ylabel("per-layer gradient growth rate (output -> input)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(outdir: str = "results", stamp: str = "", *, backend: str | None = None, seeds=DEFAULT_SEEDS,
+           only=None, progress: bool = True) -> list[str]:
+    """Writes the four results tables to ``outdir`` as CSV, Markdown and (if matplotlib is importable)
+    PNG, each stamped at the top with the command and ``stamp`` (commit, CPU, BLAS, threads,
+    versions: the caller's). ``only``: a subset of REPORT_TABLES names. Returns the paths written."""
+    import os
+
+    backend = backend or default_backend()
+    os.makedirs(outdir, exist_ok=True)
+    try:
+        _pyplot()
+        can_plot = True
+    except RuntimeError:
+        can_plot = False
+    written = []
+    for name, (configs, spectrum) in report_configs(backend).items():
+        if only and name not in only:
+            continue
+        title = REPORT_TABLES[name]
+        total = sum(2 * c.depth * len(seeds) for c in configs)
+        bar = _progress(total, not progress)
+        t0 = time.perf_counter()
+        runs = []
+        try:
+            if spectrum:
+                df = table(configs, seeds, progress=bar, spectrum=True)
+            else:
+                runs = [run_config(c, seeds, progress=bar) for c in configs]
+                df = pd.DataFrame([r.summary for r in runs])
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - t0
+        head = (f"deepprop report: results/{name} -- {title}\n"
+                f"command: deepprop report (kernels.depth.report); {len(configs)} configurations x seeds "
+                f"{' '.join(map(str, seeds))} on backend {backend} in {elapsed:.0f} s\n"
+                + (stamp.strip() + "\n" if stamp.strip() else ""))
+        base = os.path.join(outdir, name)
+        with open(base + ".csv", "w") as f:
+            f.write(format_table(df, "csv", spectrum=spectrum, stamp=head))
+        with open(base + ".md", "w") as f:
+            f.write(f"## {title}\n\n")
+            f.write(format_table(df, "markdown", spectrum=spectrum, stamp=head))
+        written += [base + ".csv", base + ".md"]
+        if can_plot:
+            if spectrum:
+                plot_spectrum(df, base + ".png", title)
+            elif name == "3_tanh_order_chaos":
+                _plot_order_chaos(df, base + ".png", title)
+            else:
+                pick = [r for r in runs if r.config.depth == 100]
+                plot_runs(pick, base + ".png", title + " (depth 100)")
+            written.append(base + ".png")
+    return written
