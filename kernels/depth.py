@@ -695,7 +695,7 @@ def predict(cfg: Config, q0: float = 1.0) -> theory.Prediction | None:
         sw = np.zeros(cfg.depth)
     return theory.predict(cfg.activation, cfg.depth, sw, cfg.bias_variance(cfg.widths[0]),
                           alpha=cfg.alpha_value, norm=cfg.norm, residual=cfg.residual, dropout=cfg.dropout,
-                          q0=q0, width=cfg.widths[1], batch=cfg.batch)
+                          q0=q0)
 
 
 def theory_tolerance(cfg: Config, theory_log10: float, spread: float) -> float:

@@ -166,13 +166,13 @@ def moments(act: str, q: float, alpha=None) -> tuple[float, float, float]:
 
 
 def length_map(act: str, q: float, sigma_w2: float, sigma_b2: float = 0.0, alpha=None) -> float:
-    """q^l = sigma_w2 * E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2 (Poole et al. 2016, eq. 3)."""
+    """q^l = sigma_w2 * E[phi(sqrt(q^{l-1}) z)^2] + sigma_b2 (Poole et al. 2016)."""
     return sigma_w2 * moments(act, q, alpha)[1] + sigma_b2
 
 
 def chi(act: str, q: float, sigma_w2: float, alpha=None) -> float:
     """chi = sigma_w2 * E[phi'(sqrt(q) z)^2]: the factor of the squared gradient norm per layer
-    (Schoenholz et al. 2017, eq. 9 and Sec. 5). ReLU with sigma_w2 = 2 gives exactly 1."""
+    (Schoenholz et al. 2017). ReLU with sigma_w2 = 2 gives exactly 1."""
     return sigma_w2 * moments(act, q, alpha)[2]
 
 
@@ -214,7 +214,7 @@ def critical_sigma_w2(act: str, sigma_b2: float, alpha=None, lo: float = 0.5, hi
 
 SOURCES = {
     "plain": "Poole et al. 2016; Schoenholz et al. 2017 (length map and chi)",
-    "dropout": "Schoenholz et al. 2017, Sec. 6 (dropout: sigma_w2 -> sigma_w2/(1-p))",
+    "dropout": "Schoenholz et al. 2017, dropout section (sigma_w2 -> sigma_w2/(1-p))",
     "batch": "Yang et al. 2019 (batch norm: large-batch limit, E[phi'^2]/Var[phi]; ReLU pi/(pi-1))",
     "layer": "docs/depth.md (layer norm, derived with the assumptions of Schoenholz et al. 2017)",
     "residual": "Yang & Schoenholz 2017 (reduced residual net); scaled branches: Hanin & Rolnick 2018",
@@ -262,8 +262,7 @@ def _per_layer(value, depth, name):
 
 
 def predict(act: str, depth: int, sigma_w2, sigma_b2: float = 0.0, *, alpha=None, norm: str = "none",
-            residual: str = "none", dropout: float = 0.0, q0: float = 1.0, width: int | None = None,
-            batch: int | None = None) -> Prediction | None:
+            residual: str = "none", dropout: float = 0.0, q0: float = 1.0) -> Prediction | None:
     """Mean-field prediction for the architecture built by ``kernels.depth`` (None: no theory).
 
     act, alpha: activation (prelu uses its initial slope, default 0.25). sigma_w2: scalar or one
@@ -271,7 +270,8 @@ def predict(act: str, depth: int, sigma_w2, sigma_b2: float = 0.0, *, alpha=None
     the activation). residual: none | plain | scaled | fixup (pre-activation blocks
     x^l = x^{l-1} + s (drop(phi(norm(x^{l-1}))) W_l + b_l), s = 1, 1/sqrt(L), 1; fixup has W_l = 0).
     dropout: drop probability p after the activation. q0: mean square of the input entries.
-    width, batch: for the 1 - 2/width (layer norm) and 1 - 2/batch (batch norm) projection factors.
+    Normalised nets: the large-width (layer) / large-batch (batch) limit; finite batches explode
+    somewhat faster (Yang et al. 2019), see docs/depth.md.
     """
     _alpha(act, alpha)
     depth = int(depth)
@@ -308,12 +308,7 @@ def predict(act: str, depth: int, sigma_w2, sigma_b2: float = 0.0, *, alpha=None
                 if qprev <= 0:
                     return None
                 mean, m2, d2 = m(1.0)
-                proj = 1.0
-                if norm == "layer" and width:
-                    proj = 1.0 - 2.0 / width
-                if norm == "batch" and batch:
-                    proj = 1.0 - 2.0 / batch
-                chis[i] = 1.0 + s2 * sw[i] * d2 / rho / qprev * proj
+                chis[i] = 1.0 + s2 * sw[i] * d2 / rho / qprev
                 if norm == "layer":
                     qs[i + 1] = qprev + s2 * (sw[i] * m2 / rho + sb)
                 else:  # the bias is constant over the batch: it adds no batch variance
@@ -357,14 +352,12 @@ def predict(act: str, depth: int, sigma_w2, sigma_b2: float = 0.0, *, alpha=None
         if norm == "layer":
             prev = q0 if i == 0 else m2 / rho  # second moment of x^{l-1}
             denom = sw[i] * prev + sb            # row variance of h^l
-            proj = 1.0 - 2.0 / width if width else 1.0
         else:
             prev = q0 if i == 0 else m2 / rho - mean * mean  # batch variance of x^{l-1}
             denom = sw[i] * prev
-            proj = 1.0 - 2.0 / batch if batch else 1.0
         if denom <= 0:
             return None
-        chis[i] = sw[i] * d2 / rho / denom * proj
+        chis[i] = sw[i] * d2 / rho / denom
         qs[i + 1] = 1.0
     src = SOURCES[norm] + ("; " + SOURCES["dropout"] if dropout else "")
     notes.append(f"{norm} norm: large-{'batch' if norm == 'batch' else 'width'} limit")
@@ -374,7 +367,7 @@ def predict(act: str, depth: int, sigma_w2, sigma_b2: float = 0.0, *, alpha=None
 def jacobian_spectrum(act: str, depth: int, sigma_w2: float, sigma_b2: float, *, orthogonal: bool,
                       alpha=None) -> tuple[float, float | None]:
     """(mean, variance) of the squared singular values of the input-output Jacobian of a plain net
-    started at its fixed point q* (Pennington, Schoenholz & Ganguli 2017, eqs. 14-16):
+    started at its fixed point q* (Pennington, Schoenholz & Ganguli 2017):
     mean = chi^L; variance = L (mu2/mu1^2 - 1 - s1) at criticality (chi = 1), s1 = -1 for Gaussian
     and 0 for orthogonal weights, mu_k = E[phi'(h)^(2k)]. The variance is None off criticality."""
     q = fixed_point(act, sigma_w2, sigma_b2, alpha)

@@ -103,9 +103,11 @@ def test_batchnorm_relu_matches_yang_et_al():
     pred = theory.predict("relu", 20, 2.0, norm="batch")
     assert pred.chi[1:] == pytest.approx(math.pi / (math.pi - 1), rel=1e-12)
     assert pred.approximate
-    # identity + batch norm: no explosion in the limit; finite batch: the projection factor
+    # identity + batch norm: no explosion in the limit
     assert theory.predict("identity", 5, 1.0, norm="batch").chi == pytest.approx(1.0)
-    assert theory.predict("identity", 5, 1.0, norm="batch", batch=10).chi == pytest.approx(0.8)
+    # tanh: E[phi'(z)^2] / Var[phi(z)], z ~ N(0, 1), whatever sigma_w2
+    m1, m2, d2 = theory.moments("tanh", 1.0)
+    assert theory.predict("tanh", 5, 3.0, norm="batch").chi[2] == pytest.approx(d2 / (m2 - m1 * m1))
 
 
 def test_layernorm_is_scale_invariant():
