@@ -95,8 +95,8 @@ void uniform_fill_f32(float *out, int64_t n, uint64_t seed, double low, double h
 void uniform_fill_f64(double *out, int64_t n, uint64_t seed, double low, double high);
 void normal_fill_f32(float *out, int64_t n, uint64_t seed, double mean, double std);
 void normal_fill_f64(double *out, int64_t n, uint64_t seed, double mean, double std);
-/* thin Householder QR of a (m, n), m >= n: q (m, n), r (n, n) upper triangular with diag(r) >= 0
- * (the sign fix); work is scratch of m*n + n elements. Returns 0 on success. */
+/* orthogonal.c: thin Householder QR of a (m, n), m >= n: q (m, n), r (n, n) upper triangular with
+ * diag(r) >= 0 (the sign fix); work is scratch of m*n + n elements. Returns 0 on success. */
 int householder_qr_f32(float *q, float *r, float *work, const float *a, int64_t m, int64_t n);
 int householder_qr_f64(double *q, double *r, double *work, const double *a, int64_t m, int64_t n);
 

@@ -13,12 +13,12 @@ reference under the kernel's own name.
 
 from __future__ import annotations
 
-from . import _c, _numba, activations, batchnorm, clip, dropout, init, layernorm, linear, residual
+from . import _c, _numba, activations, batchnorm, clip, dropout, init, layernorm, linear, orthogonal, residual
 from ._c import BackendUnavailable
 
 __all__ = ["REGISTRY", "CASES", "BACKENDS", "BackendUnavailable", "names", "backends", "get", "backend_info"]
 
-FAMILIES = (linear, activations, batchnorm, layernorm, dropout, init, clip, residual)
+FAMILIES = (linear, activations, batchnorm, layernorm, dropout, init, orthogonal, clip, residual)
 BACKENDS = ("numpy", "numba", "c")
 
 #: kernel name -> {backend name: function}. Plain dict: a new kernel is a new entry, nothing more.

@@ -106,7 +106,7 @@ def _gemm_denominators(name, kwargs, refs):
         # the activation is Lipschitz (<= 1.13 for gelu) and rounds once more: allow both
         y = np.abs(refs[0].astype(np.float64))
         dens = [1.2 * den + y]
-        if len(refs) > 1:          # keep_preactivation: z
+        if kwargs.get("keep_preactivation"):  # z is returned too
             dens.append(den)
         return dens
     # linear_backward: dz = dy * act'(z); dx = dz W^T, dW = x^T dz, db = sum dz

@@ -1,0 +1,134 @@
+"""The ``deepprop`` command line.
+
+    deepprop                 the depth table on its built-in defaults (same as ``deepprop depth``)
+    deepprop list            the kernel x backend matrix, with why a backend is unavailable
+    deepprop check           every kernel x backend x dtype against the NumPy reference
+    deepprop depth ...       depth-vs-gradient-norm tables (``deepprop depth --help``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG_CHECK = """\
+examples:
+  deepprop check                          every kernel, both dtypes, numba and c
+  deepprop check --backend c --format json
+  deepprop check --kernel linear_forward --kernel relu_backward --sizes 1,7,1025
+
+Each cell runs the kernel on inputs built from every size (shapes derived from it, non-square)
+and reports the worst error against the reference under the kernel's tolerance (kernels/verify.py
+documents the measures). The exit status is 1 if any cell fails.
+"""
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+def cmd_list(args) -> int:
+    import kernels
+
+    avail = kernels.backends()
+    width = max(map(len, kernels.names()))
+    print(f"{'kernel':<{width}}  " + "  ".join(f"{b:<6}" for b in kernels.BACKENDS))
+    for name in kernels.names():
+        cells = ["yes" if avail[b] is None and b in kernels.REGISTRY[name] else "-" for b in kernels.BACKENDS]
+        print(f"{name:<{width}}  " + "  ".join(f"{c:<6}" for c in cells))
+    print(f"\n{len(kernels.names())} kernels.")
+    for b, why in avail.items():
+        print(f"backend {b}: " + ("available" if why is None else f"UNAVAILABLE - {why}"))
+    return 0
+
+
+def cmd_check(args) -> int:
+    import kernels
+    from kernels import verify
+
+    names = args.kernel or kernels.names()
+    unknown = [n for n in names if n not in kernels.REGISTRY]
+    if unknown:
+        print(f"deepprop check: unknown kernel(s) {', '.join(unknown)}; `deepprop list` shows them",
+              file=sys.stderr)
+        return 2
+    backends = [args.backend] if args.backend else [b for b in kernels.BACKENDS if b != "numpy"]
+    total = len(names) * len(backends) * 2 * len(args.sizes)
+    bar = None
+    if args.format == "table" and sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc="checking", unit="case", file=sys.stderr, leave=False)
+    results = verify.check(names, backends, sizes=args.sizes, progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    failed = [r for r in results if not r.ok]
+    if args.format == "json":
+        print(json.dumps([{"kernel": r.kernel, "backend": r.backend, "dtype": r.dtype, "ok": r.ok,
+                           "max_error": None if r.max_error != r.max_error else r.max_error,
+                           "tolerance": None if r.tolerance != r.tolerance else r.tolerance,
+                           "worst_size": r.size, "message": r.message} for r in results], indent=1))
+    else:
+        width = max(map(len, names))
+        print(f"{'kernel':<{width}}  {'backend':<7} {'dtype':<7} {'ok':<4} {'max_error':>10} "
+              f"{'tolerance':>10}  worst size")
+        for r in results:
+            err = "-" if r.max_error != r.max_error else f"{r.max_error:10.2e}"
+            tol = "-" if r.tolerance != r.tolerance else f"{r.tolerance:10.2e}"
+            line = (f"{r.kernel:<{width}}  {r.backend:<7} {r.dtype:<7} {'ok' if r.ok else 'FAIL':<4} "
+                    f"{err:>10} {tol:>10}  {r.size}")
+            print(line + (f"  {r.message}" if r.message else ""))
+        print(f"\n{len(results) - len(failed)} of {len(results)} cells ok "
+              f"(sizes {','.join(map(str, args.sizes))}; max_error is relative, see kernels/verify.py).")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kernels import verify
+
+    parser = argparse.ArgumentParser(
+        prog="deepprop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="the kernel x backend matrix with availability")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("check", help="verify every kernel x backend x dtype against the reference",
+                       epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", choices=("numba", "c"), help="check one backend (default: numba and c)")
+    p.add_argument("--kernel", action="append", metavar="NAME", help="check only this kernel (repeatable)")
+    p.add_argument("--sizes", type=_sizes, default=verify.QUICK_SIZES, metavar="N,N,...",
+                   help="awkward sizes the inputs are built from (default: %(default)s; the test suite "
+                        f"uses {','.join(map(str, verify.SIZES))})")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    p.set_defaults(func=cmd_check)
+
+    try:
+        from kernels import depth
+    except ImportError:
+        depth = None
+    if depth is not None:
+        p = sub.add_parser("depth", help="depth-vs-gradient-norm tables (the default command)",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        depth.add_arguments(p)
+        p.set_defaults(func=depth.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # the main job on its defaults
+        argv = ["depth"] if "depth" in parser._subparsers._group_actions[0].choices else ["check"]
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""batchnorm family: gradients, numerical stability, running statistics, special values, bad input.
+
+Backend-vs-reference agreement on random inputs is tests/test_registry.py's job; these tests pin
+properties every backend (the reference included) must have.
+"""
+
+import numpy as np
+import pytest
+
+import kernels
+
+BACKENDS = ["numpy", "numba", "c"]
+DTYPES = [np.float32, np.float64]
+
+
+def fwd(backend):
+    return kernels.get("batchnorm_forward", backend)
+
+
+def inf_(backend):
+    return kernels.get("batchnorm_inference", backend)
+
+
+def bwd(backend):
+    return kernels.get("batchnorm_backward", backend)
+
+
+def make(N=6, C=4, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((N, C)) * rng.uniform(0.5, 2.0, C) + rng.uniform(-3, 3, C)).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
+    return x, gamma, beta
+
+
+def running(C, dtype=np.float64):
+    return np.zeros(C, dtype=dtype), np.ones(C, dtype=dtype)
+
+
+def central_diff(f, a, h=1e-5):
+    """d f() / d a by central differences, perturbing a in place."""
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + h
+        fp = f()
+        a[idx] = old - h
+        fm = f()
+        a[idx] = old
+        g[idx] = (fp - fm) / (2 * h)
+    return g
+
+
+# ---- gradients --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_matches_finite_differences(backend):
+    x, gamma, beta = make(N=7, C=3, seed=1)
+    w = np.random.default_rng(2).standard_normal(x.shape)  # L = sum(w * y), so dL/dy = w
+
+    def loss():
+        return float(np.sum(w * fwd(backend)(x, gamma, beta, *running(3))[0]))
+
+    _, mean, rstd = fwd(backend)(x, gamma, beta, *running(3))
+    dx, dgamma, dbeta = bwd(backend)(w, x, gamma, mean, rstd)
+    np.testing.assert_allclose(dx, central_diff(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dgamma, central_diff(loss, gamma), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dbeta, central_diff(loss, beta), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_columns(backend):
+    # C = 130 > 2 * 64: the C backend processes the columns in three stack blocks
+    N, C = 3, 130
+    x, gamma, beta = make(N=N, C=C, seed=15)
+    rm, rv = running(C)
+    y, mean, rstd = fwd(backend)(x, gamma, beta, rm, rv, momentum=0.5, eps=1e-5)
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(rstd, 1 / np.sqrt(x.var(axis=0) + 1e-5), rtol=1e-13)
+    np.testing.assert_allclose(y, (x - x.mean(axis=0)) * rstd * gamma + beta, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rm, 0.5 * x.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(rv, 0.5 + 0.5 * x.var(axis=0, ddof=1), rtol=1e-13)
+    w = np.random.default_rng(16).standard_normal(x.shape)
+
+    def loss():
+        return float(np.sum(w * fwd(backend)(x, gamma, beta, *running(C))[0]))
+
+    dx, dgamma, dbeta = bwd(backend)(w, x, gamma, mean, rstd)
+    np.testing.assert_allclose(dx, central_diff(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dgamma, central_diff(loss, gamma), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dbeta, w.sum(axis=0), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_dx_is_orthogonal_to_ones_and_xhat(backend):
+    # y is invariant to shifting a column of x, so dx sums to 0; with eps -> 0 it is also invariant to
+    # scaling it, so dx is orthogonal to xhat (up to a relative eps / var)
+    x, gamma, _ = make(N=33, C=5, seed=3)
+    _, mean, rstd = fwd(backend)(x, gamma, np.zeros(5), *running(5), eps=1e-14)
+    dy = np.random.default_rng(4).standard_normal(x.shape)
+    dx, _, _ = bwd(backend)(dy, x, gamma, mean, rstd)
+    xhat = (x - mean) * rstd
+    scale = np.abs(dx).sum(axis=0)
+    assert np.all(np.abs(dx.sum(axis=0)) <= 1e-12 * scale)
+    assert np.all(np.abs((dx * xhat).sum(axis=0)) <= 1e-12 * scale * np.abs(xhat).max(axis=0))
+
+
+# ---- numerical stability ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_variance_is_stable_with_large_offset_float32(backend):
+    rng = np.random.default_rng(5)
+    N, C = 4096, 8
+    x = (1e4 + rng.standard_normal((N, C))).astype(np.float32)
+    xd = x.astype(np.float64)
+    true_var = np.var(xd, axis=0)
+    eps = 1e-5
+    y, mean, rstd = fwd(backend)(x, np.ones(C, np.float32), np.zeros(C, np.float32),
+                                 *running(C, np.float32), eps=eps)
+    var = 1.0 / np.square(rstd.astype(np.float64)) - eps
+    np.testing.assert_allclose(var, true_var, rtol=1e-3)
+    np.testing.assert_allclose(mean, xd.mean(axis=0), rtol=1e-6)
+    yd = y.astype(np.float64)
+    assert np.all(np.abs(yd.mean(axis=0)) < 1e-3)
+    np.testing.assert_allclose(yd.var(axis=0), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_variance_is_stable_with_large_offset_float64(backend):
+    # at offset 1e8, E[x^2] - E[x]^2 in double is off by tens (x^2 ~ 1e16 has ulp 2); two passes are not
+    rng = np.random.default_rng(6)
+    N, C = 4096, 4
+    x = 1e8 + rng.standard_normal((N, C))
+    eps = 1e-5
+    _, _, rstd = fwd(backend)(x, np.ones(C), np.zeros(C), *running(C), eps=eps)
+    np.testing.assert_allclose(1.0 / rstd**2 - eps, np.var(x, axis=0), rtol=1e-6)
+
+
+# ---- running statistics and inference ------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_running_stats_update_by_hand(backend, dtype):
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 2.0], [4.0, -2.0]], dtype=dtype)
+    # column 0: mean 2.5, biased var 1.25, unbiased 5/3; column 1: mean 0, biased var 2, unbiased 8/3
+    rm = np.array([1.0, -1.0], dtype=dtype)
+    rv = np.array([2.0, 0.5], dtype=dtype)
+    eps = 1e-3
+    y, mean, rstd = fwd(backend)(x, np.ones(2, dtype), np.zeros(2, dtype), rm, rv, momentum=0.25, eps=eps)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(rm, [0.75 * 1.0 + 0.25 * 2.5, 0.75 * -1.0 + 0.25 * 0.0], rtol=rtol)
+    np.testing.assert_allclose(rv, [0.75 * 2.0 + 0.25 * 5 / 3, 0.75 * 0.5 + 0.25 * 8 / 3], rtol=rtol)
+    np.testing.assert_allclose(mean, [2.5, 0.0], rtol=rtol, atol=0)
+    np.testing.assert_allclose(rstd, 1 / np.sqrt(np.array([1.25, 2.0]) + eps), rtol=rtol)  # biased
+    assert rm.dtype == rv.dtype == y.dtype == mean.dtype == rstd.dtype == dtype
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_momentum_zero_and_one(backend):
+    x, gamma, beta = make(N=5, C=3, seed=7)
+    rm = np.array([0.5, np.inf, -1.0])
+    rv = np.array([np.inf, 2.0, 3.0])
+    before = (rm.copy(), rv.copy())
+    fwd(backend)(x, gamma, beta, rm, rv, momentum=0.0)
+    np.testing.assert_array_equal(rm, before[0])          # untouched, and inf stays inf (no inf*0)
+    np.testing.assert_array_equal(rv, before[1])
+    fwd(backend)(x, gamma, beta, rm, rv, momentum=1.0)     # replaced by the batch statistics, no NaN
+    np.testing.assert_allclose(rm, x.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(rv, x.var(axis=0, ddof=1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inference_equals_training_with_batch_statistics(backend, dtype):
+    x, gamma, beta = make(N=9, C=5, dtype=dtype, seed=8)
+    eps = 1e-5
+    y, _, _ = fwd(backend)(x, gamma, beta, *running(5, dtype), eps=eps)
+    xd = x.astype(np.float64)
+    rm, rv = xd.mean(axis=0).astype(dtype), xd.var(axis=0).astype(dtype)  # the biased batch variance
+    rm0, rv0 = rm.copy(), rv.copy()
+    yi = inf_(backend)(x, gamma, beta, rm, rv, eps=eps)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(yi, y, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(rm, rm0)  # inference writes nothing
+    np.testing.assert_array_equal(rv, rv0)
+
+
+# ---- special values --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nonfinite_poisons_only_its_column(backend, bad):
+    x, gamma, beta = make(N=8, C=4, seed=9)
+    clean = fwd(backend)(x, gamma, beta, *running(4))
+    x[3, 1] = bad
+    rm, rv = running(4)
+    y, mean, rstd = fwd(backend)(x, gamma, beta, rm, rv)
+    assert np.all(np.isnan(y[:, 1])) and np.isnan(rstd[1]) and np.isnan(rv[1])
+    assert not np.isfinite(mean[1]) and not np.isfinite(rm[1])  # NaN, or +inf for an +inf input
+    others = [0, 2, 3]
+    np.testing.assert_array_equal(y[:, others], clean[0][:, others])
+    np.testing.assert_array_equal(mean[others], clean[1][others])
+    np.testing.assert_array_equal(rstd[others], clean[2][others])
+    assert np.all(np.isfinite(rm[others])) and np.all(np.isfinite(rv[others]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_in_dy_poisons_only_its_column(backend):
+    x, gamma, beta = make(N=8, C=4, seed=10)
+    _, mean, rstd = fwd(backend)(x, gamma, beta, *running(4))
+    dy = np.random.default_rng(11).standard_normal(x.shape)
+    dx, dg, db = bwd(backend)(dy, x, gamma, mean, rstd)
+    dy[5, 2] = np.nan
+    dx2, dg2, db2 = bwd(backend)(dy, x, gamma, mean, rstd)
+    assert np.all(np.isnan(dx2[:, 2])) and np.isnan(dg2[2]) and np.isnan(db2[2])
+    others = [0, 1, 3]
+    np.testing.assert_array_equal(dx2[:, others], dx[:, others])
+    np.testing.assert_array_equal(dg2[others], dg[others])
+    np.testing.assert_array_equal(db2[others], db[others])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_constant_column_gives_finite_output(backend, dtype):
+    x, gamma, beta = make(N=10, C=3, dtype=dtype, seed=12)
+    x[:, 1] = dtype(0.1)
+    eps = 1e-5
+    y, mean, rstd = fwd(backend)(x, gamma, beta, *running(3, dtype), eps=eps)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(rstd))
+    np.testing.assert_allclose(rstd[1], 1 / np.sqrt(eps), rtol=1e-6)
+    np.testing.assert_allclose(y[:, 1], beta[1], atol=1e-6)
+    dy = np.random.default_rng(13).standard_normal(x.shape).astype(dtype)
+    dx, dg, db = bwd(backend)(dy, x, gamma, mean, rstd)
+    assert np.all(np.isfinite(dx)) and np.all(np.isfinite(dg)) and np.all(np.isfinite(db))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_columns_and_empty_inference_batch(backend):
+    x = np.zeros((4, 0))
+    e = np.zeros(0)
+    y, mean, rstd = fwd(backend)(x, e, e, np.zeros(0), np.zeros(0))
+    assert y.shape == (4, 0) and mean.shape == (0,) and rstd.shape == (0,)
+    _, gamma, beta = make(N=2, C=3)
+    yi = inf_(backend)(np.zeros((0, 3)), gamma, beta, *running(3))
+    assert yi.shape == (0, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_noncontiguous_input_gives_same_result(backend):
+    x, gamma, beta = make(N=6, C=5, seed=14)
+    a = fwd(backend)(x, gamma, beta, *running(5))
+    b = fwd(backend)(np.asfortranarray(x), gamma[::-1].copy()[::-1], beta, *running(5))
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+
+def _fwd_kwargs(dtype=np.float64):
+    x, gamma, beta = make(N=5, C=3, dtype=dtype)
+    rm, rv = running(3, dtype)
+    return {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm, "running_var": rv}
+
+
+def _readonly(a):
+    a.flags.writeable = False
+    return a
+
+
+FWD_BAD = [
+    ("gamma", lambda k: {**k, "gamma": np.ones(4)}, ValueError),
+    ("beta", lambda k: {**k, "beta": np.ones(2)}, ValueError),
+    ("running_mean", lambda k: {**k, "running_mean": _readonly(np.zeros(3))}, ValueError),
+    ("running_mean", lambda k: {**k, "running_mean": np.zeros(6)[::2]}, ValueError),
+    ("running_mean", lambda k: {**k, "running_mean": np.zeros(3, np.float32)}, TypeError),
+    ("running_mean", lambda k: {**k, "running_mean": [0.0, 0.0, 0.0]}, TypeError),
+    ("running_var", lambda k: {**k, "running_var": np.ones(4)}, ValueError),
+    ("running_var", lambda k: {**k, "running_var": k["running_mean"]}, ValueError),
+    ("x", lambda k: {**k, "x": k["x"][:1]}, ValueError),
+    ("x", lambda k: {**k, "x": k["x"][:, 0]}, ValueError),
+    ("x", lambda k: {**k, "x": k["x"].astype(np.int64)}, TypeError),
+    ("gamma", lambda k: {**k, "gamma": k["gamma"].astype(np.float32)}, TypeError),
+    ("momentum", lambda k: {**k, "momentum": -0.1}, ValueError),
+    ("momentum", lambda k: {**k, "momentum": 1.5}, ValueError),
+    ("momentum", lambda k: {**k, "momentum": np.nan}, ValueError),
+    ("eps", lambda k: {**k, "eps": 0.0}, ValueError),
+    ("eps", lambda k: {**k, "eps": -1e-5}, ValueError),
+    ("eps", lambda k: {**k, "eps": np.inf}, ValueError),
+]
+
+
+@pytest.mark.parametrize("name,change,exc", FWD_BAD, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(FWD_BAD)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_bad_input(backend, name, change, exc):
+    kw = change(_fwd_kwargs())
+    snapshot = {k: v.copy() for k, v in kw.items() if isinstance(v, np.ndarray)}
+    with pytest.raises(exc, match=name):
+        fwd(backend)(**kw)
+    for k, v in snapshot.items():  # refused before anything was written
+        np.testing.assert_array_equal(kw[k], v)
+
+
+def test_forward_mixed_dtypes_name_the_argument():
+    kw = _fwd_kwargs(np.float32)
+    for arg in ("gamma", "beta", "running_mean", "running_var"):
+        bad = {**kw, arg: kw[arg].astype(np.float64)}
+        for backend in BACKENDS:
+            with pytest.raises(TypeError, match=arg):
+                fwd(backend)(**bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inference_and_backward_bad_input(backend):
+    x, gamma, beta = make(N=5, C=3)
+    rm, rv = running(3)
+    with pytest.raises(ValueError, match="running_var"):
+        inf_(backend)(x, gamma, beta, rm, np.ones(2))
+    with pytest.raises(TypeError, match="running_mean"):
+        inf_(backend)(x, gamma, beta, rm.astype(np.float32), rv)
+    with pytest.raises(ValueError, match="eps"):
+        inf_(backend)(x, gamma, beta, rm, rv, eps=0.0)
+    mean, rstd = x.mean(axis=0), 1 / x.std(axis=0)
+    dy = np.ones_like(x)
+    with pytest.raises(ValueError, match="dy"):
+        bwd(backend)(dy[:4], x, gamma, mean, rstd)
+    with pytest.raises(TypeError, match="dy"):
+        bwd(backend)(dy.astype(np.float32), x, gamma, mean, rstd)
+    with pytest.raises(ValueError, match="mean"):
+        bwd(backend)(dy, x, gamma, mean[:2], rstd)
+    with pytest.raises(ValueError, match="gamma"):
+        bwd(backend)(dy, x, np.ones(4), mean, rstd)
+    with pytest.raises(TypeError, match="rstd"):
+        bwd(backend)(dy, x, gamma, mean, rstd.astype(np.float32))
+    with pytest.raises(ValueError, match="x"):
+        bwd(backend)(dy[:0], x[:0], gamma, mean, rstd)

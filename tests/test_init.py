@@ -1,0 +1,349 @@
+"""The initializers (kernels/init.py): known answers from an independent scalar Philox, distribution
+tests (moments, Kolmogorov-Smirnov) at fixed seeds, each initializer's std/bound formula and fan rule,
+the gains, the seed contract, and bad input. Deterministic: every seed is fixed.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.special
+import scipy.stats
+
+import kernels
+from kernels import init
+
+BACKENDS = ["numpy", "numba", "c"]
+DTYPES = ["float32", "float64"]
+RANDOM = ["uniform_init", "normal_init", "xavier_uniform_init", "xavier_normal_init", "he_uniform_init",
+          "he_normal_init", "lecun_normal_init"]
+ALL = ["zeros_init", "constant_init", *RANDOM]
+
+
+def get(name, backend):
+    try:
+        return kernels.get(name, backend)
+    except kernels.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+# ---- an independent scalar implementation of the seed contract, for known answers ---------------
+
+def philox_py(ctr, key):
+    M = 0xFFFFFFFF
+    c, k = list(ctr), list(key)
+    for r in range(10):
+        if r:
+            k = [(k[0] + 0x9E3779B9) & M, (k[1] + 0xBB67AE85) & M]
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k[0], p1 & M, (p0 >> 32) ^ c[3] ^ k[1], p0 & M]
+    return c
+
+
+def u53(a, b):
+    return ((a >> 5) * 2**26 + (b >> 6)) / 2**53  # exact: a 53-bit integer over a power of two
+
+
+def uniform_py(i, seed, low, high):
+    w = philox_py([i & 0xFFFFFFFF, i >> 32, 1, 0], [seed & 0xFFFFFFFF, seed >> 32])
+    return low + (high - low) * u53(w[0], w[1])
+
+
+def normal_py(i, seed, mean, std):
+    w = philox_py([i & 0xFFFFFFFF, i >> 32, 2, 0], [seed & 0xFFFFFFFF, seed >> 32])
+    z = math.sqrt(-2.0 * math.log(1.0 - u53(w[0], w[1]))) * math.cos(2.0 * math.pi * u53(w[2], w[3]))
+    return mean + std * z
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [0, 1, 2**32 + 7, 2**64 - 1])
+def test_uniform_known_answers(backend, seed):
+    got = get("uniform_init", backend)((3, 4), -2.0, 3.0, seed, "float64")
+    expected = np.array([uniform_py(i, seed, -2.0, 3.0) for i in range(12)]).reshape(3, 4)
+    np.testing.assert_array_equal(got, expected)
+    got32 = get("uniform_init", backend)(12, -2.0, 3.0, seed, "float32")
+    np.testing.assert_array_equal(got32, expected.reshape(-1).astype(np.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [0, 2**63 + 5])
+def test_normal_known_answers(backend, seed):
+    got = get("normal_init", backend)(16, 0.5, 2.0, seed, "float64")
+    expected = np.array([normal_py(i, seed, 0.5, 2.0) for i in range(16)])
+    tol = 16 * np.finfo(np.float64).eps * np.abs(expected).max()  # verify.TOLERANCE: normwise 16 eps
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
+
+
+# ---- distributions ------------------------------------------------------------------------------
+
+N_STAT = 100_000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_uniform_moments_and_ks(backend, dtype):
+    low, high = -2.0, 5.0
+    x = get("uniform_init", backend)(N_STAT, low, high, 314, dtype).astype(np.float64)
+    assert x.min() >= low and x.max() <= high
+    width = high - low
+    sd = width / math.sqrt(12)
+    assert abs(x.mean() - (low + high) / 2) < 5 * sd / math.sqrt(N_STAT)
+    # var of the sample variance of a uniform: (mu4 - sd^4) / n with mu4 = width^4 / 80
+    assert abs(x.var() - sd**2) < 5 * math.sqrt((width**4 / 80 - sd**4) / N_STAT)
+    assert scipy.stats.kstest(x, "uniform", args=(low, width)).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_normal_moments_and_ks(backend, dtype):
+    mean, std = 3.0, 0.5
+    x = get("normal_init", backend)(N_STAT, mean, std, 2718, dtype).astype(np.float64)
+    assert np.all(np.isfinite(x))
+    assert abs(x.mean() - mean) < 5 * std / math.sqrt(N_STAT)
+    assert abs(x.var() - std**2) < 5 * std**2 * math.sqrt(2 / N_STAT)
+    assert abs(scipy.stats.skew(x)) < 5 * math.sqrt(6 / N_STAT)
+    assert abs(scipy.stats.kurtosis(x)) < 5 * math.sqrt(24 / N_STAT)
+    assert scipy.stats.kstest(x, "norm", args=(mean, std)).pvalue > 1e-4
+
+
+def test_ks_catches_a_wrong_distribution():
+    """The KS test above can fail: a sum of two uniforms (triangular) is not uniform, and a
+    uniform scaled to unit variance is not normal."""
+    u = init.uniform_init(N_STAT, 0.0, 1.0, 1, "float64")
+    v = init.uniform_init(N_STAT, 0.0, 1.0, 2, "float64")
+    assert scipy.stats.kstest((u + v) / 2, "uniform").pvalue < 1e-4
+    assert scipy.stats.kstest((u - 0.5) * math.sqrt(12), "norm").pvalue < 1e-4
+
+
+def test_uniform_and_normal_streams_are_independent():
+    """One seed, two streams: the uniform and normal draws are uncorrelated."""
+    u = init.uniform_init(N_STAT, 0.0, 1.0, 77, "float64")
+    z = init.normal_init(N_STAT, 0.0, 1.0, 77, "float64")
+    assert abs(np.corrcoef(u, z)[0, 1]) < 5 / math.sqrt(N_STAT)
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 5 / math.sqrt(N_STAT)
+
+
+# ---- the formulas: empirical std of a 512x512-sized draw within 3% -------------------------------
+
+R2 = math.sqrt(2.0)
+FORMULAS = [  # (kernel, kwargs, expected std, bound for the uniform ones)
+    ("uniform_init", {"shape": (512, 512), "low": -2.0, "high": 5.0}, 7 / math.sqrt(12), None),
+    ("normal_init", {"shape": (512, 512), "mean": 3.0, "std": 0.5}, 0.5, None),
+    ("xavier_uniform_init", {"shape": (512, 512), "gain": 1.5}, None, 1.5 * math.sqrt(6 / 1024)),
+    ("xavier_normal_init", {"shape": (1024, 256), "gain": 2.0}, 2.0 * math.sqrt(2 / 1280), None),
+    ("xavier_normal_init", {"shape": (16, 64, 256)}, math.sqrt(2 / (16 * 256 + 64 * 256)), None),
+    ("he_uniform_init", {"shape": (512, 512)}, None, R2 * math.sqrt(3 / 512)),
+    ("he_uniform_init", {"shape": (256, 1024), "mode": "fan_out", "nonlinearity": "leaky_relu", "slope": 0.2},
+     None, math.sqrt(2 / 1.04) * math.sqrt(3 / 1024)),
+    ("he_normal_init", {"shape": (1024, 256), "nonlinearity": "tanh"}, (5 / 3) / math.sqrt(1024), None),
+    ("he_normal_init", {"shape": (64, 32, 128), "mode": "fan_out", "nonlinearity": "selu"},
+     0.75 / math.sqrt(32 * 128), None),
+    ("he_normal_init", {"shape": (256, 1024), "mode": "fan_in"}, R2 / math.sqrt(256), None),
+    ("lecun_normal_init", {"shape": (256, 1024)}, 1 / math.sqrt(256), None),
+    ("lecun_normal_init", {"shape": 262144}, 1 / math.sqrt(262144), None),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,kwargs,std,bound", FORMULAS,
+                         ids=[f"{f[0]}-{i}" for i, f in enumerate(FORMULAS)])
+def test_std_and_bound_formulas(backend, name, kwargs, std, bound):
+    w = get(name, backend)(**kwargs, seed=12, dtype="float64")
+    shape = kwargs["shape"]
+    assert w.shape == ((shape,) if isinstance(shape, int) else shape) and w.dtype == np.float64
+    if bound is not None:
+        std = bound / math.sqrt(3)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.999 * bound
+    assert abs(w.std() / std - 1) < 0.03, f"std {w.std():.5g}, expected {std:.5g}"
+
+
+def test_fans():
+    assert init._fans((7,)) == (7, 7)
+    assert init._fans((3, 5)) == (3, 5)  # (in, out): y = x @ W
+    assert init._fans((3, 5, 2, 4)) == (24, 40)
+    for bad in [(), (0,), (3, 0), (2, 3, 0)]:
+        with pytest.raises(ValueError, match="^shape"):
+            init._fans(bad)
+
+
+def test_he_mode_uses_our_orientation():
+    """(in, out) = (16, 4096): fan_in is 16, so the fan_in draw is 16x wider than the fan_out one."""
+    a = init.he_normal_init((16, 4096), mode="fan_in", seed=3, dtype="float64")
+    b = init.he_normal_init((16, 4096), mode="fan_out", seed=3, dtype="float64")
+    np.testing.assert_allclose(a, b * 16, rtol=1e-14)  # same z, std ratio sqrt(4096 / 16)
+
+
+# ---- gains -------------------------------------------------------------------------------------
+
+def test_pytorch_gain_table():
+    g = init.calculate_gain
+    for lin in ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose2d", "sigmoid"):
+        assert g(lin) == 1.0
+    assert g("tanh") == 5 / 3 and g("relu") == math.sqrt(2) and g("selu") == 0.75
+    assert g("leaky_relu") == math.sqrt(2 / (1 + 0.01**2))
+    assert g("leaky_relu", 0.2) == math.sqrt(2 / 1.04)
+    assert g("leaky_relu", 0.0) == g("relu")
+
+
+def _second_moment(f):
+    return scipy.integrate.quad(lambda z: f(z) ** 2 * scipy.stats.norm.pdf(z), -np.inf, np.inf,
+                                epsabs=1e-13, epsrel=1e-13)[0]
+
+
+@pytest.mark.parametrize("name,f", [
+    ("relu", lambda z: max(z, 0.0)),
+    ("elu", lambda z: z if z > 0 else math.expm1(z)),
+    ("gelu", lambda z: z * scipy.special.ndtr(z)),
+])
+def test_elu_gelu_gains_follow_the_relu_rule(name, f):
+    """gain = 1 / sqrt(E[f(z)^2]), z ~ N(0, 1): the rule that gives relu sqrt(2), checked by quadrature."""
+    assert init.calculate_gain(name) == pytest.approx(1 / math.sqrt(_second_moment(f)), rel=1e-9)
+
+
+def test_gain_errors():
+    with pytest.raises(ValueError, match="^nonlinearity"):
+        init.calculate_gain("swish")
+    with pytest.raises(ValueError, match="^slope"):
+        init.calculate_gain("leaky_relu", math.nan)
+    with pytest.raises(TypeError, match="^slope"):
+        init.calculate_gain("leaky_relu", "0.1")
+
+
+# ---- the seed contract -------------------------------------------------------------------------
+
+def _draw(name, backend, shape, seed, dtype="float32"):
+    return get(name, backend)(shape, seed=seed, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", RANDOM)
+def test_same_seed_same_numbers_other_seed_other_numbers(backend, name):
+    a = _draw(name, backend, (33, 7), 5)
+    np.testing.assert_array_equal(a, _draw(name, backend, (33, 7), 5))
+    for other in (6, 5 + 2**32):  # both key words matter
+        b = _draw(name, backend, (33, 7), other)
+        assert np.count_nonzero(a == b) < 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["uniform_init", "normal_init"])
+def test_numbers_depend_on_the_flat_index_only(backend, name):
+    """The draw is a function of (seed, stream, flat index): any shape of the same size gives the same
+    numbers, and a shorter draw is a prefix of a longer one."""
+    a = _draw(name, backend, (6, 4, 5), 9, "float64")
+    np.testing.assert_array_equal(a.reshape(-1), _draw(name, backend, 120, 9, "float64"))
+    np.testing.assert_array_equal(a.reshape(-1)[:37], _draw(name, backend, 37, 9, "float64"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["uniform_init", "xavier_uniform_init", "he_uniform_init"])
+def test_uniform_bit_identical_across_backends(name, dtype):
+    for seed in (0, 123456789, 2**64 - 2):
+        ref = _draw(name, "numpy", (129, 65), seed, dtype)
+        for backend in ("numba", "c"):
+            np.testing.assert_array_equal(_draw(name, backend, (129, 65), seed, dtype), ref, err_msg=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_is_the_rounded_float64_draw(backend):
+    for name in ("uniform_init", "normal_init"):
+        a32 = _draw(name, backend, 1000, 4, "float32")
+        a64 = _draw(name, backend, 1000, 4, "float64")
+        np.testing.assert_array_equal(a32, a64.astype(np.float32))
+
+
+# ---- the deterministic ones and the limits -----------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zeros_and_constant(backend, dtype):
+    z = get("zeros_init", backend)((5, 3), dtype)
+    assert z.shape == (5, 3) and z.dtype == dtype and np.all(z == 0) and not np.any(np.signbit(z))
+    c = get("constant_init", backend)(7, 0.1, dtype)
+    assert c.shape == (7,) and c.dtype == dtype
+    np.testing.assert_array_equal(c, np.full(7, 0.1, dtype=dtype))
+    assert get("zeros_init", backend)(4).dtype == np.float32  # the default dtype
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_degenerate_parameters(backend):
+    u = get("uniform_init", backend)(50, 2.5, 2.5, 1, "float64")
+    assert np.all(u == 2.5)
+    n = get("normal_init", backend)(50, -1.25, 0.0, 1, "float64")
+    assert np.all(n == -1.25)
+    assert np.all(get("xavier_uniform_init", backend)((4, 5), 0.0, 1) == 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_and_scalar_shapes(backend):
+    plain = [("zeros_init", ()), ("constant_init", (1.0,)), ("uniform_init", ()), ("normal_init", ())]
+    for name, args in plain:
+        f = get(name, backend)
+        assert f((0, 5), *args).shape == (0, 5)
+        assert f(0, *args).shape == (0,)
+        assert f((), *args).shape == ()
+    for name in RANDOM[2:]:
+        with pytest.raises(ValueError, match="^shape"):
+            get(name, backend)((0, 5))
+        with pytest.raises(ValueError, match="^shape"):
+            get(name, backend)(())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extreme_seeds_and_range(backend):
+    u = get("uniform_init", backend)(1000, -1e300, 1e300, 2**64 - 1, "float64")
+    assert np.all(np.isfinite(u)) and u.min() >= -1e300 and u.max() <= 1e300
+    z = get("normal_init", backend)(1000, 0.0, 1.0, 2**64 - 1, "float64")
+    assert np.all(np.abs(z) < 8.6)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_bad_shape_dtype_seed(backend, name):
+    f = get(name, backend)
+    extra = {"value": 1.0} if name == "constant_init" else {}
+    with pytest.raises(ValueError, match=r"^shape\[1\]"):
+        f((3, -1), **extra)
+    with pytest.raises(TypeError, match="^shape"):
+        f(3.0, **extra)
+    with pytest.raises(TypeError, match="^shape"):
+        f("3", **extra)
+    with pytest.raises(TypeError, match=r"^shape\[0\]"):
+        f((2.5, 3), **extra)
+    for bad in ("int32", "float16", "complex128", "nope"):
+        with pytest.raises(TypeError, match="^dtype"):
+            f((3, 4), **extra, dtype=bad)
+    if name in RANDOM:
+        for bad in (-1, 2**64):
+            with pytest.raises(ValueError, match="^seed"):
+                f((3, 4), seed=bad)
+        for bad in (1.0, "1", None):
+            with pytest.raises(TypeError, match="^seed"):
+                f((3, 4), seed=bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_parameters(backend):
+    def raises(name, match, exc=ValueError, **kw):
+        with pytest.raises(exc, match=match):
+            get(name, backend)((4, 3), **kw)
+
+    raises("uniform_init", "^high", low=1.0, high=0.0)
+    raises("uniform_init", "^high", low=-1e308, high=1e308)  # high - low overflows
+    raises("uniform_init", "^low", low=math.nan)
+    raises("uniform_init", "^high", high=math.inf)
+    raises("normal_init", "^std", std=-0.1)
+    raises("normal_init", "^std", std=math.inf)
+    raises("normal_init", "^mean", mean=math.nan)
+    raises("constant_init", "^value", value=math.nan)
+    raises("constant_init", "^value", exc=TypeError, value="1")
+    for name in ("xavier_uniform_init", "xavier_normal_init"):
+        raises(name, "^gain", gain=-1.0)
+        raises(name, "^gain", gain=math.nan)
+    for name in ("he_uniform_init", "he_normal_init"):
+        raises(name, "^mode", mode="fan_avg")
+        raises(name, "^nonlinearity", nonlinearity="softplus")
+        raises(name, "^slope", nonlinearity="leaky_relu", slope=math.inf)

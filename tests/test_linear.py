@@ -1,0 +1,311 @@
+"""Properties of linear_forward / linear_backward: gradients against central differences for every
+activation, b=None, empty dimensions, shape/dtype errors, strided inputs, NaN confined to its row,
+and the componentwise GEMM bound across the C code's block edges."""
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import activations
+
+BACKENDS = [b for b, why in kernels.backends().items() if why is None]
+DTYPES = [np.float32, np.float64]
+ACTS = list(activations.ACT_CODES)
+ALPHA = {"leaky_relu": -0.3, "elu": 1.7}
+
+
+def fwd(backend):
+    return kernels.get("linear_forward", backend)
+
+
+def bwd(backend):
+    return kernels.get("linear_backward", backend)
+
+
+def _inputs(rng, N, K, M, dtype=np.float64):
+    x = rng.standard_normal((N, K)).astype(dtype)
+    W = rng.standard_normal((K, M)).astype(dtype)
+    b = rng.standard_normal(M).astype(dtype)
+    return x, W, b
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ACTS)
+def test_gradients_match_central_differences(act, backend):
+    rng = np.random.default_rng(11)
+    N, K, M = 4, 5, 3
+    x, W, b = _inputs(rng, N, K, M)
+    alpha = ALPHA.get(act)
+    f = fwd(backend)
+    y, z = f(x, W, b, act, alpha, keep_preactivation=True)
+    assert np.min(np.abs(z)) > 1e-3          # away from the kinks, so differences are smooth
+    dy = rng.standard_normal((N, M))
+    dx, dW, db = bwd(backend)(dy, x, W, z, act, alpha)
+
+    def loss(x_, W_, b_):
+        return float(np.sum(dy * f(x_, W_, b_, act, alpha)))
+
+    h = 1e-6
+    for name, arr, got in (("x", x, dx), ("W", W, dW), ("b", b, db)):
+        fd = np.empty_like(arr)
+        for idx in np.ndindex(arr.shape):
+            args = {"x_": x, "W_": W, "b_": b}
+            plus, minus = arr.copy(), arr.copy()
+            plus[idx] += h
+            minus[idx] -= h
+            lp = loss(**{**args, f"{name}_": plus})
+            lm = loss(**{**args, f"{name}_": minus})
+            fd[idx] = (lp - lm) / (2 * h)
+        np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-7, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_identity_backward_needs_no_z_and_matches_the_plain_products(backend):
+    rng = np.random.default_rng(12)
+    x, W, _ = _inputs(rng, 6, 7, 5)
+    dy = rng.standard_normal((6, 5))
+    dx, dW, db = bwd(backend)(dy, x, W)
+    np.testing.assert_allclose(dx, dy @ W.T, rtol=1e-13)
+    np.testing.assert_allclose(dW, x.T @ dy, rtol=1e-13)
+    np.testing.assert_allclose(db, dy.sum(0), rtol=1e-13)
+    z = rng.standard_normal((6, 5))        # given z is ignored for identity
+    for got, want in zip(bwd(backend)(dy, x, W, z), (dx, dW, db), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_is_the_activation_of_the_preactivation(backend, dtype):
+    rng = np.random.default_rng(13)
+    x, W, b = _inputs(rng, 9, 11, 6, dtype)
+    for act in ACTS:
+        y, z = fwd(backend)(x, W, b, act, ALPHA.get(act), keep_preactivation=True)
+        assert y.dtype == z.dtype == dtype and y.shape == z.shape == (9, 6)
+        y_elem = kernels.get(f"{act}_forward", backend)(z, alpha=ALPHA.get(act))
+        if backend == "numpy" and dtype == np.float32:
+            # the reference applies the activation to the unrounded float64 z
+            eps = np.finfo(dtype).eps
+            assert np.all(np.abs(y - y_elem) <= 2 * eps * (np.abs(z) + np.abs(y)))
+        else:   # the fused activation is the elementwise kernel's, bit for bit
+            np.testing.assert_array_equal(y, y_elem)
+        y_only = fwd(backend)(x, W, b, act, ALPHA.get(act))
+        np.testing.assert_array_equal(y_only, y)
+
+
+# ---- bias, empty dimensions ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_bias_is_a_zero_bias(backend, dtype):
+    rng = np.random.default_rng(14)
+    x, W, _ = _inputs(rng, 5, 7, 3, dtype)
+    y0, z0 = fwd(backend)(x, W, None, "tanh", keep_preactivation=True)
+    y1, z1 = fwd(backend)(x, W, np.zeros(3, dtype), "tanh", keep_preactivation=True)
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_array_equal(z0, z1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_dimensions(backend, dtype):
+    rng = np.random.default_rng(15)
+    f, g = fwd(backend), bwd(backend)
+    # K = 0: z is b broadcast over the rows (0 without a bias), y = act(b)
+    x = np.empty((4, 0), dtype)
+    W = np.empty((0, 3), dtype)
+    b = np.array([-1.0, 0.5, 2.0], dtype)
+    y, z = f(x, W, b, "relu", keep_preactivation=True)
+    np.testing.assert_array_equal(z, np.tile(b, (4, 1)))
+    np.testing.assert_array_equal(y, np.tile(np.array([0.0, 0.5, 2.0], dtype), (4, 1)))
+    np.testing.assert_array_equal(f(x, W, None, "sigmoid"), np.full((4, 3), 0.5, dtype))
+    dy = rng.standard_normal((4, 3)).astype(dtype)
+    dx, dW, db = g(dy, x, W, z, "relu")
+    assert dx.shape == (4, 0) and dW.shape == (0, 3)
+    np.testing.assert_allclose(db, np.array([0.0, 1.0, 1.0]) * dy.astype(float).sum(0), rtol=1e-6)
+    # N = 0: empty outputs, zero weight and bias gradients
+    x, W, b = _inputs(rng, 0, 5, 3, dtype)
+    y, z = f(x, W, b, "gelu", keep_preactivation=True)
+    assert y.shape == z.shape == (0, 3) and y.dtype == dtype
+    dx, dW, db = g(np.empty((0, 3), dtype), x, W, z, "gelu")
+    assert dx.shape == (0, 5)
+    np.testing.assert_array_equal(dW, np.zeros((5, 3), dtype))
+    np.testing.assert_array_equal(db, np.zeros(3, dtype))
+    # M = 0: empty outputs, zero input gradient
+    x, W, b = _inputs(rng, 4, 5, 0, dtype)
+    y = f(x, W, b, "elu")
+    assert y.shape == (4, 0)
+    dx, dW, db = g(np.empty((4, 0), dtype), x, W, np.empty((4, 0), dtype), "elu")
+    np.testing.assert_array_equal(dx, np.zeros((4, 5), dtype))
+    assert dW.shape == (5, 0) and db.shape == (0,)
+
+
+# ---- special values --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_nan_in_x_stays_in_its_row(act, backend, dtype):
+    rng = np.random.default_rng(16)
+    x, W, b = _inputs(rng, 6, 9, 4, dtype)
+    x[2, 5] = np.nan
+    y, z = fwd(backend)(x, W, b, act, ALPHA.get(act), keep_preactivation=True)
+    rows = np.isnan(y).any(axis=1)
+    assert np.isnan(y[2]).all() and np.isnan(z[2]).all(), "NaN in x must reach its whole row (relu too)"
+    assert rows.tolist() == [False, False, True, False, False, False]
+    assert not np.isnan(z[rows == False]).any()  # noqa: E712
+    if act == "identity":
+        return  # z is not read: the backward is test_nan_in_x_with_a_clean_dz_only_touches_its_weight_row
+    dy = rng.standard_normal((6, 4)).astype(dtype)
+    dx, dW, db = bwd(backend)(dy, x, W, z, act, ALPHA.get(act))
+    # dz is NaN in row 2 (z is), so dx row 2, every dW row (x^T dz) and db are NaN; other dx rows are not
+    assert np.isnan(dx[2]).all() and not np.isnan(np.delete(dx, 2, axis=0)).any()
+    assert np.isnan(dW).all() and np.isnan(db).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_in_x_with_a_clean_dz_only_touches_its_weight_row(backend):
+    rng = np.random.default_rng(17)
+    x, W, _ = _inputs(rng, 6, 9, 4)
+    x[2, 5] = np.nan
+    dx, dW, db = bwd(backend)(rng.standard_normal((6, 4)), x, W)   # identity: dz = dy
+    assert not np.isnan(dx).any() and not np.isnan(db).any()
+    assert [bool(np.isnan(r).any()) for r in dW] == [k == 5 for k in range(9)]
+
+
+# ---- layouts --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fortran_and_negative_stride_inputs_give_the_contiguous_result(backend):
+    rng = np.random.default_rng(18)
+    x, W, b = _inputs(rng, 7, 5, 6, np.float32)
+    dy = rng.standard_normal((7, 6)).astype(np.float32)
+    y, z = fwd(backend)(x, W, b, "gelu", keep_preactivation=True)
+    grads = bwd(backend)(dy, x, W, z, "gelu")
+
+    def variants(a):
+        return [np.asfortranarray(a), np.flip(np.flip(a).copy()), np.flip(np.flip(a, 0).copy(), 0)] \
+            if a.ndim == 2 else [np.flip(np.flip(a).copy())]
+
+    for name, a in (("x", x), ("W", W), ("b", b)):
+        for v in variants(a):
+            assert not v.flags.c_contiguous or v.ndim == 1
+            kw = {"x": x, "W": W, "b": b, name: v}
+            y2, z2 = fwd(backend)(kw["x"], kw["W"], kw["b"], "gelu", keep_preactivation=True)
+            np.testing.assert_array_equal(y2, y)
+            np.testing.assert_array_equal(z2, z)
+    for name, a in (("dy", dy), ("x", x), ("W", W), ("z", z)):
+        for v in variants(a):
+            kw = {"dy": dy, "x": x, "W": W, "z": z, name: v}
+            got = bwd(backend)(kw["dy"], kw["x"], kw["W"], kw["z"], "gelu")
+            for g, want in zip(got, grads, strict=True):
+                np.testing.assert_array_equal(g, want)
+
+
+# ---- accuracy across the C code's block edges (K > 64, M > 256) ------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_componentwise_gemm_bound_across_block_edges(backend, dtype):
+    rng = np.random.default_rng(19)
+    x, W, b = _inputs(rng, 3, 131, 301, dtype)
+    y, z = fwd(backend)(x, W, b, "elu", keep_preactivation=True)
+    x64, W64, b64 = (a.astype(np.float64) for a in (x, W, b))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(z - (x64 @ W64 + b64)) <= 16 * eps * (np.abs(x64) @ np.abs(W64) + np.abs(b64)))
+    dy = rng.standard_normal((3, 301)).astype(dtype)
+    dx, dW, db = bwd(backend)(dy, x, W, z, "elu")
+    dz = activations.REFERENCE_BACKWARD["elu"](dy.astype(np.float64), z.astype(np.float64), None)
+    adz = np.abs(dz)
+    assert np.all(np.abs(dx - dz @ W64.T) <= 16 * eps * (adz @ np.abs(W64.T) + 1e-300))
+    assert np.all(np.abs(dW - x64.T @ dz) <= 16 * eps * (np.abs(x64.T) @ adz + 1e-300))
+    assert np.all(np.abs(db - dz.sum(0)) <= 16 * eps * (adz.sum(0) + 1e-300))
+
+
+# ---- bad input --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shape_mismatches_name_the_argument(backend):
+    rng = np.random.default_rng(20)
+    x, W, b = _inputs(rng, 4, 5, 3)
+    z = x @ W + b
+    dy = np.ones((4, 3))
+    f, g = fwd(backend), bwd(backend)
+    with pytest.raises(ValueError, match="^W"):
+        f(x, W[:4])
+    with pytest.raises(ValueError, match="^W"):
+        f(x, W.T)
+    with pytest.raises(ValueError, match="^b"):
+        f(x, W, b[:2])
+    with pytest.raises(ValueError, match="^b"):
+        f(x, W, b[None, :])
+    with pytest.raises(ValueError, match="^x"):
+        f(x[0], W)
+    with pytest.raises(ValueError, match="^W"):
+        f(x, W[0])
+    with pytest.raises(ValueError, match="^dy"):
+        g(np.ones((4, 4)), x, W, z, "relu")
+    with pytest.raises(ValueError, match="^dy"):
+        g(np.ones((3, 3)), x, W, z, "relu")
+    with pytest.raises(ValueError, match="^z"):
+        g(dy, x, W, z[:, :2], "relu")
+    with pytest.raises(ValueError, match="^z"):
+        g(dy, x, W, z.T.copy(), "identity")
+    with pytest.raises(ValueError, match="^W"):
+        g(dy, x, W[:4], z, "relu")
+    for act in ACTS[1:]:
+        with pytest.raises(ValueError, match="^z"):
+            g(dy, x, W, None, act)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dtypes_and_types_name_the_argument(backend):
+    rng = np.random.default_rng(21)
+    x, W, b = _inputs(rng, 4, 5, 3)
+    z = x @ W + b
+    dy = np.ones((4, 3))
+    f, g = fwd(backend), bwd(backend)
+    f32 = np.float32
+    with pytest.raises(TypeError, match="^W"):
+        f(x, W.astype(f32), b)
+    with pytest.raises(TypeError, match="^b"):
+        f(x, W, b.astype(f32))
+    with pytest.raises(TypeError, match="^W"):
+        f(x.astype(f32), W, b)
+    with pytest.raises(TypeError, match="^dy"):
+        g(dy.astype(f32), x, W, z, "tanh")
+    with pytest.raises(TypeError, match="^z"):
+        g(dy, x, W, z.astype(f32), "tanh")
+    for name in ("x", "W", "b"):
+        kw = {"x": x, "W": W, "b": b, name: {"x": x, "W": W, "b": b}[name].astype(np.int64)}
+        with pytest.raises(TypeError, match=f"^{name}"):
+            f(**kw)
+    with pytest.raises(TypeError, match="^x"):
+        f(x.tolist(), W)
+    with pytest.raises(TypeError, match="^dy"):
+        g(dy.astype(np.int32), x, W, z, "tanh")
+    with pytest.raises(TypeError, match="^keep_preactivation"):
+        f(x, W, b, keep_preactivation="yes")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_activation_and_alpha_are_checked(backend):
+    rng = np.random.default_rng(22)
+    x, W, b = _inputs(rng, 4, 5, 3)
+    z = x @ W + b
+    f, g = fwd(backend), bwd(backend)
+    for bad in ("prelu", "softmax", "ReLU", None):
+        with pytest.raises(ValueError, match="^activation"):
+            f(x, W, b, bad)
+        with pytest.raises(ValueError, match="^activation"):
+            g(np.ones((4, 3)), x, W, z, bad)
+    with pytest.raises(ValueError, match="^alpha"):
+        f(x, W, b, "relu", alpha=0.1)
+    with pytest.raises(ValueError, match="^alpha"):
+        f(x, W, b, "elu", alpha=-1.0)
+    with pytest.raises(ValueError, match="^alpha"):
+        g(np.ones((4, 3)), x, W, z, "leaky_relu", alpha=np.nan)
+    # alpha reaches the activation: leaky slope -1 is |z| on the negative side
+    y = f(x, W, b, "leaky_relu", alpha=-1.0)
+    np.testing.assert_allclose(y, np.abs(x @ W + b), rtol=1e-13)
