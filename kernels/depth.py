@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import itertools
 import json
@@ -48,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 
 from . import theory
 
@@ -281,9 +283,8 @@ def make_weights(k, cfg: Config, layer: int, seed: int):
 def _norm(a: np.ndarray) -> float:
     """Euclidean norm in float64 without overflow or underflow of the squares."""
     v = a.reshape(-1)
-    if v.dtype != np.float64:
-        v = v.astype(np.float64)
-    s = float(v @ v)
+    # einsum accumulates in float64 without a copy and without BLAS threads (which contend for cores)
+    s = float(np.einsum("i,i->", v, v, dtype=np.float64))
     if 1e-290 < s < 1e290:
         return math.sqrt(s)
     m = float(np.max(np.abs(v))) if v.size else 0.0
@@ -291,7 +292,7 @@ def _norm(a: np.ndarray) -> float:
         return m if not math.isnan(m) else math.nan
     if not np.all(np.isfinite(v)):
         return math.nan
-    u = v / m
+    u = v.astype(np.float64) / m
     return m * math.sqrt(float(u @ u))
 
 
@@ -335,20 +336,36 @@ def fit_range(cfg: Config) -> tuple[int, int]:
 
 # ---- activation statistics ----------------------------------------------------------------------
 
-def _dmax(act: str, alpha) -> float:
+@functools.lru_cache(maxsize=64)
+def _flat_rule(act: str, alpha) -> tuple[str, float]:
+    """How to spot |phi'(u)| <= 1% of max |phi'| cheaply: ("abs", t) for |u| >= t (sigmoid, tanh),
+    ("below", t) for u <= t (relu family, elu), ("dphi", c) to evaluate phi' against c (gelu)."""
     h = np.linspace(-10, 10, 4001)
-    return float(np.max(np.abs(theory.dphi(act, h, alpha))))
+    cut = 0.01 * float(np.max(np.abs(theory.dphi(act, h, alpha))))
+    if act in ("sigmoid", "tanh"):
+        return "abs", optimize.brentq(lambda u: float(theory.dphi(act, u)) - cut, 0.0, 60.0)
+    if act in ("relu", "leaky_relu", "prelu"):
+        return ("below", 0.0) if abs(alpha or 0.0) <= 0.01 else ("never", 0.0)
+    if act == "elu":
+        a = alpha if alpha is not None else 1.0
+        return ("below", math.log(cut / a)) if a > cut else ("below", 0.0)
+    if act == "identity":
+        return "never", 0.0
+    return "dphi", cut
 
 
 def _saturation(act: str, alpha, u: np.ndarray) -> tuple[float, float]:
     """(fraction of elements, fraction of units) whose |phi'(u)| <= 1% of max |phi'|: saturated
     (sigmoid/tanh tails), off (relu u <= 0); a unit is dead when that holds for the whole batch."""
-    if act == "identity" or (act == "prelu" and (alpha or 0) > 0.01) or (act == "leaky_relu" and alpha > 0.01):
+    kind, t = _flat_rule(act, alpha)
+    if kind == "never":
         return 0.0, 0.0
-    if act in ("relu", "leaky_relu", "prelu"):
-        flat = u <= 0
+    if kind == "abs":
+        flat = np.abs(u) >= t
+    elif kind == "below":
+        flat = u <= t
     else:
-        flat = np.abs(theory.dphi(act, u, alpha)) <= 0.01 * _dmax(act, alpha)
+        flat = np.abs(theory.dphi(act, u, alpha)) <= t
     return float(flat.mean()), float(flat.all(axis=0).mean())
 
 
@@ -526,7 +543,7 @@ class _Net:
         if i == 0:
             return self.input
         rec = self.layers[i - 1]
-        cfg, k = self.cfg, self.k
+        cfg = self.cfg
         z = rec.store
         if self._fused():
             y = self._act_fwd(z)
@@ -1065,7 +1082,8 @@ def format_table(df: pd.DataFrame, fmt: str = "table", *, per_layer: bool = Fals
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i < nconf else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i < nconf else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     for n in notes[:1]:
         if n:
             buf.write(n + "\n")
@@ -1506,3 +1524,45 @@ def report(outdir: str = "results", stamp: str = "", *, backend: str | None = No
                 plot_runs(pick, base + ".png", title + " (depth 100)")
             written.append(base + ".png")
     return written
+
+
+# ---- the harness benchmark ----------------------------------------------------------------------------
+
+_BENCH_CHILD = """
+import json, resource, sys, time
+from kernels import depth
+kw = json.loads(sys.argv[1])
+warm = depth.Config(**{**kw, "depth": 2, "width": 8, "batch": 4})
+depth.run_config(warm, (0,), stats=False)          # JIT-compile / load outside the timing
+cfg = depth.Config(**kw)
+t = time.perf_counter()
+run = depth.run_config(cfg, (0,), stats=False)
+sec = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": sec, "peak_rss_bytes": rss, "log10_ratio": run.summary["log10_input_grad_ratio"]}))
+"""
+
+
+def bench(depths=(100, 1000, 10_000), *, width: int = 256, batch: int = 128, backend: str | None = None,
+          dtype: str = "float32", activation: str = "relu", init: str = "he_normal",
+          timeout: float = 3600) -> pd.DataFrame:
+    """Time and peak memory of one forward+backward of the harness at each depth (one seed), each in
+    a fresh Python process so that its peak resident memory is its own. The issue's target: depth
+    10,000, width 256, batch 128, float32, He init, C backend: < 30 s and < 8 GiB."""
+    import subprocess
+
+    backend = backend or default_backend()
+    rows = []
+    for d in depths:
+        kw = dict(activation=activation, init=init, width=width, batch=batch, depth=int(d), backend=backend,
+                  dtype=dtype)
+        proc = subprocess.run([sys.executable, "-c", _BENCH_CHILD, json.dumps(kw)], capture_output=True,
+                              text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench at depth {d} failed:\n{proc.stderr[-2000:]}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        item = np.dtype(dtype).itemsize
+        rows.append({**kw, "seconds": res["seconds"], "peak_rss_gib": res["peak_rss_bytes"] / 2 ** 30,
+                     "stored_gib": d * (width * width + batch * width) * item / 2 ** 30,
+                     "seconds_per_layer": res["seconds"] / d, "log10_input_grad_ratio": res["log10_ratio"]})
+    return pd.DataFrame(rows)

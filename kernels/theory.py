@@ -136,7 +136,7 @@ def gauss_expect_quad(f, q: float) -> float:
     total = 0.0
     for sign in (-1.0, 1.0):
         for lo, hi in zip(b[:-1], b[1:], strict=True):
-            val, _ = integrate.quad(lambda h: f(sign * h) * math.exp(-0.5 * (h / s) ** 2) / (s * _SQRT2PI),
+            val, _ = integrate.quad(lambda h, sg=sign: f(sg * h) * math.exp(-0.5 * (h / s) ** 2) / (s * _SQRT2PI),
                                     lo, hi, epsabs=0.0, epsrel=1e-13, limit=200)
             total += val
     return total
