@@ -234,3 +234,26 @@ def test_theory_matches_module_prediction():
     c = cfg(activation="sigmoid", init="xavier_uniform", depth=8)
     pred = theory.predict("sigmoid", 8, 1.0, 0.0)
     assert depth.predict(c).log_ratio == pytest.approx(pred.log_ratio)
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    args = _parse(["--depths", "2", "--backend", "numpy", "--plot", "x.png", "--no-progress"])
+    assert depth.main(args) == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+def test_plot_and_spectrum_cli(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "g.png"
+    args = _parse(["--activation", "relu,tanh", "--init", "he_normal", "--depths", "5", "--width", "8",
+                   "--batch", "4", "--backend", "numpy", "--plot", str(png), "--no-progress"])
+    assert depth.main(args) == 0 and png.stat().st_size > 1000
+    capsys.readouterr()
+    args = _parse(["--activation", "tanh", "--init", "orthogonal", "--depths", "1,4", "--width", "16",
+                   "--backend", "numpy", "--spectrum", "--format", "csv", "--no-progress"])
+    assert depth.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "var_s2" in out[0] and len(out) == 3
