@@ -1,0 +1,259 @@
+"""The depth harness (kernels.depth): log-scale tracking, theory agreement, backends, CLI errors."""
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import depth, theory
+
+BACKENDS = [b for b in ("numpy", "numba", "c") if kernels.backends().get(b) is None]
+
+
+def cfg(**kw):
+    base = dict(activation="tanh", init="xavier_normal", width=32, batch=8, depth=10, backend="numpy",
+                dtype="float64")
+    base.update(kw)
+    return depth.Config(**base)
+
+
+# ---- log-scale tracking ---------------------------------------------------------------------------
+
+def test_tracking_equals_plain_where_plain_survives():
+    """sigmoid in float32: the gradient leaves the 2^+-30 window after ~20 layers (so the tracked run
+    rescales) and underflows float32 only after ~65; in between both must give the same norms."""
+    c = cfg(activation="sigmoid", dtype="float32", depth=90, width=48, batch=8)
+    run = depth.run_config(c, seeds=(3,))
+    rec = run.per_seed[0]
+    ln_x, plain = rec["ln_x"], rec["plain_x"]
+    assert rec["rescaled"]
+    ok = (plain > 0) & np.isfinite(plain) & (plain > 1e-30)  # away from float32's subnormals
+    assert ok.sum() > 40 and (~ok).sum() > 0  # both regimes are present
+    np.testing.assert_allclose(ln_x[ok], np.log(plain[ok]), rtol=0, atol=1e-4)
+    # and where the dtype gave up, it says so
+    assert run.summary["plain"] == "zero"
+    # an independent plain pass (no rescaling at all) sees the same numbers
+    net = depth._Net(c, 3, track=False, stats=False)
+    net.forward()
+    net.backward()
+    np.testing.assert_array_equal(net.plain_x, plain)
+
+
+def test_forward_rescaling_of_homogeneous_nets_is_exact():
+    """relu with tiny weights: activations underflow float32 by layer ~40; the tracked forward keeps
+    them and the measured ratio matches theory, while the plain run sees zero."""
+    c = cfg(activation="relu", init="normal", dtype="float32", depth=60, width=64, batch=16)
+    run = depth.run_config(c, seeds=(0,))
+    s = run.summary
+    assert run.per_seed[0]["rescaled"]
+    assert s["plain"] == "zero"
+    assert math.isfinite(s["log10_input_grad_ratio"])
+    assert s["log10_input_grad_ratio"] == pytest.approx(s["theory_log10_input_grad_ratio"], abs=1.0)
+    assert s["log10_weight_grad_ratio"] == pytest.approx(0.0, abs=1.5)  # dW_l = x^{l-1} dz_l: it balances
+    # the rescaled activation variance is the true one: Var(x^l) ~ (sigma_w2/2)^l
+    lv = run.layers["log10_act_var"].to_numpy()
+    slope = np.polyfit(np.arange(10, 61), lv[10:], 1)[0]
+    assert slope == pytest.approx(math.log10(64 * 1e-4 / 2), abs=0.05)
+
+
+def test_deep_sigmoid_underflowing_float64_still_measured():
+    c = cfg(activation="sigmoid", depth=2000, width=24, batch=4, dtype="float64")
+    run = depth.run_config(c, seeds=(0,), stats=False)
+    s = run.summary
+    assert s["plain"] == "zero"  # the plain float64 gradient is exactly zero
+    assert math.isfinite(s["log10_input_grad_ratio"]) and s["log10_input_grad_ratio"] < -1000
+    assert s["log10_input_grad_ratio"] == pytest.approx(s["theory_log10_input_grad_ratio"], rel=0.02)
+    assert s["status"] == "vanishing" and s["theory_agrees"]
+    assert depth.ratio_text(s["log10_input_grad_ratio"]).count("e-") == 1  # e.g. '3.1e-1263'
+
+
+def test_relu_he_rate_one_and_small_tanh_vanishing():
+    relu = depth.run_config(cfg(activation="relu", init="he_normal", depth=40, width=128, batch=16),
+                            seeds=(0, 1)).summary
+    assert relu["rate"] == pytest.approx(1.0, abs=0.02)
+    assert relu["theory_rate"] == 1.0 and relu["status"] == "ok"
+    tanh = depth.run_config(cfg(activation="tanh", init="normal", sigma_w2=0.5, depth=40, width=128, batch=16),
+                            seeds=(0, 1)).summary
+    assert tanh["status"] == "vanishing"
+    assert tanh["rate"] == pytest.approx(math.sqrt(0.5), rel=0.03)  # q* = 0: chi = sigma_w2
+    assert tanh["theory_agrees"]
+
+
+def test_zero_init_gradient_is_exactly_zero():
+    s = depth.run_config(cfg(init="zeros", depth=5), seeds=(0,)).summary
+    assert s["log10_input_grad_ratio"] == -math.inf and s["rate"] == 0.0
+    assert s["theory_rate"] == 0.0 and s["status"] == "vanishing"
+
+
+def test_fixup_blocks_start_as_identity():
+    c = cfg(activation="relu", init="he_normal", residual="fixup", depth=12, norm="layer")
+    net = depth._Net(c, 0)
+    out = net.forward()
+    np.testing.assert_array_equal(out, net.input)
+    net.backward()
+    assert net.ln_x[0] == net.ln_x[-1]  # the gradient passes unchanged
+    assert np.all(np.isfinite(net.ln_W[1:]))  # but every (zero) weight gets a gradient
+
+
+def test_seeds_are_per_layer_so_shallow_nets_are_prefixes():
+    a = depth._Net(cfg(depth=4), 7, stats=False)
+    b = depth._Net(cfg(depth=9), 7, stats=False)
+    a.forward()
+    b.forward()
+    for la, lb in zip(a.layers, b.layers[:4], strict=True):
+        np.testing.assert_array_equal(la.W, lb.W)
+        np.testing.assert_array_equal(la.store, lb.store)
+
+
+def test_residual_scaled_and_dropout_agree_with_theory():
+    s = depth.run_config(cfg(activation="relu", init="he_normal", residual="scaled", depth=100, width=128,
+                             batch=16), seeds=(0, 1)).summary
+    assert s["theory_agrees"] and abs(s["log10_input_grad_ratio"] - s["theory_log10_input_grad_ratio"]) < 0.2
+    d = depth.run_config(cfg(activation="tanh", init="xavier_normal", dropout=0.2, depth=30, width=128,
+                             batch=16), seeds=(0, 1)).summary
+    assert d["theory_agrees"] and d["theory_rate"] > depth.run_config(
+        cfg(activation="tanh", init="xavier_normal", depth=30, width=128, batch=16), seeds=(0,)).summary["theory_rate"]
+
+
+def test_batchnorm_relu_explodes_like_yang_et_al():
+    s = depth.run_config(cfg(activation="relu", init="he_normal", norm="batch", depth=30, width=128, batch=64),
+                         seeds=(0,)).summary
+    assert s["status"] == "exploding"
+    assert s["rate"] == pytest.approx(math.sqrt(math.pi / (math.pi - 1)), rel=0.05)
+
+
+def test_clip_scales_weight_gradients_only():
+    a = depth.run_config(cfg(depth=6), seeds=(0,))
+    b = depth.run_config(cfg(depth=6, clip=1e-6), seeds=(0,))
+    assert a.summary["log10_input_grad_ratio"] == b.summary["log10_input_grad_ratio"]
+    assert b.summary["clip_log10_factor"] < 0
+    np.testing.assert_allclose(b.layers["log10_grad_W_clipped"][1:] - a.layers["log10_grad_W"][1:],
+                               b.summary["clip_log10_factor"])
+    total = 10 ** b.layers["log10_grad_W_clipped"][1:]
+    assert math.sqrt(float(np.sum(total ** 2))) == pytest.approx(1e-6, rel=1e-9)
+
+
+def test_spectrum_linear_orthogonal_is_an_isometry():
+    row = depth.run_spectrum(cfg(activation="identity", init="orthogonal", depth=20, width=24), seeds=(0,))
+    assert row["log10_mean_s2"] == pytest.approx(0.0, abs=1e-10)
+    assert row["var_s2"] == pytest.approx(0.0, abs=1e-10)
+    g = depth.run_spectrum(cfg(activation="relu", init="he_normal", depth=5, width=128), seeds=(0, 1))
+    assert g["var_s2"] == pytest.approx(g["theory_var_s2"], rel=0.35)  # Pennington et al.: 2L
+
+
+# ---- backends --------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs at least two kernel backends")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_backends_give_the_same_table(dtype):
+    configs = depth.configs_from(activation=["sigmoid", "relu", "prelu"], init=["pytorch_default"],
+                                 norm=["none", "layer"], depths=[12], width=[16], batch=[6], dtype=[dtype],
+                                 backend=BACKENDS)
+    configs += depth.configs_from(activation=["gelu"], init=["he_uniform"], norm=["batch"], residual=["plain"],
+                                  dropout=[0.1], depths=[12], width=[16], batch=[6], dtype=[dtype],
+                                  backend=BACKENDS)
+    df = depth.table(configs, seeds=(5,))
+    tol = 2e-3 if dtype == "float32" else 1e-9
+    key = ["activation", "init", "norm", "residual"]
+    for _, g in df.groupby(key):
+        ref = g.iloc[0]
+        for _, r in g.iloc[1:].iterrows():
+            for col in ("log10_input_grad_ratio", "log10_weight_grad_ratio", "rate"):
+                assert r[col] == pytest.approx(ref[col], abs=tol), (r["backend"], col)
+            assert r["status"] == ref["status"]
+
+
+# ---- output and the command line ------------------------------------------------------------------
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="deepprop depth")
+    depth.add_arguments(p)
+    return p.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--activation", "swish"], "unknown value 'swish'"),
+    (["--depths", "0"], "out of range"),
+    (["--depths", "10,x"], "expected an integer"),
+    (["--dropout", "-0.1"], "out of range"),
+    (["--dropout", "1"], "out of range"),
+    (["--width", "0"], "out of range"),
+    (["--init", "kaiming"], "unknown value"),
+    (["--sigma-w2", "-1"], "out of range"),
+    (["--seeds", "a"], "expected seeds"),
+    (["--format", "xml"], "invalid choice"),
+])
+def test_bad_cli_input_is_an_argparse_error(argv, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(argv)
+    assert exc.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_cli_defaults_are_the_canonical_table():
+    a = _parse([])
+    assert a.activation == list(depth.CANONICAL["activation"]) and a.init == list(depth.CANONICAL["init"])
+    assert a.depths == list(depth.CANONICAL["depths"]) and a.sigma_w2 == [None]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table", "markdown"])
+def test_cli_formats(fmt, capsys):
+    args = _parse(["--activation", "relu,tanh", "--init", "he_normal", "--depths", "3", "--width", "8",
+                   "--batch", "4", "--backend", "numpy", "--format", fmt, "--no-progress", "--seeds", "0:2"])
+    assert depth.main(args) == 0
+    out = capsys.readouterr().out
+    if fmt == "csv":
+        lines = out.strip().splitlines()
+        assert lines[0].split(",") == depth.CSV_COLUMNS and len(lines) == 3
+    elif fmt == "json":
+        recs = json.loads(out)
+        assert [list(r) for r in recs] == [depth.CSV_COLUMNS] * 2 and recs[0]["seeds"] == "0 1"
+    else:
+        assert "theory" in out and "relu" in out and "tanh" in out
+
+
+def test_cli_config_error_is_reported(capsys):
+    args = _parse(["--norm", "batch", "--batch", "1", "--depths", "2", "--backend", "numpy", "--no-progress"])
+    assert depth.main(args) == 2
+    assert "batch norm needs batch >= 2" in capsys.readouterr().err
+
+
+def test_per_layer_output_has_one_row_per_layer(capsys):
+    args = _parse(["--activation", "relu", "--init", "he_normal", "--depths", "4,6", "--width", "8", "--batch",
+                   "4", "--backend", "numpy", "--format", "csv", "--per-layer", "--no-progress"])
+    assert depth.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + 5 + 7
+    assert "log10_grad_x" in lines[0] and "theory_log10_grad_x_rel" in lines[0]
+
+
+def test_theory_matches_module_prediction():
+    c = cfg(activation="sigmoid", init="xavier_uniform", depth=8)
+    pred = theory.predict("sigmoid", 8, 1.0, 0.0)
+    assert depth.predict(c).log_ratio == pytest.approx(pred.log_ratio)
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    args = _parse(["--depths", "2", "--backend", "numpy", "--plot", "x.png", "--no-progress"])
+    assert depth.main(args) == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+def test_plot_and_spectrum_cli(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "g.png"
+    args = _parse(["--activation", "relu,tanh", "--init", "he_normal", "--depths", "5", "--width", "8",
+                   "--batch", "4", "--backend", "numpy", "--plot", str(png), "--no-progress"])
+    assert depth.main(args) == 0 and png.stat().st_size > 1000
+    capsys.readouterr()
+    args = _parse(["--activation", "tanh", "--init", "orthogonal", "--depths", "1,4", "--width", "16",
+                   "--backend", "numpy", "--spectrum", "--format", "csv", "--no-progress"])
+    assert depth.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "var_s2" in out[0] and len(out) == 3
