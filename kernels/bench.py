@@ -1053,6 +1053,36 @@ def add_arguments(p) -> None:
                    help="do not measure the machine's limits if they are not cached (pct_of_limit blank)")
     p.add_argument("--workloads", action="store_true",
                    help="print what each kernel is timed on and how flops and bytes are counted, and exit")
+    p.add_argument("--harness", metavar="DEPTHS", type=_sizes, nargs="?", const=(100, 1000, 10_000),
+                   help="instead of kernels, time one forward+backward of the depth harness (width 256, batch 128, "
+                        "float32, He init, ReLU; --backends picks one, default c) and its peak memory, each depth "
+                        "in a fresh process; DEPTHS defaults to 100,1000,10000")
+
+
+def _harness_main(args) -> int:
+    """`deepprop bench --harness`: the depth harness's time and peak memory per depth."""
+    from . import depth
+
+    backend = (args.backends or ["c"])[0]
+    dtype = args.dtype[0] if args.dtype else "float32"
+    threads = args.threads or default_threads()
+    os.environ.update({k: str(threads) for k in THREAD_ENV})  # the children inherit the pinning
+    df = depth.bench(tuple(args.harness), backend=backend, dtype=dtype)
+    df.insert(len(df.columns) - 1, "threads", threads)
+    if args.format == "markdown":
+        cols = list(df.columns)
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+                  for row in df.itertuples(index=False)]
+        text = "\n".join(lines)
+    else:
+        text = {"csv": df.to_csv(index=False), "json": df.to_json(orient="records", indent=1),
+                "table": df.to_string(index=False)}[args.format]
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0
 
 
 def main(args) -> int:
@@ -1060,6 +1090,8 @@ def main(args) -> int:
     from . import machine
 
     kernels_asked = [k for arg in (args.kernel or []) for k in _csv_list(arg)]
+    if args.harness:
+        return _harness_main(args)
     if args.workloads:
         print(workloads_table(kernels_asked or None))
         return 0

@@ -70,3 +70,14 @@ print(json.dumps({'why': why, 'raised': raised, 'rc': rc}))
     assert result["why"] and "not built" in result["why"]
     assert result["raised"] is True
     assert result["rc"] == 0  # an unavailable backend is reported, not failed
+
+
+def test_bench_harness_reports_time_and_peak_memory_per_depth(capsys):
+    import io
+
+    import pandas as pd
+
+    assert cli.main(["bench", "--harness", "2,5", "--backends", "numpy", "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(df["depth"]) == [2, 5]
+    assert (df["seconds"] > 0).all() and (df["peak_rss_gib"] > 0).all() and (df["threads"] >= 1).all()
