@@ -60,6 +60,8 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .cli import parse_sizes
+
 COLUMNS = ["kernel", "backend", "dtype", "shape", "threads", "min_s", "median_s", "iqr_s", "gflops", "gbps",
            "speedup_vs_numpy", "speedup_vs_torch", "pct_of_limit"]
 EXTRA_COLUMNS = ["size", "bound", "flops", "bytes", "limit", "repeats", "number", "blas_arch", "blas_coretype",
@@ -999,18 +1001,6 @@ def _csv_list(text):
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _sizes(text):
-    import argparse
-
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return sizes
-
-
 EPILOG = """\
 examples:
   deepprop bench --kernel batchnorm_forward --format csv
@@ -1030,7 +1020,7 @@ shows how figures are made (`python -c "import kernels.bench; help(kernels.bench
 def add_arguments(p) -> None:
     p.add_argument("--kernel", action="append", metavar="NAME",
                    help="kernel to time (repeatable, or comma-separated; default: every kernel)")
-    p.add_argument("--sizes", type=_sizes, metavar="N,N,...",
+    p.add_argument("--sizes", type=parse_sizes, metavar="N,N,...",
                    help="sizes n for every kernel asked (default: each kernel's own, from cache-resident to "
                         "memory-bound; --workloads lists them and what n means)")
     p.add_argument("--dtype", type=_csv_list, default=list(DTYPES), metavar="float32,float64",
@@ -1053,7 +1043,7 @@ def add_arguments(p) -> None:
                    help="do not measure the machine's limits if they are not cached (pct_of_limit blank)")
     p.add_argument("--workloads", action="store_true",
                    help="print what each kernel is timed on and how flops and bytes are counted, and exit")
-    p.add_argument("--harness", metavar="DEPTHS", type=_sizes, nargs="?", const=(100, 1000, 10_000),
+    p.add_argument("--harness", metavar="DEPTHS", type=parse_sizes, nargs="?", const=(100, 1000, 10_000),
                    help="instead of kernels, time one forward+backward of the depth harness (width 256, batch 128, "
                         "float32, He init, ReLU; --backends picks one, default c) and its peak memory, each depth "
                         "in a fresh process; DEPTHS defaults to 100,1000,10000")

@@ -28,7 +28,7 @@ documents the measures). The exit status is 1 if any cell fails.
 """
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+def parse_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("numpy", "numba", "c"),
                    help="check one backend (default: all; the numpy row checks the reference is deterministic)")
     p.add_argument("--kernel", action="append", metavar="NAME", help="check only this kernel (repeatable)")
-    p.add_argument("--sizes", type=_sizes, default=verify.QUICK_SIZES, metavar="N,N,...",
+    p.add_argument("--sizes", type=parse_sizes, default=verify.QUICK_SIZES, metavar="N,N,...",
                    help="awkward sizes the inputs are built from (default: %(default)s; the test suite "
                         f"uses {','.join(map(str, verify.SIZES))})")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")

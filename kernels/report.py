@@ -25,6 +25,7 @@ import sys
 import time
 
 from . import bench
+from .cli import parse_sizes
 
 SPEED_FILES = {
     "speed.csv": "every (kernel, backend, dtype, size) row of `deepprop bench`, all columns; '# ' lines on "
@@ -253,7 +254,7 @@ def add_arguments(p) -> None:
     p.add_argument("--outdir", default="results", help="where to write (default: %(default)s)")
     p.add_argument("--kernel", action="append", metavar="NAME",
                    help="only these kernels (repeatable or comma-separated; default: every kernel)")
-    p.add_argument("--sizes", type=bench._sizes, metavar="N,N,...", help="sizes for every kernel (default: each "
+    p.add_argument("--sizes", type=parse_sizes, metavar="N,N,...", help="sizes for every kernel (default: each "
                    "kernel's own; `deepprop bench --workloads`)")
     p.add_argument("--threads", type=int, default=None, help="as for deepprop bench (default: the usable cores)")
     p.add_argument("--blas-coretype", default="auto", metavar="env|auto|NAME",
