@@ -171,9 +171,10 @@ class Spec:
             keys = list(grid)
             for combo in _product([grid[k] for k in keys]):
                 params = canonical(dict(zip(keys, combo, strict=True)))
-                key = _hash({"params": params, "code": self.code_version})
+                pure = {k: v for k, v in params.items() if k != HOOK}  # a test hook is not a parameter
+                key = _hash({"params": pure, "code": self.code_version})
                 for r in self.seeds:
-                    uid = _hash({"params": params, "replicate": r, "derive": self.derive_seeds,
+                    uid = _hash({"params": pure, "replicate": r, "derive": self.derive_seeds,
                                  "code": self.code_version})
                     if uid in seen:
                         continue
@@ -290,7 +291,7 @@ def run_unit(unit: dict, *, code: str, batch: str = "", attempt: int = 1) -> dic
     params = dict(unit["params"])
     hook = params.pop(HOOK, None)
     row = dict.fromkeys(SCHEMA_COLUMNS)
-    row.update(id=unit["id"], key=unit["key"], code_version=code, params=json.dumps(unit["params"], sort_keys=True),
+    row.update(id=unit["id"], key=unit["key"], code_version=code, params=json.dumps(params, sort_keys=True),
                replicate=unit["replicate"], seed=unit["seed"], task=batch, attempt=attempt, error="",
                worker=f"{os.uname().nodename}:{os.getpid()}")
     row.update({k: v for k, v in params.items() if k in SCHEMA_COLUMNS})
@@ -537,11 +538,8 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
             client = Client(cluster)
         n_threads = sum(client.nthreads().values()) or 1
         dash = None
-        if cluster is None or importlib.util.find_spec("bokeh"):
-            try:
-                dash = client.dashboard_link
-            except Exception:  # noqa: BLE001 - no dashboard
-                dash = None
+        if "dashboard" in client.scheduler_info().get("services", {}):
+            dash = client.dashboard_link
         log(f"deepprop sweep: {len(todo)} of {len(units)} configurations to run ({skipped} done) on "
             f"{n_threads} worker thread(s) at {client.scheduler.address}" + (f"; dashboard {dash}" if dash else ""))
         backends = sorted({u["params"]["backend"] for u in todo})
@@ -580,7 +578,7 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
                 p = {k: v for k, v in u["params"].items() if k != HOOK}
                 row.update({k: v for k, v in p.items() if k in SCHEMA_COLUMNS})
                 row.update(id=u["id"], key=u["key"], code_version=spec.code_version,
-                           params=json.dumps(u["params"], sort_keys=True), replicate=u["replicate"],
+                           params=json.dumps(p, sort_keys=True), replicate=u["replicate"],
                            seed=u["seed"], status="error", task=name, attempt=attempt, worker="",
                            error=f"worker crashed on every attempt: {type(exc).__name__}: {exc}",
                            compute_seconds=0.0, started=time.time(), finished=time.time())
