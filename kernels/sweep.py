@@ -497,7 +497,8 @@ def local_cluster(workers: int, *, dashboard: bool = True):
     from distributed import LocalCluster
 
     env = {**(dask.config.get("distributed.nanny.pre-spawn-environ") or {}), **WORKER_ENV}
-    dash = ("127.0.0.1:0" if dashboard and importlib.util.find_spec("bokeh") else None)
+    # the scheduler's HTTP server (dashboard with bokeh; health and metrics without) on loopback only
+    dash = "127.0.0.1:0" if dashboard else None
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
                           "distributed.worker.multiprocessing-method": "spawn",
                           "distributed.scheduler.allowed-failures": 1}):
@@ -538,7 +539,8 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
             client = Client(cluster)
         n_threads = sum(client.nthreads().values()) or 1
         dash = None
-        if "dashboard" in client.scheduler_info().get("services", {}):
+        if ("dashboard" in client.scheduler_info().get("services", {})
+                and (cluster is None or importlib.util.find_spec("bokeh"))):
             dash = client.dashboard_link
         log(f"deepprop sweep: {len(todo)} of {len(units)} configurations to run ({skipped} done) on "
             f"{n_threads} worker thread(s) at {client.scheduler.address}" + (f"; dashboard {dash}" if dash else ""))
@@ -614,12 +616,24 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
 
 # ---- aggregation: the depth tables ----------------------------------------------------------------
 
-def aggregate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def key_order(outdir) -> list[str]:
+    """The configuration keys in SPEC order (grid by grid, the cross product in list order), from
+    OUTDIR/sweep.json; [] if it is missing."""
+    man = Path(outdir) / "sweep.json"
+    if not man.exists():
+        return []
+    m = json.loads(man.read_text())
+    spec = Spec(grids=m["grids"], seeds=m["seeds"], output=Path(outdir), derive_seeds=m["derive_seeds"],
+                code_version=m["code_version"])
+    return list(dict.fromkeys(u["key"] for u in spec.units()))
+
+
+def aggregate(df: pd.DataFrame, order=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table, errors): ``table`` has one row per configuration (over its seeds) with depth.CSV_COLUMNS
     and the theory columns of ``deepprop depth``, aggregated exactly as ``depth.run_config`` does
     (geometric mean = mean of log10 over seeds, rate by geometric mean, spread, theory agreement);
-    ``errors`` the status=error rows. Configurations appear in first-seen (shard) order sorted by the
-    configuration columns."""
+    ``errors`` the status=error rows. Rows in ``order`` (a list of keys: the SPEC's order, see
+    ``key_order``; as deepprop depth lists them), else sorted by the configuration columns."""
     ok = df[df["status"] != "error"]
     errors = df[df["status"] == "error"].reset_index(drop=True)
     recs = []
@@ -645,7 +659,7 @@ def aggregate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 below, above = depth.theory_tolerance(cfg, t_log10, spread)
                 agree = -below <= log10_in - t_log10 <= above
         recs.append({
-            "activation": first["activation"], "init": first["init"], "sigma_w2": first["sigma_w2"],
+            "_key": _key, "activation": first["activation"], "init": first["init"], "sigma_w2": first["sigma_w2"],
             "sigma_b2": first["sigma_b2"], "norm": first["norm"], "residual": first["residual"],
             "dropout": first["dropout"], "clip": first["clip"], "width": int(first["width"]),
             "batch": int(first["batch"]), "depth": int(first["depth"]), "backend": first["backend"],
@@ -662,7 +676,13 @@ def aggregate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         })
     table = pd.DataFrame(recs)
     if not table.empty:
-        table = table.sort_values([c for c in depth.CSV_COLUMNS[:13]], kind="stable").reset_index(drop=True)
+        if order:
+            pos = {k: i for i, k in enumerate(order)}
+            table = table.assign(_pos=[pos.get(k, len(pos)) for k in table["_key"]])
+            table = table.sort_values(["_pos", *depth.CSV_COLUMNS[:13]], kind="stable").drop(columns="_pos")
+        else:
+            table = table.sort_values(depth.CSV_COLUMNS[:13], kind="stable")
+        table = table.drop(columns="_key").reset_index(drop=True)
     return table, errors
 
 
@@ -698,7 +718,7 @@ def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bo
     """The depth tables of a sweep directory: (text in ``fmt``, files written). With ``outdir``:
     writes table.csv, table.md, errors.csv and (matplotlib importable) table.png there."""
     df = load_results(sweep_dir)
-    table, errors = aggregate(df)
+    table, errors = aggregate(df, key_order(sweep_dir))
     written = []
     text = depth.format_table(table, fmt) if not table.empty else "(no finished configurations)\n"
     if not errors.empty and fmt in ("table", "markdown"):

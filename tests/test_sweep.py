@@ -173,16 +173,17 @@ def test_local_cluster_sweep_and_error_rows(reference):
 
 
 def test_report_reproduces_deepprop_depth_csv(tmp_path, capsys):
-    """derive_seeds = false: seeds 0,1 as in deepprop depth, and the report's CSV is byte-identical."""
+    """derive_seeds = false: seeds 0,1 as in deepprop depth, and the report's CSV is byte-identical (in
+    the SPEC's row order, which is not the alphabetical one)."""
     path = tmp_path / "lit.toml"
     path.write_text(f'output = "{tmp_path / "lit"}"\nseeds = [0, 1]\nderive_seeds = false\n[grid]\n'
-                    'activation = ["relu", "tanh"]\ninit = "xavier_normal"\ndepth = [3, 7]\nwidth = 6\n'
+                    'activation = ["tanh", "relu"]\ninit = "xavier_normal"\ndepth = [7, 3]\nwidth = 6\n'
                     'batch = 4\nbackend = "numpy"\n')
     assert cli.main(["sweep", str(path), "--workers", "1", "--no-progress"]) == 0
     capsys.readouterr()
     assert cli.main(["report", "--sweep", str(tmp_path / "lit"), "--format", "csv"]) == 0
     got = capsys.readouterr().out
-    assert cli.main(["depth", "--activation", "relu,tanh", "--init", "xavier_normal", "--depths", "3,7",
+    assert cli.main(["depth", "--activation", "tanh,relu", "--init", "xavier_normal", "--depths", "7,3",
                      "--width", "6", "--batch", "4", "--backend", "numpy", "--seeds", "0,1", "--format", "csv",
                      "--no-progress"]) == 0
     assert got == capsys.readouterr().out
