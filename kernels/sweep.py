@@ -467,6 +467,7 @@ class SweepResult:
     workers: int
     overhead: float
     dashboard: str | None
+    interrupted: bool = False
 
 
 class _Lock:
@@ -559,44 +560,49 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
             fut = client.submit(run_batch, b, spec.code_version, name, 1, key=f"{name}-1", pure=False, retries=1)
             futures[fut] = (b, name, 1)
         ac = as_completed(list(futures))
-        for fut in ac:
-            b, name, attempt = futures.pop(fut)
-            try:
-                rows = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a crashed or lost worker: isolate the batch
+        interrupted = False
+        try:
+            for fut in ac:
+                b, name, attempt = futures.pop(fut)
+                try:
+                    rows = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed or lost worker: isolate the batch
+                    fut.release()
+                    if len(b) > 1:
+                        log(f"deepprop sweep: batch {name} failed ({type(exc).__name__}: {exc}); "
+                            f"retrying its {len(b)} configurations one by one")
+                        for u in b:
+                            one = batch_name([u])
+                            f2 = client.submit(run_batch, [u], spec.code_version, one, attempt + 1,
+                                               key=f"{one}-{attempt + 1}", pure=False, retries=1)
+                            futures[f2] = ([u], one, attempt + 1)
+                            ac.add(f2)
+                        continue
+                    u = b[0]
+                    row = dict.fromkeys(SCHEMA_COLUMNS)
+                    p = {k: v for k, v in u["params"].items() if k != HOOK}
+                    row.update({k: v for k, v in p.items() if k in SCHEMA_COLUMNS})
+                    row.update(id=u["id"], key=u["key"], code_version=spec.code_version,
+                               params=json.dumps(p, sort_keys=True), replicate=u["replicate"],
+                               seed=u["seed"], status="error", task=name, attempt=attempt, worker="",
+                               error=f"worker crashed on every attempt: {type(exc).__name__}: {exc}",
+                               compute_seconds=0.0, started=time.time(), finished=time.time())
+                    rows = [row]
                 fut.release()
-                if len(b) > 1:
-                    log(f"deepprop sweep: batch {name} failed ({type(exc).__name__}: {exc}); "
-                        f"retrying its {len(b)} configurations one by one")
-                    for u in b:
-                        one = batch_name([u])
-                        f2 = client.submit(run_batch, [u], spec.code_version, one, attempt + 1,
-                                           key=f"{one}-{attempt + 1}", pure=False, retries=1)
-                        futures[f2] = ([u], one, attempt + 1)
-                        ac.add(f2)
-                    continue
-                u = b[0]
-                row = dict.fromkeys(SCHEMA_COLUMNS)
-                p = {k: v for k, v in u["params"].items() if k != HOOK}
-                row.update({k: v for k, v in p.items() if k in SCHEMA_COLUMNS})
-                row.update(id=u["id"], key=u["key"], code_version=spec.code_version,
-                           params=json.dumps(p, sort_keys=True), replicate=u["replicate"],
-                           seed=u["seed"], status="error", task=name, attempt=attempt, worker="",
-                           error=f"worker crashed on every attempt: {type(exc).__name__}: {exc}",
-                           compute_seconds=0.0, started=time.time(), finished=time.time())
-                rows = [row]
-            fut.release()
-            write_shard(outdir, name, rows)
-            nerr = sum(r["status"] == "error" for r in rows)
-            failed += nerr
-            done += len(rows)
-            compute += sum(r["compute_seconds"] or 0.0 for r in rows)
-            bar.set_postfix(failed=failed, refresh=False)
-            bar.update(len(rows))
+                write_shard(outdir, name, rows)
+                nerr = sum(r["status"] == "error" for r in rows)
+                failed += nerr
+                done += len(rows)
+                compute += sum(r["compute_seconds"] or 0.0 for r in rows)
+                bar.set_postfix(failed=failed, refresh=False)
+                bar.update(len(rows))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is written, record the run
+            interrupted = True
+            log("\ndeepprop sweep: interrupted; the finished shards are kept: run the same command to resume")
         wall = time.perf_counter() - t0
         bar.close()
         overhead = (wall * n_threads - compute) / compute if compute > 0 else math.nan
-        res = SweepResult(len(units), skipped, done, failed, wall, compute, n_threads, overhead, dash)
+        res = SweepResult(len(units), skipped, done, failed, wall, compute, n_threads, overhead, dash, interrupted)
         with open(outdir / "runs.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), "code_version": spec.code_version,
                                 **dataclasses.asdict(res)}) + "\n")
@@ -776,6 +782,11 @@ def main(args) -> int:
     if args.workers is not None and args.scheduler:
         print("deepprop sweep: error: --workers sizes the local cluster; not with --scheduler", file=sys.stderr)
         return 2
+    import signal
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _term)
     try:
         spec = load_spec(args.spec, output=args.output)
         res = run_sweep(spec, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
@@ -784,7 +795,7 @@ def main(args) -> int:
         print(f"deepprop sweep: error: {exc}", file=sys.stderr)
         return 2
     print(f"{res.done + res.skipped} of {res.total} configurations in {spec.output} ({res.failed} failed this run)")
-    return 0
+    return 130 if res.interrupted else 0
 
 
 def report_main(args) -> int:

@@ -275,3 +275,27 @@ def test_unreadable_shard_is_moved_aside_not_trusted(tmp_path):
         sweep.read_shards(tmp_path)
     df = sweep.read_shards(tmp_path, ["id"], quarantine=True)
     assert df["id"].tolist() == [unit["id"]] and (tmp_path / "corrupt" / "bad.parquet").exists()
+
+
+def test_sigterm_stops_cleanly_and_records_the_run(tmp_path):
+    path, out = write_spec(tmp_path, "term", hook="sleep:0.15")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "kernels.cli", "sweep", str(path), "--workers", "1",
+                             "--no-progress"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not sweep._shard_paths(out) and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130, proc.stderr.read().decode()[-2000:]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+        proc.stderr.close()
+    run = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert run["interrupted"] and 0 < run["done"] < 27
+    assert len(shards_ok(out)) == run["done"]
