@@ -168,12 +168,12 @@ class Spec:
         """Every unit of work, deduplicated, in grid order: {id, key, params, replicate, seed}."""
         out, seen = [], set()
         for grid in self.grids:
-            keys = list(grid)
+            keys = [k for k in grid if k != "seeds"]
             for combo in _product([grid[k] for k in keys]):
                 params = canonical(dict(zip(keys, combo, strict=True)))
                 pure = {k: v for k, v in params.items() if k != HOOK}  # a test hook is not a parameter
                 key = _hash({"params": pure, "code": self.code_version})
-                for r in self.seeds:
+                for r in grid.get("seeds", self.seeds):
                     uid = _hash({"params": pure, "replicate": r, "derive": self.derive_seeds,
                                  "code": self.code_version})
                     if uid in seen:
@@ -193,6 +193,15 @@ def _as_list(v):
     return list(v) if isinstance(v, list) else [v]
 
 
+def _parse_seeds(seeds, where: str) -> list:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    if (not isinstance(seeds, list) or not seeds
+            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)):
+        raise SpecError(f"{where}: expected a list of integers >= 0 or a count, got {seeds!r}")
+    return list(dict.fromkeys(seeds))
+
+
 def parse_spec(data: dict, *, path: str = "", output: str | None = None) -> Spec:
     """A Spec from TOML data (see examples/sweep.toml)."""
     allowed = {"output", "seeds", "derive_seeds", "batch_size", "grid", "code_version"}
@@ -209,16 +218,14 @@ def parse_spec(data: dict, *, path: str = "", output: str | None = None) -> Spec
         g = dict(g)
         if "depths" in g:
             g["depth"] = g.pop("depths")
+        own = _parse_seeds(g.pop("seeds"), "grid: seeds") if "seeds" in g else None
         parsed.append({k: _as_list(v) for k, v in g.items()})
         for k, v in parsed[-1].items():
             if not v:
                 raise SpecError(f"grid: {k}: empty list")
-    seeds = data.get("seeds", list(depth.DEFAULT_SEEDS))
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))
-    if (not isinstance(seeds, list) or not seeds
-            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)):
-        raise SpecError(f"seeds: expected a list of integers >= 0 or a count, got {seeds!r}")
+        if own is not None:
+            parsed[-1]["seeds"] = own
+    seeds = _parse_seeds(data.get("seeds", list(depth.DEFAULT_SEEDS)), "seeds")
     derive = data.get("derive_seeds", True)
     if not isinstance(derive, bool):
         raise SpecError(f"derive_seeds: expected true or false, got {derive!r}")
@@ -230,7 +237,7 @@ def parse_spec(data: dict, *, path: str = "", output: str | None = None) -> Spec
     out = output or data.get("output")
     if not out:
         raise SpecError("output: missing; expected a directory for the shards (or --output DIR)")
-    spec = Spec(grids=parsed, seeds=list(dict.fromkeys(seeds)), output=Path(out), derive_seeds=derive,
+    spec = Spec(grids=parsed, seeds=seeds, output=Path(out), derive_seeds=derive,
                 batch_size=bs, path=path)
     if "code_version" in data:
         spec.code_version = str(data["code_version"])
@@ -502,7 +509,11 @@ def local_cluster(workers: int, *, dashboard: bool = True):
     dash = "127.0.0.1:0" if dashboard else None
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
                           "distributed.worker.multiprocessing-method": "spawn",
-                          "distributed.scheduler.allowed-failures": 1}):
+                          "distributed.scheduler.allowed-failures": 1,
+                          # one task on a worker at a time: when a worker dies, only the task it was
+                          # running is suspected (queued ones stay on the scheduler), so innocent
+                          # tasks are not killed for sharing a worker with a poisonous one
+                          "distributed.scheduler.worker-saturation": 1.0}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=dash, env=dict(WORKER_ENV), silence_logs=40)
 
@@ -568,9 +579,9 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
                     rows = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a crashed or lost worker: isolate the batch
                     fut.release()
-                    if len(b) > 1:
-                        log(f"deepprop sweep: batch {name} failed ({type(exc).__name__}: {exc}); "
-                            f"retrying its {len(b)} configurations one by one")
+                    if len(b) > 1 or attempt < 3:   # a unit alone gets up to 2 more tries
+                        log(f"deepprop sweep: task {name} failed ({type(exc).__name__}: {exc}); "
+                            f"retrying its {len(b)} configuration(s) one by one")
                         for u in b:
                             one = batch_name([u])
                             f2 = client.submit(run_batch, [u], spec.code_version, one, attempt + 1,

@@ -83,6 +83,8 @@ def test_ids_are_canonical_and_seeds_derive_from_them(tmp_path):
     assert len({u["id"] for u in ua}) == 2 and ua[0]["key"] == ua[1]["key"]
     assert [u["seed"] for u in ua] == [sweep.seed_of(u["id"]) for u in ua]
     assert ua[0]["seed"] != ua[1]["seed"] and all(0 <= u["seed"] < 2 ** 64 for u in ua)
+    own = sweep.parse_spec({"output": "x", "seeds": 3, "grid": [{"depth": [2, 3]}, {"depth": 5, "seeds": 1}]})
+    assert len(own.units()) == 2 * 3 + 1                                    # a grid's own seeds
     lit = sweep.parse_spec({"output": "x", "seeds": [5], "derive_seeds": False, "grid": {"depth": 3}})
     assert lit.units()[0]["seed"] == 5
     c = sweep.parse_spec({"output": "x", "seeds": 2, "code_version": "other", "grid": {"sigma_w2": 2, "depth": 3,
@@ -240,8 +242,8 @@ def test_worker_killed_mid_task_and_one_worker_same_results(tmp_path, reference)
     marker = tmp_path / "crashed-once"
     path, out = write_spec(tmp_path, "crash", hook=f"exit-once:{marker}")
     spec = sweep.load_spec(path)
-    doomed = sweep.parse_spec({"output": str(out), "seeds": [0], "batch_size": 2,   # x 3 seeds below
-                               "grid": {"depth": 2, "width": 4, "batch": 2, "backend": "numpy",
+    doomed = sweep.parse_spec({"output": str(out), "seeds": [0], "batch_size": 2,
+                               "grid": {"depth": 2, "width": 4, "batch": 2, "backend": "numpy", "seeds": [0],
                                         "_hook": "exit-always"}})
     spec.grids.append(doomed.grids[0])
     from distributed import Client
@@ -256,10 +258,10 @@ def test_worker_killed_mid_task_and_one_worker_same_results(tmp_path, reference)
         cluster.close()
     assert marker.exists()                          # a worker really died mid-task
     df = sweep.load_results(out)
-    assert res.total == 30 and len(df) == 30
+    assert res.total == 28 and len(df) == 28
     shards_ok(out)
     dead = df[df["params"].str.contains('"depth": 2,')]
-    assert len(dead) == 3 and (dead["status"] == "error").all()
+    assert len(dead) == 1 and (dead["status"] == "error").all()
     assert dead["error"].str.contains("worker crashed").all()
     rest = df.drop(dead.index)
     pd.testing.assert_frame_equal(by_id(rest), by_id(ref))   # 1 worker == 2 workers, crash or not
