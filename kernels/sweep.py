@@ -767,7 +767,7 @@ examples:
   deepprop sweep examples/sweep.toml                     a local cluster, one worker per core
   deepprop sweep examples/sweep.toml --workers 2         ...of 2 workers
   deepprop sweep examples/sweep.toml --scheduler tcp://10.0.0.1:8786   an existing cluster
-  deepprop report --sweep sweeps/example                 the depth table of the shards
+  deepprop report --sweep sweeps/canonical               the depth table of the shards
 
 Re-running the same SPEC resumes: finished configurations are skipped (docs/sweep.md).
 """
