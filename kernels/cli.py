@@ -7,6 +7,7 @@
     deepprop bench ...       kernel speed: numpy vs numba vs c vs torch (``deepprop bench --help``)
     deepprop report ...      regenerate results/ (speed, and depth when present) on a quiet machine
     deepprop depth ...       depth-vs-gradient-norm tables (``deepprop depth --help``)
+    deepprop sweep SPEC      a grid of depth configurations on Dask, resumable (``deepprop report --sweep``)
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def _report(args) -> int:
+    """``deepprop report``: the results/ regeneration, or with --sweep DIR a sweep's tables."""
+    if args.sweep is not None:
+        from kernels import sweep
+
+        return sweep.report_main(args)
+    from kernels import report
+
+    return report.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kernels import verify
 
@@ -141,7 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate results/: speed.csv, speed.md, plots (and the depth results)",
                        description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_arguments(p)
-    p.set_defaults(func=report.main)
+    g = p.add_argument_group("sweep (deepprop report --sweep DIR: the depth tables of a sweep's shards instead)")
+    g.add_argument("--sweep", metavar="DIR", default=None,
+                   help="aggregate the Parquet shards of `deepprop sweep` in DIR into the depth table "
+                   "(geometric mean over seeds) and print it; nothing is measured")
+    g.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table",
+                   help="with --sweep: the table's format, as for deepprop depth (default: table)")
+    g.add_argument("--sweep-outdir", metavar="OUT", default=None,
+                   help="with --sweep: also write table.csv, table.md, errors.csv and table.png to OUT")
+    p.set_defaults(func=_report)
 
     try:
         from kernels import depth
@@ -152,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         depth.add_arguments(p)
         p.set_defaults(func=depth.main)
+
+        from kernels import sweep
+
+        p = sub.add_parser("sweep", help="a grid of depth configurations on Dask, checkpointed and resumable",
+                           description=sweep.__doc__)
+        sweep.add_arguments(p)
+        p.set_defaults(func=sweep.main)
     return parser
 
 
