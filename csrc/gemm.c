@@ -147,13 +147,13 @@ const char *gemm_isa(void) {
 }
 
 /* ---- micro-kernels ----------------------------------------------------------------------------------
- * kernel(kc, a, b, c, ldc, alpha, beta): c[0:MR, 0:NR] (row stride ldc) = alpha * a.b + beta * c, with
- * a = MR-row micro-panel (kc columns of MR values), b = NR-column micro-panel (kc rows of NR values,
- * 64-byte aligned). beta == 0: c is only written. */
+ * kernel(kc, a, b, c, ldc, alpha, beta, bias): c[0:MR, 0:NR] (row stride ldc) = alpha * a.b + bias + beta * c,
+ * with a = MR-row micro-panel (kc columns of MR values), b = NR-column micro-panel (kc rows of NR values,
+ * 64-byte aligned), bias = NULL (none) or NR values added to every row. beta == 0: c is only written. */
 
 #define UKERNEL_PORTABLE(NAME, T, MR, NR)                                                               \
 static void NAME(int64_t kc, const T *restrict a, const T *restrict b, T *restrict c, int64_t ldc,      \
-                 T alpha, T beta) {                                                                     \
+                 T alpha, T beta, const T *restrict bias) {                                             \
     T acc[MR][NR];                                                                                      \
     for (int r = 0; r < MR; r++)                                                                        \
         for (int j = 0; j < NR; j++) acc[r][j] = (T)0;                                                  \
@@ -165,6 +165,7 @@ static void NAME(int64_t kc, const T *restrict a, const T *restrict b, T *restri
     for (int r = 0; r < MR; r++)                                                                        \
         for (int j = 0; j < NR; j++) {                                                                  \
             T t = alpha == (T)1 ? acc[r][j] : alpha * acc[r][j];                                        \
+            if (bias) t += bias[j];                                                                     \
             T *cj = c + r * ldc + j;                                                                    \
             *cj = beta == (T)0 ? t : (beta == (T)1 ? *cj + t : beta * *cj + t);                         \
         }                                                                                               \
@@ -177,7 +178,8 @@ UKERNEL_PORTABLE(uk_portable_f64, double, 4, 4)
  * keeps them in registers (checked: no spills in the avx2 and avx512 kernels' k loop). */
 #define UKERNEL_VEC(NAME, TARGET, T, VT, L, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)     \
 __attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, const T *restrict b,  \
-                                                 T *restrict c, int64_t ldc, T alpha, T beta) {        \
+                                                 T *restrict c, int64_t ldc, T alpha, T beta,          \
+                                                 const T *restrict bias) {                             \
     VT acc[MR][NV];                                                                                     \
     _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                            \
         __builtin_prefetch(c + r * ldc, 1, 3);                                                          \
@@ -198,6 +200,12 @@ __attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a
         const VT va = SET1(alpha);                                                                      \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = MUL(acc[r][v], va);       \
+    }                                                                                                   \
+    if (bias) {                                                                                         \
+        VT bb[NV];                                                                                      \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bb[v] = LOADU(bias + v * L);              \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = ADD(acc[r][v], bb[v]);    \
     }                                                                                                   \
     if (beta == (T)0) {                                                                                 \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
@@ -240,8 +248,9 @@ UKERNEL_VEC_(uk_avx2w_f32, AVX2_PS, 14, 4, AVX2_PS_OPS)   /* avx2-as-avx512: 14 
 UKERNEL_VEC_(uk_avx2w_f64, AVX2_PD, 14, 4, AVX2_PD_OPS)   /* 14 x 16 */
 #endif
 
-typedef void (*ukernel_f32)(int64_t, const float *, const float *, float *, int64_t, float, float);
-typedef void (*ukernel_f64)(int64_t, const double *, const double *, double *, int64_t, double, double);
+typedef void (*ukernel_f32)(int64_t, const float *, const float *, float *, int64_t, float, float, const float *);
+typedef void (*ukernel_f64)(int64_t, const double *, const double *, double *, int64_t, double, double,
+                            const double *);
 
 #if DP_X86
 static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_avx2_f32, uk_avx512_f32, uk_avx2w_f32};
@@ -285,18 +294,22 @@ ALWAYS_INLINE void pack_a_body_##SFX(const int MR, T *restrict dst, const T *res
 }                                                                                                       \
 ALWAYS_INLINE void pack_b_body_##SFX(const int NR, T *restrict dst, const T *restrict B, int64_t ldb,    \
                                      int trans, int64_t kc, int64_t nc) {                               \
+    if (!trans) {   /* op(B)(p, j) = B[p ldb + j]: row p of B read once, left to right, NR values to    \
+                     * each micro-panel (reading along the rows keeps the hardware prefetcher busy) */  \
+        const int64_t nfull = nc / NR * NR, nr = nc - nfull;                                            \
+        for (int64_t p = 0; p < kc; p++) {                                                              \
+            const T *src = B + p * ldb;                                                                 \
+            T *d = dst + p * NR;                                                                        \
+            for (int64_t j = 0; j < nfull; j += NR, d += NR * kc)                                       \
+                for (int c = 0; c < NR; c++) d[c] = src[j + c];                                         \
+            if (nr)                                                                                     \
+                for (int c = 0; c < NR; c++) d[c] = c < nr ? src[nfull + c] : (T)0;                     \
+        }                                                                                               \
+        return;                                                                                         \
+    }                                                                                                   \
     for (int64_t j = 0; j < nc; j += NR, dst += NR * kc) {                                              \
         const int64_t nr = min64(NR, nc - j);                                                           \
-        if (!trans) {               /* op(B)(p, j + c) = B[p ldb + j + c]: NR contiguous values */      \
-            const T *src = B + j;                                                                       \
-            if (nr == NR) {                                                                             \
-                for (int64_t p = 0; p < kc; p++)                                                        \
-                    for (int c = 0; c < NR; c++) dst[p * NR + c] = src[p * ldb + c];                    \
-            } else {                                                                                    \
-                for (int64_t p = 0; p < kc; p++)                                                        \
-                    for (int c = 0; c < NR; c++) dst[p * NR + c] = c < nr ? src[p * ldb + c] : (T)0;    \
-            }                                                                                           \
-        } else {                    /* op(B)(p, j + c) = B[(j + c) ldb + p]: NR rows side by side */    \
+        {                           /* op(B)(p, j + c) = B[(j + c) ldb + p]: NR rows side by side */    \
             const T *src = B + j * ldb;                                                                 \
             if (nr == NR) {                                                                             \
                 for (int64_t p = 0; p < kc; p++)                                                        \
@@ -333,21 +346,28 @@ DEFINE_PACK(double, f64)
 #define DEFINE_GEMM(T, SFX)                                                                             \
 static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, int64_t mc, int64_t nc,         \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
-                               const gemm_epilogue *ep, int64_t i0, int64_t j0) {                       \
-    /* C (mc, nc) block at (i0, j0) += Ap (mc x kc) . Bp (kc x nc); ep != NULL on the last k block */   \
+                               const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0) {        \
+    /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
+     * bias != NULL on the first k block only, ep != NULL on the last */                                \
     const int MR = bk->mr, NR = bk->nr;                                                                 \
     _Alignas(64) T ct[MAX_MR * MAX_NR];   /* a partial tile, computed whole */                          \
+    T bt[MAX_NR];                         /* the bias of a partial tile, zero-padded to NR */           \
     for (int64_t jr = 0; jr < nc; jr += NR) {                                                           \
         const int64_t nr = min64(NR, nc - jr);                                                          \
         const T *b = Bp + jr * kc;                                                                      \
+        const T *bj = bias ? bias + jr : NULL;                                                          \
+        if (bias && nr < NR) {                                                                          \
+            for (int64_t j = 0; j < NR; j++) bt[j] = j < nr ? bias[jr + j] : (T)0;                      \
+            bj = bt;                                                                                    \
+        }                                                                                               \
         for (int64_t ir = 0; ir < mc; ir += MR) {                                                       \
             const int64_t mr = min64(MR, mc - ir);                                                      \
             const T *a = Ap + ir * kc;                                                                  \
             T *c = C + ir * ldc + jr;                                                                   \
             if (mr == MR && nr == NR) {                                                                 \
-                kernel(kc, a, b, c, ldc, alpha, beta);                                                  \
+                kernel(kc, a, b, c, ldc, alpha, beta, bj);                                              \
             } else {                                                                                    \
-                kernel(kc, a, b, ct, NR, alpha, (T)0);                                                  \
+                kernel(kc, a, b, ct, NR, alpha, (T)0, bj);                                              \
                 for (int64_t r = 0; r < mr; r++)                                                        \
                     for (int64_t j = 0; j < nr; j++) {                                                  \
                         T *cj = c + r * ldc + j;                                                        \
@@ -360,14 +380,16 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, int64_t
     }                                                                                                   \
 }                                                                                                       \
 void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha, const T *A,           \
-                int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc,                        \
+                int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc, const T *bias,         \
                 const gemm_epilogue *ep) {                                                              \
     /* C (m, n) row stride ldc; op(A) (m, k); op(B) (k, n) -- see gemm.h */                             \
     if (m <= 0 || n <= 0) return;                                                                       \
-    if (k <= 0 || alpha == (T)0) {      /* C = beta C; A and B are not read */                          \
+    if (k <= 0 || alpha == (T)0) {      /* C = beta C + bias; A and B are not read */                   \
         for (int64_t i = 0; i < m; i++)                                                                 \
-            for (int64_t j = 0; j < n; j++)                                                             \
-                C[i * ldc + j] = beta == (T)0 ? (T)0 : beta * C[i * ldc + j];                           \
+            for (int64_t j = 0; j < n; j++) {                                                           \
+                T *cij = C + i * ldc + j;                                                               \
+                *cij = (beta == (T)0 ? (T)0 : beta * *cij) + (bias ? bias[j] : (T)0);                   \
+            }                                                                                           \
         if (ep)                                                                                         \
             for (int64_t i = 0; i < m; i += 16) ep->fn(ep->ctx, i, 0, min64(16, m - i), n);             \
         return;                                                                                         \
@@ -395,7 +417,7 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                 pack_a_##SFX(bk->mr, Ap, transa ? A + pc * lda + ic : A + ic * lda + pc, lda, transa,   \
                              mc, kc);                                                                   \
                 macro_kernel_##SFX(bk, kernel, mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, alpha,       \
-                                   beta_pc, ep_pc, ic, jc);                                             \
+                                   beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc);         \
             }                                                                                           \
         }                                                                                               \
     }                                                                                                   \

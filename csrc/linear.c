@@ -1,13 +1,14 @@
 /* linear.c -- fully connected layer with a fused activation (kernels/linear.py), on gemm.c.
  *
- * Forward: z = x @ W by the BLIS-style GEMM (products accumulated in the dtype, like BLAS); the GEMM's
- * epilogue gets every finished micro-tile of z while it is still in L1 and adds the bias (z = xW + b,
- * rounded once more in the dtype) and writes y = act(z), with the same scalar formulas as the
+ * Forward: z = x @ W + b by the BLIS-style GEMM (products accumulated in the dtype, like BLAS; the bias
+ * is added in the micro-kernel's store of the first k block); the GEMM's epilogue gets every finished
+ * micro-tile of z while it is still in L1 and writes y = act(z), with the same scalar formulas as the
  * elementwise kernels (act_scalar.h), so y is bit for bit the elementwise activation of z. No second
  * pass over the output.
  * Backward: one pass over dy (and z) writes dz = dy * act'(z) and sums db = column sums of dz in
  * double; then dx = dz W^T and dW = x^T dz are two GEMMs whose transposes are taken by the packing. */
 #include <stddef.h>
+#include <string.h>
 #include "deepprop.h"
 #include "act_scalar.h"
 #include "gemm.h"
@@ -36,29 +37,29 @@
     break
 
 #define DEFINE_LINEAR(T, SFX)                                                                          \
-typedef struct { T *y, *acc; const T *b; int64_t ld; int act; double alpha; } fwd_ctx_##SFX;           \
+typedef struct { T *y; const T *z; int64_t ld; int act; double alpha; } fwd_ctx_##SFX;                 \
 static void fwd_store_##SFX(const void *ctx, int64_t i0, int64_t j0, int64_t m, int64_t n) {           \
-    /* the finished block acc[i0:i0+m, j0:j0+n] (z, or y when z is not kept): acc += b; y = act(acc) */\
+    /* the finished block [i0:i0+m, j0:j0+n] of z (or of y itself, when z is not kept): y = act(z) */  \
     const fwd_ctx_##SFX *cx = ctx;                                                                     \
     const int64_t ld = cx->ld;                                                                         \
     const double alpha = cx->alpha;                                                                    \
-    T *ab = cx->acc + i0 * ld + j0, *yb = cx->y + i0 * ld + j0;                                        \
-    if (cx->b) {                                                                                       \
-        const T *bj = cx->b + j0;                                                                      \
-        for (int64_t r = 0; r < m; r++)                                                                \
-            for (int64_t j = 0; j < n; j++) ab[r * ld + j] += bj[j];                                   \
+    const T *ab = cx->z + i0 * ld + j0;                                                                \
+    T *yb = cx->y + i0 * ld + j0;                                                                      \
+    if (cx->act == DP_ACT_IDENTITY) {   /* z kept: y is a copy */                                      \
+        for (int64_t r = 0; r < m; r++) memcpy(yb + r * ld, ab + r * ld, (size_t)n * sizeof(T));       \
+        return;                                                                                        \
     }                                                                                                  \
-    if (cx->act != DP_ACT_IDENTITY || yb != ab) { DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP) }       \
+    DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP)                                                       \
 }                                                                                                      \
 void linear_forward_##SFX(T *y, T *z, const T *x, const T *W, const T *b,                              \
                           int64_t N, int64_t K, int64_t M, int act, double alpha) {                    \
     /* y, z: (N, M) (z may be NULL); x: (N, K); W: (K, M); b: (M,) or NULL.                            \
-     * z = x @ W (+ b) into z, or into y when z is NULL; y = act(z) in the GEMM's epilogue */          \
+     * z = x @ W + b into z, or into y when z is NULL; y = act(z) in the GEMM's epilogue */            \
     T *acc = z ? z : y;                                                                                \
-    const fwd_ctx_##SFX cx = {y, acc, b, M, act, alpha};                                               \
+    const fwd_ctx_##SFX cx = {y, acc, M, act, alpha};                                                  \
     const gemm_epilogue ep = {fwd_store_##SFX, &cx};                                                   \
-    const int plain = b == NULL && z == NULL && act == DP_ACT_IDENTITY;                                \
-    gemm_##SFX(GEMM_NOTRANS, GEMM_NOTRANS, N, M, K, (T)1, x, K, W, M, (T)0, acc, M, plain ? NULL : &ep); \
+    const int none = z == NULL && act == DP_ACT_IDENTITY;   /* y = z is the GEMM's result */          \
+    gemm_##SFX(GEMM_NOTRANS, GEMM_NOTRANS, N, M, K, (T)1, x, K, W, M, (T)0, acc, M, b, none ? NULL : &ep); \
 }                                                                                                      \
 void linear_backward_##SFX(T *dx, T *dW, T *db, T *work, const T *dy, const T *x,                      \
                            const T *W, const T *z, int64_t N, int64_t K, int64_t M,                    \
@@ -81,9 +82,9 @@ void linear_backward_##SFX(T *dx, T *dW, T *db, T *work, const T *dy, const T *x
         for (int64_t j = 0; j < mn; j++) db[j0 + j] = (T)s[j];                                         \
     }                                                                                                  \
     /* dx (N, K) = dz (N, M) . W^T: op(B)(j, k) = W[k M + j] */                                        \
-    gemm_##SFX(GEMM_NOTRANS, GEMM_TRANS, N, K, M, (T)1, dz, M, W, M, (T)0, dx, K, NULL);               \
+    gemm_##SFX(GEMM_NOTRANS, GEMM_TRANS, N, K, M, (T)1, dz, M, W, M, (T)0, dx, K, NULL, NULL);         \
     /* dW (K, M) = x^T . dz (N, M): op(A)(k, i) = x[i K + k] */                                        \
-    gemm_##SFX(GEMM_TRANS, GEMM_NOTRANS, K, M, N, (T)1, x, K, dz, M, (T)0, dW, M, NULL);               \
+    gemm_##SFX(GEMM_TRANS, GEMM_NOTRANS, K, M, N, (T)1, x, K, dz, M, (T)0, dW, M, NULL, NULL);         \
 }
 
 DEFINE_LINEAR(float, f32)
