@@ -341,6 +341,154 @@ static void pack_b_##SFX(int NR, T *dst, const T *B, int64_t ldb, int trans, int
 DEFINE_PACK(float, f32)
 DEFINE_PACK(double, f64)
 
+/* The two transposing packs -- A not transposed (MR rows side by side) and B transposed (NR rows side
+ * by side) -- read one value per row per step in plain C (~2 values a cycle). On the avx2 path their
+ * full micro-panels are packed with in-register transposes instead: 8 x 8 blocks of float, 4 x 4 of
+ * double, read along the rows and written along the packed panel (2-4x faster; the same values). */
+#if DP_X86
+#define TRANSPOSE8_PS(r0, r1, r2, r3, r4, r5, r6, r7)                                                   \
+    do {                                                                                                \
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);                        \
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);                        \
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);                        \
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);                        \
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);              \
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);              \
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);              \
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);              \
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20); r1 = _mm256_permute2f128_ps(u1, u5, 0x20);           \
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20); r3 = _mm256_permute2f128_ps(u3, u7, 0x20);           \
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31); r5 = _mm256_permute2f128_ps(u1, u5, 0x31);           \
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31); r7 = _mm256_permute2f128_ps(u3, u7, 0x31);           \
+    } while (0)
+#define TRANSPOSE4_PD(r0, r1, r2, r3)                                                                   \
+    do {                                                                                                \
+        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);                       \
+        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);                       \
+        r0 = _mm256_permute2f128_pd(t0, t2, 0x20); r1 = _mm256_permute2f128_pd(t1, t3, 0x20);           \
+        r2 = _mm256_permute2f128_pd(t0, t2, 0x31); r3 = _mm256_permute2f128_pd(t1, t3, 0x31);           \
+    } while (0)
+
+/* one micro-panel of 6 rows of A (row stride lda): dst[p * 6 + r] = A[r * lda + p] */
+__attribute__((target("avx2"))) static void pack_a6_avx2_f32(float *restrict dst, const float *restrict A,
+                                                             int64_t lda, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        const float *s = A + p;
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lda), r2 = _mm256_loadu_ps(s + 2 * lda);
+        __m256 r3 = _mm256_loadu_ps(s + 3 * lda), r4 = _mm256_loadu_ps(s + 4 * lda);
+        __m256 r5 = _mm256_loadu_ps(s + 5 * lda), r6 = _mm256_setzero_ps(), r7 = _mm256_setzero_ps();
+        TRANSPOSE8_PS(r0, r1, r2, r3, r4, r5, r6, r7);
+        float *d = dst + p * 6;   /* each 8-wide store spills 2 lanes into the next step, rewritten by it */
+        _mm256_storeu_ps(d, r0); _mm256_storeu_ps(d + 6, r1); _mm256_storeu_ps(d + 12, r2);
+        _mm256_storeu_ps(d + 18, r3); _mm256_storeu_ps(d + 24, r4); _mm256_storeu_ps(d + 30, r5);
+        _mm256_storeu_ps(d + 36, r6);
+        _mm_storeu_ps(d + 42, _mm256_castps256_ps128(r7));                     /* the last: exactly 6 */
+        _mm_storel_pi((__m64 *)(d + 46), _mm256_extractf128_ps(r7, 1));
+    }
+    for (; p < kc; p++)
+        for (int r = 0; r < 6; r++) dst[p * 6 + r] = A[r * lda + p];
+}
+/* one micro-panel of 6 rows of A, double: rows 0-3 by 4 x 4 transposes, rows 4-5 in pairs */
+__attribute__((target("avx2"))) static void pack_a6_avx2_f64(double *restrict dst, const double *restrict A,
+                                                             int64_t lda, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4) {
+        const double *s = A + p;
+        __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + lda), r2 = _mm256_loadu_pd(s + 2 * lda);
+        __m256d r3 = _mm256_loadu_pd(s + 3 * lda), r4 = _mm256_loadu_pd(s + 4 * lda);
+        __m256d r5 = _mm256_loadu_pd(s + 5 * lda);
+        TRANSPOSE4_PD(r0, r1, r2, r3);
+        __m256d lo = _mm256_unpacklo_pd(r4, r5), hi = _mm256_unpackhi_pd(r4, r5);  /* (4,5) at p, p+2 | p+1, p+3 */
+        double *d = dst + p * 6;
+        _mm256_storeu_pd(d, r0); _mm_storeu_pd(d + 4, _mm256_castpd256_pd128(lo));
+        _mm256_storeu_pd(d + 6, r1); _mm_storeu_pd(d + 10, _mm256_castpd256_pd128(hi));
+        _mm256_storeu_pd(d + 12, r2); _mm_storeu_pd(d + 16, _mm256_extractf128_pd(lo, 1));
+        _mm256_storeu_pd(d + 18, r3); _mm_storeu_pd(d + 22, _mm256_extractf128_pd(hi, 1));
+    }
+    for (; p < kc; p++)
+        for (int r = 0; r < 6; r++) dst[p * 6 + r] = A[r * lda + p];
+}
+/* one micro-panel of B transposed: dst[p * 16 + c] = B[c * ldb + p], 16 rows of B side by side */
+__attribute__((target("avx2"))) static void pack_bt16_avx2_f32(float *restrict dst, const float *restrict B,
+                                                               int64_t ldb, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8)
+        for (int h = 0; h < 16; h += 8) {
+            const float *s = B + h * ldb + p;
+            __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ldb), r2 = _mm256_loadu_ps(s + 2 * ldb);
+            __m256 r3 = _mm256_loadu_ps(s + 3 * ldb), r4 = _mm256_loadu_ps(s + 4 * ldb);
+            __m256 r5 = _mm256_loadu_ps(s + 5 * ldb), r6 = _mm256_loadu_ps(s + 6 * ldb);
+            __m256 r7 = _mm256_loadu_ps(s + 7 * ldb);
+            TRANSPOSE8_PS(r0, r1, r2, r3, r4, r5, r6, r7);
+            float *d = dst + p * 16 + h;
+            _mm256_store_ps(d, r0); _mm256_store_ps(d + 16, r1); _mm256_store_ps(d + 32, r2);
+            _mm256_store_ps(d + 48, r3); _mm256_store_ps(d + 64, r4); _mm256_store_ps(d + 80, r5);
+            _mm256_store_ps(d + 96, r6); _mm256_store_ps(d + 112, r7);
+        }
+    for (; p < kc; p++)
+        for (int c = 0; c < 16; c++) dst[p * 16 + c] = B[c * ldb + p];
+}
+__attribute__((target("avx2"))) static void pack_bt8_avx2_f64(double *restrict dst, const double *restrict B,
+                                                              int64_t ldb, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4)
+        for (int h = 0; h < 8; h += 4) {
+            const double *s = B + h * ldb + p;
+            __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ldb), r2 = _mm256_loadu_pd(s + 2 * ldb);
+            __m256d r3 = _mm256_loadu_pd(s + 3 * ldb);
+            TRANSPOSE4_PD(r0, r1, r2, r3);
+            double *d = dst + p * 8 + h;
+            _mm256_store_pd(d, r0); _mm256_store_pd(d + 8, r1); _mm256_store_pd(d + 16, r2);
+            _mm256_store_pd(d + 24, r3);
+        }
+    for (; p < kc; p++)
+        for (int c = 0; c < 8; c++) dst[p * 8 + c] = B[c * ldb + p];
+}
+#define PACK_A6_AVX2_f32 pack_a6_avx2_f32
+#define PACK_A6_AVX2_f64 pack_a6_avx2_f64
+#define PACK_BT_AVX2_f32 pack_bt16_avx2_f32
+#define PACK_BT_AVX2_f64 pack_bt8_avx2_f64
+#define PACK_BT_NR_f32 16
+#define PACK_BT_NR_f64 8
+#endif
+
+/* pack_a / pack_b on the blocking's path: the avx2 transposes for their full micro-panels there */
+#define DEFINE_PACK_DISPATCH(T, SFX)                                                                    \
+static void pack_a_isa_##SFX(int isa, int MR, T *dst, const T *A, int64_t lda, int trans, int64_t mc,    \
+                             int64_t kc) {                                                              \
+    if (DP_X86 && isa == ISA_AVX2 && MR == 6 && !trans) {                                               \
+        const int64_t mfull = mc / 6 * 6;                                                               \
+        for (int64_t i = 0; i < mfull; i += 6) PACK_A6(SFX)(dst + i * kc, A + i * lda, lda, kc);       \
+        if (mc > mfull) pack_a_##SFX(MR, dst + mfull * kc, A + mfull * lda, lda, trans, mc - mfull, kc); \
+        return;                                                                                         \
+    }                                                                                                   \
+    pack_a_##SFX(MR, dst, A, lda, trans, mc, kc);                                                       \
+}                                                                                                       \
+static void pack_b_isa_##SFX(int isa, int NR, T *dst, const T *B, int64_t ldb, int trans, int64_t kc,    \
+                             int64_t nc) {                                                              \
+    if (DP_X86 && isa == ISA_AVX2 && NR == PACK_BT_NR(SFX) && trans) {                                  \
+        const int64_t nfull = nc / NR * NR;                                                             \
+        for (int64_t j = 0; j < nfull; j += NR) PACK_BT(SFX)(dst + j * kc, B + j * ldb, ldb, kc);      \
+        if (nc > nfull) pack_b_##SFX(NR, dst + nfull * kc, B + nfull * ldb, ldb, trans, kc, nc - nfull); \
+        return;                                                                                         \
+    }                                                                                                   \
+    pack_b_##SFX(NR, dst, B, ldb, trans, kc, nc);                                                       \
+}
+#if DP_X86
+#define PACK_A6(SFX) PACK_A6_AVX2_##SFX
+#define PACK_BT(SFX) PACK_BT_AVX2_##SFX
+#define PACK_BT_NR(SFX) PACK_BT_NR_##SFX
+#else   /* never called (DP_X86 is 0 in the condition), only named */
+static void pack_none_f32(float *d, const float *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
+static void pack_none_f64(double *d, const double *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
+#define PACK_A6(SFX) pack_none_##SFX
+#define PACK_BT(SFX) pack_none_##SFX
+#define PACK_BT_NR(SFX) 0
+#endif
+DEFINE_PACK_DISPATCH(float, f32)
+DEFINE_PACK_DISPATCH(double, f64)
+
 /* ---- macro-kernel and driver ------------------------------------------------------------------------ */
 
 #define DEFINE_GEMM(T, SFX)                                                                             \
@@ -411,11 +559,12 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
             const int64_t kc = min64(kb, k - pc);                                                       \
             const T beta_pc = pc == 0 ? beta : (T)1;     /* later k blocks accumulate into C */        \
             const gemm_epilogue *ep_pc = pc + kc >= k ? ep : NULL;                                      \
-            pack_b_##SFX(bk->nr, Bp, transb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, transb, kc, nc); \
+            pack_b_isa_##SFX(isa, bk->nr, Bp, transb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, transb, \
+                             kc, nc);                                                                   \
             for (int64_t ic = 0; ic < m; ic += mb) {                                                    \
                 const int64_t mc = min64(mb, m - ic);                                                   \
-                pack_a_##SFX(bk->mr, Ap, transa ? A + pc * lda + ic : A + ic * lda + pc, lda, transa,   \
-                             mc, kc);                                                                   \
+                pack_a_isa_##SFX(isa, bk->mr, Ap, transa ? A + pc * lda + ic : A + ic * lda + pc, lda,  \
+                                 transa, mc, kc);                                                       \
                 macro_kernel_##SFX(bk, kernel, mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, alpha,       \
                                    beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc);         \
             }                                                                                           \
