@@ -18,9 +18,17 @@
 /* y[r, j] = act(acc[r, j]) over an m x n block (row stride ld); one switch, then the 2-D loop */
 #define EPI_ACT_LOOP(EXPR)                                                                              \
     for (int64_t r = 0; r < m; r++) {                                                                   \
-        const __typeof__(*yb) *ar = ab + r * ld;                                                        \
-        __typeof__(*yb) *yr = yb + r * ld;                                                              \
+        const __typeof__(*yb) *restrict ar = ab + r * ld;                                               \
+        __typeof__(*yb) *restrict yr = yb + r * ld;                                                     \
         for (int64_t j = 0; j < n; j++) { double v = (double)ar[j]; yr[j] = (__typeof__(*yb))(EXPR); } \
+    }                                                                                                   \
+    break
+/* the same in place (y is the GEMM's output when z is not kept): one pointer, so the compiler
+ * vectorises it without the overlap test that sends an in-place loop down its scalar version */
+#define EPI_ACT_LOOP_INPLACE(EXPR)                                                                      \
+    for (int64_t r = 0; r < m; r++) {                                                                   \
+        __typeof__(*yb) *yr = yb + r * ld;                                                              \
+        for (int64_t j = 0; j < n; j++) { double v = (double)yr[j]; yr[j] = (__typeof__(*yb))(EXPR); } \
     }                                                                                                   \
     break
 /* dz = dy * act'(z) over rows 0..N-1 of a column block, and its column sums s in double */
@@ -49,7 +57,8 @@ static void fwd_store_##SFX(const void *ctx, int64_t i0, int64_t j0, int64_t m, 
         for (int64_t r = 0; r < m; r++) memcpy(yb + r * ld, ab + r * ld, (size_t)n * sizeof(T));       \
         return;                                                                                        \
     }                                                                                                  \
-    DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP)                                                       \
+    if (yb == ab) { DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP_INPLACE) }                              \
+    else { DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP) }                                              \
 }                                                                                                      \
 void linear_forward_##SFX(T *y, T *z, const T *x, const T *W, const T *b,                              \
                           int64_t N, int64_t K, int64_t M, int act, double alpha) {                    \
