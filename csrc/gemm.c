@@ -177,6 +177,11 @@ UKERNEL_PORTABLE(uk_portable_f64, double, 4, 4)
 /* NV vectors of L lanes per row (NR = NV * L), MR rows. The arrays are fully unrolled, so the compiler
  * keeps them in registers (checked: no spills in the avx2 and avx512 kernels' k loop). */
 #define UKERNEL_VEC(NAME, TARGET, T, VT, L, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)     \
+    UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)
+/* ROWS <= MR of the rows of an MR-row micro-panel (the last, partial panel of a block): only those
+ * rows are computed and stored (c has ROWS rows) */
+#define UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR_, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,  \
+                         ZERO)                                                                          \
 __attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, const T *restrict b,  \
                                                  T *restrict c, int64_t ldc, T alpha, T beta,          \
                                                  const T *restrict bias) {                             \
@@ -193,7 +198,7 @@ __attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a
             const VT ar = SET1(a[r]);                                                                   \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = FMA(ar, bv[v], acc[r][v]); \
         }                                                                                               \
-        a += MR;                                                                                        \
+        a += MR_;                                                                                       \
         b += NV * L;                                                                                    \
     }                                                                                                   \
     if (alpha != (T)1) {                                                                                \
@@ -246,6 +251,19 @@ UKERNEL_VEC_(uk_avx512_f32, AVX512_PS, 14, 2, AVX512_PS_OPS)
 UKERNEL_VEC_(uk_avx512_f64, AVX512_PD, 14, 2, AVX512_PD_OPS)
 UKERNEL_VEC_(uk_avx2w_f32, AVX2_PS, 14, 4, AVX2_PS_OPS)   /* avx2-as-avx512: 14 x 32 in ymm (tests) */
 UKERNEL_VEC_(uk_avx2w_f64, AVX2_PD, 14, 4, AVX2_PD_OPS)   /* 14 x 16 */
+/* the avx2 path's last partial panels: 1 .. 5 of the 6 rows (m = 128 is 21 panels and 2 rows: computing
+ * all 6 there would cost 3% more) */
+#define UKERNEL_VEC_ROWS_(...) UKERNEL_VEC_ROWS(__VA_ARGS__)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r1, AVX2_PS, 6, 1, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r2, AVX2_PS, 6, 2, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r3, AVX2_PS, 6, 3, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r4, AVX2_PS, 6, 4, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r5, AVX2_PS, 6, 5, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r1, AVX2_PD, 6, 1, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r2, AVX2_PD, 6, 2, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r3, AVX2_PD, 6, 3, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r4, AVX2_PD, 6, 4, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r5, AVX2_PD, 6, 5, 2, AVX2_PD_OPS)
 #endif
 
 typedef void (*ukernel_f32)(int64_t, const float *, const float *, float *, int64_t, float, float, const float *);
@@ -255,9 +273,16 @@ typedef void (*ukernel_f64)(int64_t, const double *, const double *, double *, i
 #if DP_X86
 static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_avx2_f32, uk_avx512_f32, uk_avx2w_f32};
 static const ukernel_f64 UK_f64[N_ISA] = {uk_portable_f64, uk_avx2_f64, uk_avx512_f64, uk_avx2w_f64};
+/* [isa][mr]: a kernel for the first mr rows of a partial panel, NULL where the full kernel runs */
+static const ukernel_f32 UKROWS_f32[N_ISA][MAX_MR] = {
+    [ISA_AVX2] = {NULL, uk_avx2_f32_r1, uk_avx2_f32_r2, uk_avx2_f32_r3, uk_avx2_f32_r4, uk_avx2_f32_r5}};
+static const ukernel_f64 UKROWS_f64[N_ISA][MAX_MR] = {
+    [ISA_AVX2] = {NULL, uk_avx2_f64_r1, uk_avx2_f64_r2, uk_avx2_f64_r3, uk_avx2_f64_r4, uk_avx2_f64_r5}};
 #else
 static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_portable_f32, uk_portable_f32, uk_portable_f32};
 static const ukernel_f64 UK_f64[N_ISA] = {uk_portable_f64, uk_portable_f64, uk_portable_f64, uk_portable_f64};
+static const ukernel_f32 UKROWS_f32[N_ISA][MAX_MR];
+static const ukernel_f64 UKROWS_f64[N_ISA][MAX_MR];
 #endif
 
 /* ---- packing -----------------------------------------------------------------------------------------
@@ -492,7 +517,8 @@ DEFINE_PACK_DISPATCH(double, f64)
 /* ---- macro-kernel and driver ------------------------------------------------------------------------ */
 
 #define DEFINE_GEMM(T, SFX)                                                                             \
-static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, int64_t mc, int64_t nc,         \
+static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
+                               int64_t mc, int64_t nc,                                                  \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
                                const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0) {        \
     /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
@@ -512,10 +538,11 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, int64_t
             const int64_t mr = min64(MR, mc - ir);                                                      \
             const T *a = Ap + ir * kc;                                                                  \
             T *c = C + ir * ldc + jr;                                                                   \
-            if (mr == MR && nr == NR) {                                                                 \
-                kernel(kc, a, b, c, ldc, alpha, beta, bj);                                              \
+            const ukernel_##SFX uk = mr < MR && rows_kernel[mr] ? rows_kernel[mr] : kernel;            \
+            if (nr == NR && (mr == MR || uk != kernel)) {    /* straight into C */                      \
+                uk(kc, a, b, c, ldc, alpha, beta, bj);                                                  \
             } else {                                                                                    \
-                kernel(kc, a, b, ct, NR, alpha, (T)0, bj);                                              \
+                uk(kc, a, b, ct, NR, alpha, (T)0, bj);                                                  \
                 for (int64_t r = 0; r < mr; r++)                                                        \
                     for (int64_t j = 0; j < nr; j++) {                                                  \
                         T *cj = c + r * ldc + j;                                                        \
@@ -565,7 +592,7 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                 const int64_t mc = min64(mb, m - ic);                                                   \
                 pack_a_isa_##SFX(isa, bk->mr, Ap, transa ? A + pc * lda + ic : A + ic * lda + pc, lda,  \
                                  transa, mc, kc);                                                       \
-                macro_kernel_##SFX(bk, kernel, mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, alpha,       \
+                macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, alpha, \
                                    beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc);         \
             }                                                                                           \
         }                                                                                               \
