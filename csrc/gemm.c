@@ -9,8 +9,10 @@
  * Packing makes every micro-kernel read two contiguous, aligned streams whatever the transposes, and
  * pads the last micro-panel of each with zeros, so every tail (m, n, k of 1, 7, 33, 1025, ...) runs the
  * same micro-kernel: a partial tile is computed whole into a small buffer and only its mr x nr part is
- * merged into C. The k blocks are balanced (k = 257 is two blocks of 129, not 256 + 1), and so are the
- * m and n blocks (rounded up to MR, NR).
+ * merged into C (on the avx2 path, a partial panel of mr < MR rows runs a kernel of just mr rows).
+ * The k blocks are balanced (k = 257 is two blocks of 129, not 256 + 1), and so are the m and n
+ * blocks (rounded up to MR, NR). The bias of a fused bias (gemm.h) is added in the first k block's
+ * store, the epilogue runs on each tile after the last.
  *
  * Micro-kernels, one per ISA, chosen once at run time (gemm_isa(); DEEPPROP_GEMM_ISA overrides):
  *   avx2      AVX2 + FMA, 6 x 16 float / 6 x 8 double: 12 ymm accumulators, 2 loads of B and one
@@ -25,6 +27,10 @@
  * "avx2-as-avx512" (DEEPPROP_GEMM_ISA only, for tests) runs the AVX-512 blocking -- 14 x 32 / 14 x 16
  * tiles, its MC, KC, NC -- with AVX2 kernels of that shape: on a CPU without AVX-512 it exercises
  * every line of the AVX-512 path except the intrinsics' width.
+ *
+ * Measured on this Zen 3 core (1 thread, AVX2 path; NumPy = OpenBLAS's Haswell kernels): 1024^3 float32
+ * ~90 GFLOP/s (peak ~100), float64 ~44 (peak ~50), on a par with or ahead of NumPy; at 128x256x256
+ * the packing (bound by reading the operands from L3) is ~8% of the time.
  *
  * Memory: no malloc (house rule). The packed panels live in thread-local static buffers (at most
  * GEMM_APACK_BYTES + GEMM_BPACK_BYTES per thread that calls a GEMM, allocated by the loader on the
