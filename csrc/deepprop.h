@@ -42,6 +42,9 @@ void linear_backward_f32(float *dx, float *dW, float *db, float *work, const flo
                          const float *W, const float *z, int64_t N, int64_t K, int64_t M, int act, double alpha);
 void linear_backward_f64(double *dx, double *dW, double *db, double *work, const double *dy, const double *x,
                          const double *W, const double *z, int64_t N, int64_t K, int64_t M, int act, double alpha);
+/* gemm.c (the GEMM behind linear.c): the micro-kernel path dispatched at run time, e.g.
+ * "avx2 (6x16 f32, 6x8 f64)"; the first word is portable, avx2 or avx512 (DEEPPROP_GEMM_ISA overrides) */
+const char *gemm_isa(void);
 
 /* batchnorm.c: x (N, C), statistics per column; mean, rstd (C,) saved for the backward;
  * running_mean, running_var (C,) updated in place with momentum (unbiased variance, N >= 2) */

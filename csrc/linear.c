@@ -1,104 +1,99 @@
-/* linear.c -- fully connected layer with a fused activation (kernels/linear.py).
+/* linear.c -- fully connected layer with a fused activation (kernels/linear.py), on gemm.c.
  *
- * Plain i-k-j GEMM loops with the inner loop over a contiguous output row (vectorised by gcc -O3),
- * products accumulated in the dtype like BLAS, and a simple cache blocking: a KB x MB panel of W
- * (64 x 256, 128 KiB in double) is reused by every row before the next panel. The blocking changes
- * the speed only: each z_ij is still b_j + x_i0 W_0j + x_i1 W_1j + ... in order of k.
- * The activation comes from activations.c (activation_forward_* on each finished row segment,
- * activation_backward_* for dz), so it is computed exactly as in the elementwise kernels.
- * A faster, BLIS-style GEMM is a separate piece of work. */
+ * Forward: z = x @ W + b by the BLIS-style GEMM (products accumulated in the dtype, like BLAS; the bias
+ * is added in the micro-kernel's store of the first k block); the GEMM's epilogue gets every finished
+ * micro-tile of z while it is still in L1 and writes y = act(z), with the same scalar formulas as the
+ * elementwise kernels (act_scalar.h), so y is bit for bit the elementwise activation of z. No second
+ * pass over the output.
+ * Backward: one pass over dy (and z) writes dz = dy * act'(z) and sums db = column sums of dz in
+ * double; then dx = dz W^T and dW = x^T dz are two GEMMs whose transposes are taken by the packing. */
 #include <stddef.h>
+#include <string.h>
 #include "deepprop.h"
+#include "act_scalar.h"
+#include "gemm.h"
 
-#define KB 64
-#define MB 256
+#define DB_COLS 256   /* db accumulates in a double[DB_COLS] on the stack, DB_COLS columns at a time */
 
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+/* y[r, j] = act(acc[r, j]) over an m x n block (row stride ld); one switch, then the 2-D loop */
+#define EPI_ACT_LOOP(EXPR)                                                                              \
+    for (int64_t r = 0; r < m; r++) {                                                                   \
+        const __typeof__(*yb) *restrict ar = ab + r * ld;                                               \
+        __typeof__(*yb) *restrict yr = yb + r * ld;                                                     \
+        for (int64_t j = 0; j < n; j++) { double v = (double)ar[j]; yr[j] = (__typeof__(*yb))(EXPR); } \
+    }                                                                                                   \
+    break
+/* the same in place (y is the GEMM's output when z is not kept): one pointer, so the compiler
+ * vectorises it without the overlap test that sends an in-place loop down its scalar version */
+#define EPI_ACT_LOOP_INPLACE(EXPR)                                                                      \
+    for (int64_t r = 0; r < m; r++) {                                                                   \
+        __typeof__(*yb) *yr = yb + r * ld;                                                              \
+        for (int64_t j = 0; j < n; j++) { double v = (double)yr[j]; yr[j] = (__typeof__(*yb))(EXPR); } \
+    }                                                                                                   \
+    break
+/* dz = dy * act'(z) over rows 0..N-1 of a column block, and its column sums s in double */
+#define DZ_LOOP(DEXPR)                                                                                  \
+    for (int64_t i = 0; i < N; i++) {                                                                   \
+        const __typeof__(*dz) *g = dy + i * M + j0, *zr = z + i * M + j0;                               \
+        __typeof__(*dz) *d = dz + i * M + j0;                                                           \
+        for (int64_t j = 0; j < mn; j++) {                                                              \
+            double v = (double)zr[j];                                                                   \
+            d[j] = (__typeof__(*dz))mul0((double)g[j], (DEXPR));                                        \
+            s[j] += (double)d[j];                                                                       \
+        }                                                                                               \
+    }                                                                                                   \
+    break
 
-#define DEFINE_LINEAR(T, SFX)                                                              \
-void linear_forward_##SFX(T *y, T *z, const T *x, const T *W, const T *b,                          \
-                          int64_t N, int64_t K, int64_t M, int act, double alpha) {                \
-    /* y, z: (N, M) (z may be NULL); x: (N, K); W: (K, M); b: (M,) or NULL.                        \
-     * z = x @ W + b accumulated in T (into z, or into y when z is NULL); y = act(z) */            \
-    T *acc = z ? z : y;                                                                            \
-    for (int64_t j0 = 0; j0 < M; j0 += MB) {                                                       \
-        int64_t mn = min64(MB, M - j0);                                                            \
-        for (int64_t i = 0; i < N; i++) {                                                          \
-            T *restrict a = acc + i * M + j0;                                                      \
-            for (int64_t j = 0; j < mn; j++) a[j] = b ? b[j0 + j] : (T)0;                          \
-        }                                                                                          \
-        for (int64_t k0 = 0; k0 < K; k0 += KB) {                                                   \
-            int64_t kn = min64(KB, K - k0);                                                        \
-            for (int64_t i = 0; i < N; i++) {                                                      \
-                T *restrict a = acc + i * M + j0;                                                  \
-                const T *xi = x + i * K + k0;                                                      \
-                for (int64_t k = 0; k < kn; k++) {                                                 \
-                    const T xik = xi[k];                                                           \
-                    const T *restrict w = W + (k0 + k) * M + j0;                                   \
-                    for (int64_t j = 0; j < mn; j++) a[j] += xik * w[j];                           \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        if (act != DP_ACT_IDENTITY || z)                                                           \
-            for (int64_t i = 0; i < N; i++)                                                        \
-                activation_forward_##SFX(y + i * M + j0, acc + i * M + j0, mn, act, alpha);        \
-    }                                                                                              \
-}                                                                                                  \
-void linear_backward_##SFX(T *dx, T *dW, T *db, T *work, const T *dy, const T *x,                  \
-                           const T *W, const T *z, int64_t N, int64_t K, int64_t M,                \
-                           int act, double alpha) {                                                \
-    /* dx: (N, K); dW: (K, M); db: (M,); work: (N*M,) scratch for dz; dy, z: (N, M) (z may be      \
-     * NULL for identity); x: (N, K); W: (K, M).                                                   \
-     * dz = dy * act'(z); dx = dz @ W^T; dW = x^T @ dz; db = column sums of dz (in double) */      \
-    const T *dz = dy;                                                                              \
-    if (act != DP_ACT_IDENTITY) {                                                                  \
-        activation_backward_##SFX(work, dy, z, N * M, act, alpha);                                 \
-        dz = work;                                                                                 \
-    }                                                                                              \
-    /* dx[i,k] = sum_j dz[i,j] W[k,j]: dot products of two contiguous rows, j in blocks of MB */   \
-    for (int64_t i = 0; i < N * K; i++) dx[i] = (T)0;                                              \
-    for (int64_t j0 = 0; j0 < M; j0 += MB) {                                                       \
-        int64_t mn = min64(MB, M - j0);                                                            \
-        for (int64_t k0 = 0; k0 < K; k0 += KB) {                                                   \
-            int64_t kn = min64(KB, K - k0);                                                        \
-            for (int64_t i = 0; i < N; i++) {                                                      \
-                const T *d = dz + i * M + j0;                                                      \
-                for (int64_t k = k0; k < k0 + kn; k++) {                                           \
-                    const T *w = W + k * M + j0;                                                   \
-                    T s = dx[i * K + k];                                                           \
-                    for (int64_t j = 0; j < mn; j++) s += d[j] * w[j];                             \
-                    dx[i * K + k] = s;                                                             \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-    /* dW[k,:] += x[i,k] * dz[i,:]: i-k-j over KB x MB blocks of dW */                             \
-    for (int64_t i = 0; i < K * M; i++) dW[i] = (T)0;                                              \
-    for (int64_t j0 = 0; j0 < M; j0 += MB) {                                                       \
-        int64_t mn = min64(MB, M - j0);                                                            \
-        for (int64_t k0 = 0; k0 < K; k0 += KB) {                                                   \
-            int64_t kn = min64(KB, K - k0);                                                        \
-            for (int64_t i = 0; i < N; i++) {                                                      \
-                const T *restrict d = dz + i * M + j0;                                             \
-                for (int64_t k = k0; k < k0 + kn; k++) {                                           \
-                    const T xik = x[i * K + k];                                                    \
-                    T *restrict g = dW + k * M + j0;                                               \
-                    for (int64_t j = 0; j < mn; j++) g[j] += xik * d[j];                           \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-    /* db: column sums in double, MB columns at a time */                                          \
-    for (int64_t j0 = 0; j0 < M; j0 += MB) {                                                       \
-        int64_t mn = min64(MB, M - j0);                                                            \
-        double s[MB];                                                                              \
-        for (int64_t j = 0; j < mn; j++) s[j] = 0.0;                                               \
-        for (int64_t i = 0; i < N; i++) {                                                          \
-            const T *d = dz + i * M + j0;                                                          \
-            for (int64_t j = 0; j < mn; j++) s[j] += (double)d[j];                                 \
-        }                                                                                          \
-        for (int64_t j = 0; j < mn; j++) db[j0 + j] = (T)s[j];                                     \
-    }                                                                                              \
+#define DEFINE_LINEAR(T, SFX)                                                                          \
+typedef struct { T *y; const T *z; int64_t ld; int act; double alpha; } fwd_ctx_##SFX;                 \
+static void fwd_store_##SFX(const void *ctx, int64_t i0, int64_t j0, int64_t m, int64_t n) {           \
+    /* the finished block [i0:i0+m, j0:j0+n] of z (or of y itself, when z is not kept): y = act(z) */  \
+    const fwd_ctx_##SFX *cx = ctx;                                                                     \
+    const int64_t ld = cx->ld;                                                                         \
+    const double alpha = cx->alpha;                                                                    \
+    const T *ab = cx->z + i0 * ld + j0;                                                                \
+    T *yb = cx->y + i0 * ld + j0;                                                                      \
+    if (cx->act == DP_ACT_IDENTITY) {   /* z kept: y is a copy */                                      \
+        for (int64_t r = 0; r < m; r++) memcpy(yb + r * ld, ab + r * ld, (size_t)n * sizeof(T));       \
+        return;                                                                                        \
+    }                                                                                                  \
+    if (yb == ab) { DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP_INPLACE) }                              \
+    else { DP_ACT_FORWARD_SWITCH(cx->act, EPI_ACT_LOOP) }                                              \
+}                                                                                                      \
+void linear_forward_##SFX(T *y, T *z, const T *x, const T *W, const T *b,                              \
+                          int64_t N, int64_t K, int64_t M, int act, double alpha) {                    \
+    /* y, z: (N, M) (z may be NULL); x: (N, K); W: (K, M); b: (M,) or NULL.                            \
+     * z = x @ W + b into z, or into y when z is NULL; y = act(z) in the GEMM's epilogue */            \
+    T *acc = z ? z : y;                                                                                \
+    const fwd_ctx_##SFX cx = {y, acc, M, act, alpha};                                                  \
+    const gemm_epilogue ep = {fwd_store_##SFX, &cx};                                                   \
+    const int none = z == NULL && act == DP_ACT_IDENTITY;   /* y = z is the GEMM's result */          \
+    gemm_##SFX(GEMM_NOTRANS, GEMM_NOTRANS, N, M, K, (T)1, x, K, W, M, (T)0, acc, M, b, none ? NULL : &ep); \
+}                                                                                                      \
+void linear_backward_##SFX(T *dx, T *dW, T *db, T *work, const T *dy, const T *x,                      \
+                           const T *W, const T *z, int64_t N, int64_t K, int64_t M,                    \
+                           int act, double alpha) {                                                    \
+    /* dx: (N, K); dW: (K, M); db: (M,); work: (N*M,) scratch for dz; dy, z: (N, M) (z may be          \
+     * NULL for identity); x: (N, K); W: (K, M).                                                       \
+     * dz = dy * act'(z) and db = column sums of dz (in double) in one pass; dx = dz @ W^T;            \
+     * dW = x^T @ dz */                                                                                \
+    T *dz = act == DP_ACT_IDENTITY ? (T *)dy : work;  /* identity: dz is dy, read only */              \
+    for (int64_t j0 = 0; j0 < M; j0 += DB_COLS) {                                                      \
+        const int64_t mn = M - j0 < DB_COLS ? M - j0 : DB_COLS;                                        \
+        double s[DB_COLS];                                                                             \
+        for (int64_t j = 0; j < mn; j++) s[j] = 0.0;                                                   \
+        if (act == DP_ACT_IDENTITY) {                                                                  \
+            for (int64_t i = 0; i < N; i++)                                                            \
+                for (int64_t j = 0; j < mn; j++) s[j] += (double)dy[i * M + j0 + j];                   \
+        } else {                                                                                       \
+            DP_ACT_BACKWARD_SWITCH(act, DZ_LOOP)                                                       \
+        }                                                                                              \
+        for (int64_t j = 0; j < mn; j++) db[j0 + j] = (T)s[j];                                         \
+    }                                                                                                  \
+    /* dx (N, K) = dz (N, M) . W^T: op(B)(j, k) = W[k M + j] */                                        \
+    gemm_##SFX(GEMM_NOTRANS, GEMM_TRANS, N, K, M, (T)1, dz, M, W, M, (T)0, dx, K, NULL, NULL);         \
+    /* dW (K, M) = x^T . dz (N, M): op(A)(k, i) = x[i K + k] */                                        \
+    gemm_##SFX(GEMM_TRANS, GEMM_NOTRANS, K, M, N, (T)1, x, K, dz, M, (T)0, dW, M, NULL, NULL);         \
 }
 
 DEFINE_LINEAR(float, f32)

@@ -65,7 +65,8 @@ def backend_info() -> dict[str, str | None]:
     import numpy
 
     info = {"numpy": numpy.__version__, "numba": None, "numba_threading_layer": None,
-            "c_build": _c.build_info()}
+            "c_build": _c.build_info(),
+            "gemm_isa": None if _c.lib is None else _c.ffi.string(_c.lib.gemm_isa()).decode()}
     if _numba.numba is not None:
         info["numba"] = _numba.numba.__version__
     return info

@@ -508,7 +508,8 @@ def software(threading_layer: bool = True) -> dict:
     b = backend_info()
     nb = numba_info(threading_layer)
     return {"python": platform.python_version(), "numpy": numpy.__version__, "numba": nb,
-            "c_build": b.get("c_build"), "torch": torch_info(), "deepprop_commit": commit()}
+            "c_build": b.get("c_build"), "gemm_isa": b.get("gemm_isa"), "torch": torch_info(),
+            "deepprop_commit": commit()}
 
 
 def info(refresh: bool = False, measure_limits: bool = True, progress=None) -> dict:

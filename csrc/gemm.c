@@ -1,0 +1,609 @@
+/* gemm.c -- C = alpha op(A) op(B) + beta C, row-major, float and double, in the BLIS design (see gemm.h).
+ *
+ * Loops, outermost first (Van Zee & van de Geijn, "BLIS", ACM TOMS 2015):
+ *   jc over n in NC columns      B's KC x NC panel lives in L3 (here at most 2 MiB)
+ *   pc over k in KC              pack op(B)[pc:pc+kc, jc:jc+nc] into NR-column micro-panels (Bp)
+ *   ic over m in MC rows         pack op(A)[ic:ic+mc, pc:pc+kc] into MR-row micro-panels (Ap), L2
+ *   jr over nc in NR             one KC x NR micro-panel of Bp stays in L1 across the ir loop
+ *   ir over mc in MR             micro-kernel: an MR x NR tile of C in registers, kc rank-1 updates
+ * Packing makes every micro-kernel read two contiguous, aligned streams whatever the transposes, and
+ * pads the last micro-panel of each with zeros, so every tail (m, n, k of 1, 7, 33, 1025, ...) runs the
+ * same micro-kernel: a partial tile is computed whole into a small buffer and only its mr x nr part is
+ * merged into C (on the avx2 path, a partial panel of mr < MR rows runs a kernel of just mr rows).
+ * The k blocks are balanced (k = 257 is two blocks of 129, not 256 + 1), and so are the m and n
+ * blocks (rounded up to MR, NR). The bias of a fused bias (gemm.h) is added in the first k block's
+ * store, the epilogue runs on each tile after the last.
+ *
+ * Micro-kernels, one per ISA, chosen once at run time (gemm_isa(); DEEPPROP_GEMM_ISA overrides):
+ *   avx2      AVX2 + FMA, 6 x 16 float / 6 x 8 double: 12 ymm accumulators, 2 loads of B and one
+ *             broadcast of A per k (15 of the 16 ymm registers);
+ *   avx512    AVX-512F, 14 x 32 float / 14 x 16 double: 28 zmm accumulators of the 32;
+ *   portable  plain C, 4 x 8 float / 4 x 4 double (vectorised by the compiler for the baseline ISA,
+ *             separate multiply and add: no FMA is assumed).
+ * Each vector variant is compiled with __attribute__((target(...))), so the module builds without
+ * -march (csrc/build.py's flags) and runs on any x86-64; __builtin_cpu_supports (which also checks
+ * that the OS saves the wide registers) picks the widest this CPU runs. One template (UKERNEL_VEC)
+ * generates all the vector kernels, so they differ only in vector type, width and tile.
+ * "avx2-as-avx512" (DEEPPROP_GEMM_ISA only, for tests) runs the AVX-512 blocking -- 14 x 32 / 14 x 16
+ * tiles, its MC, KC, NC -- with AVX2 kernels of that shape: on a CPU without AVX-512 it exercises
+ * every line of the AVX-512 path except the intrinsics' width.
+ *
+ * Measured on this Zen 3 core (1 thread, AVX2 path; NumPy = OpenBLAS's Haswell kernels): 1024^3 float32
+ * ~90 GFLOP/s (peak ~100), float64 ~44 (peak ~50), on a par with or ahead of NumPy; at 128x256x256
+ * the packing (bound by reading the operands from L3) is ~8% of the time.
+ *
+ * Memory: no malloc (house rule). The packed panels live in thread-local static buffers (at most
+ * GEMM_APACK_BYTES + GEMM_BPACK_BYTES per thread that calls a GEMM, allocated by the loader on the
+ * thread's first call), so concurrent callers on different threads -- cffi releases the GIL -- never
+ * share a buffer. */
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gemm.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define DP_X86 1
+#include <immintrin.h>
+#else
+#define DP_X86 0
+#endif
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* ---- blocking, per ISA and dtype ------------------------------------------------------------------
+ * MR x NR: the register tile. KC: the depth of a rank-kc update; KC x NR x sizeof(T) (the B micro-panel
+ * reused from L1 by every A micro-panel) is 16 KiB, half of a 32 KiB L1d. MC x KC x sizeof(T) (the
+ * packed A block, re-read from L2 for every NR columns) is ~144 KiB, well inside a 512 KiB L2 with room
+ * for the B micro-panels streaming through. KC x NC x sizeof(T) = 2 MiB (the packed B panel, in L3). */
+typedef struct { int mr, nr, mc, kc, nc; } blocking;
+
+#define MAX_MR 14
+#define MAX_NR 32
+#define GEMM_APACK_BYTES (192 * 1024)
+#define GEMM_BPACK_BYTES (2 * 1024 * 1024)
+
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AVX2_AS_AVX512 = 3, N_ISA = 4 };
+
+/*                    MR  NR   MC   KC    NC */
+#define PORTABLE_F32       4,  8, 128, 256, 2048
+#define PORTABLE_F64       4,  4,  64, 256, 1024
+#define AVX2_F32           6, 16, 144, 256, 2048
+#define AVX2_F64           6,  8,  72, 256, 1024
+#define AVX512_F32        14, 32, 168, 128, 4096
+#define AVX512_F64        14, 16, 168, 128, 2048
+/* avx2-as-avx512 (tests) uses the AVX512 rows */
+
+static const blocking BLK_f32[N_ISA] = {{PORTABLE_F32}, {AVX2_F32}, {AVX512_F32}, {AVX512_F32}};
+static const blocking BLK_f64[N_ISA] = {{PORTABLE_F64}, {AVX2_F64}, {AVX512_F64}, {AVX512_F64}};
+
+/* every blocking fits the tile buffer and the packing buffers, and MC, NC are multiples of MR, NR */
+#define BLOCKING_FITS(T, MR, NR, MC, KC, NC) ((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 &&    \
+    (NC) % (NR) == 0 && (size_t)(MC) * (KC) * sizeof(T) <= GEMM_APACK_BYTES &&                            \
+    (size_t)(KC) * (NC) * sizeof(T) <= GEMM_BPACK_BYTES)
+#define BLOCKING_FITS_(...) BLOCKING_FITS(__VA_ARGS__)
+_Static_assert(BLOCKING_FITS_(float, PORTABLE_F32) && BLOCKING_FITS_(double, PORTABLE_F64), "portable blocking");
+_Static_assert(BLOCKING_FITS_(float, AVX2_F32) && BLOCKING_FITS_(double, AVX2_F64), "avx2 blocking");
+_Static_assert(BLOCKING_FITS_(float, AVX512_F32) && BLOCKING_FITS_(double, AVX512_F64), "avx512 blocking");
+
+static _Alignas(64) _Thread_local unsigned char apack[GEMM_APACK_BYTES];
+static _Alignas(64) _Thread_local unsigned char bpack[GEMM_BPACK_BYTES];
+
+/* ---- run-time ISA choice ---------------------------------------------------------------------------- */
+
+static const char *const ISA_TEXT[N_ISA][3] = {
+    /* [isa][0]: chosen automatically; [1]: forced by DEEPPROP_GEMM_ISA; [2]: asked for more than the
+     * CPU runs (or an unknown value), fell back to the widest it runs */
+    {"portable (4x8 f32, 4x4 f64)", "portable (4x8 f32, 4x4 f64; forced by DEEPPROP_GEMM_ISA)",
+     "portable (4x8 f32, 4x4 f64; DEEPPROP_GEMM_ISA not available here or unknown, ignored)"},
+    {"avx2 (6x16 f32, 6x8 f64)", "avx2 (6x16 f32, 6x8 f64; forced by DEEPPROP_GEMM_ISA)",
+     "avx2 (6x16 f32, 6x8 f64; DEEPPROP_GEMM_ISA not available here or unknown, ignored)"},
+    {"avx512 (14x32 f32, 14x16 f64)", "avx512 (14x32 f32, 14x16 f64; forced by DEEPPROP_GEMM_ISA)",
+     "avx512 (14x32 f32, 14x16 f64; DEEPPROP_GEMM_ISA not available here or unknown, ignored)"},
+    {"avx2-as-avx512 (14x32 f32, 14x16 f64 with AVX2: a test path)",
+     "avx2-as-avx512 (14x32 f32, 14x16 f64 with AVX2: a test path; forced by DEEPPROP_GEMM_ISA)",
+     "avx2-as-avx512 (DEEPPROP_GEMM_ISA ignored)"},
+};
+
+/* -1 until the first call; then isa * 3 + how (the ISA_TEXT indices). Idempotent: racing first calls
+ * compute the same value. */
+static atomic_int isa_state = -1;
+
+static int cpu_best_isa(void) {
+#if DP_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+#endif
+    return ISA_PORTABLE;
+}
+
+static int isa_decide(void) {
+    int best = cpu_best_isa();
+    const char *env = getenv("DEEPPROP_GEMM_ISA");
+    if (env == NULL || env[0] == '\0' || strcmp(env, "auto") == 0) return best * 3 + 0;
+    int want = -1;
+    if (strcmp(env, "portable") == 0) want = ISA_PORTABLE;
+    else if (strcmp(env, "avx2") == 0) want = ISA_AVX2;
+    else if (strcmp(env, "avx512") == 0) want = ISA_AVX512;
+    else if (strcmp(env, "avx2-as-avx512") == 0) want = ISA_AVX2_AS_AVX512;
+    int need = want == ISA_AVX2_AS_AVX512 ? ISA_AVX2 : want;
+    if (want < 0 || need > best) return best * 3 + 2;
+    return want * 3 + 1;
+}
+
+static int isa_index(void) {
+    int s = atomic_load_explicit(&isa_state, memory_order_relaxed);
+    if (s < 0) {
+        s = isa_decide();
+        atomic_store_explicit(&isa_state, s, memory_order_relaxed);
+    }
+    return s / 3;
+}
+
+const char *gemm_isa(void) {
+    isa_index();
+    int s = atomic_load_explicit(&isa_state, memory_order_relaxed);
+    return ISA_TEXT[s / 3][s % 3];
+}
+
+/* ---- micro-kernels ----------------------------------------------------------------------------------
+ * kernel(kc, a, b, c, ldc, alpha, beta, bias): c[0:MR, 0:NR] (row stride ldc) = alpha * a.b + bias + beta * c,
+ * with a = MR-row micro-panel (kc columns of MR values), b = NR-column micro-panel (kc rows of NR values,
+ * 64-byte aligned), bias = NULL (none) or NR values added to every row. beta == 0: c is only written. */
+
+#define UKERNEL_PORTABLE(NAME, T, MR, NR)                                                               \
+static void NAME(int64_t kc, const T *restrict a, const T *restrict b, T *restrict c, int64_t ldc,      \
+                 T alpha, T beta, const T *restrict bias) {                                             \
+    T acc[MR][NR];                                                                                      \
+    for (int r = 0; r < MR; r++)                                                                        \
+        for (int j = 0; j < NR; j++) acc[r][j] = (T)0;                                                  \
+    for (int64_t p = 0; p < kc; p++, a += MR, b += NR)                                                  \
+        for (int r = 0; r < MR; r++) {                                                                  \
+            const T ar = a[r];                                                                          \
+            for (int j = 0; j < NR; j++) acc[r][j] += ar * b[j];                                        \
+        }                                                                                               \
+    for (int r = 0; r < MR; r++)                                                                        \
+        for (int j = 0; j < NR; j++) {                                                                  \
+            T t = alpha == (T)1 ? acc[r][j] : alpha * acc[r][j];                                        \
+            if (bias) t += bias[j];                                                                     \
+            T *cj = c + r * ldc + j;                                                                    \
+            *cj = beta == (T)0 ? t : (beta == (T)1 ? *cj + t : beta * *cj + t);                         \
+        }                                                                                               \
+}
+UKERNEL_PORTABLE(uk_portable_f32, float, 4, 8)
+UKERNEL_PORTABLE(uk_portable_f64, double, 4, 4)
+
+#if DP_X86
+/* NV vectors of L lanes per row (NR = NV * L), MR rows. The arrays are fully unrolled, so the compiler
+ * keeps them in registers (checked: no spills in the avx2 and avx512 kernels' k loop). */
+#define UKERNEL_VEC(NAME, TARGET, T, VT, L, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)     \
+    UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)
+/* ROWS <= MR of the rows of an MR-row micro-panel (the last, partial panel of a block): only those
+ * rows are computed and stored (c has ROWS rows) */
+#define UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR_, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,  \
+                         ZERO)                                                                          \
+__attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, const T *restrict b,  \
+                                                 T *restrict c, int64_t ldc, T alpha, T beta,          \
+                                                 const T *restrict bias) {                             \
+    VT acc[MR][NV];                                                                                     \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                            \
+        __builtin_prefetch(c + r * ldc, 1, 3);                                                          \
+        __builtin_prefetch(c + r * ldc + NV * L - 1, 1, 3);                                             \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = ZERO();                       \
+    }                                                                                                   \
+    _Pragma("GCC unroll 4") for (int64_t p = 0; p < kc; p++) {                                         \
+        VT bv[NV];                                                                                      \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bv[v] = LOAD(b + v * L);                  \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                        \
+            const VT ar = SET1(a[r]);                                                                   \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = FMA(ar, bv[v], acc[r][v]); \
+        }                                                                                               \
+        a += MR_;                                                                                       \
+        b += NV * L;                                                                                    \
+    }                                                                                                   \
+    if (alpha != (T)1) {                                                                                \
+        const VT va = SET1(alpha);                                                                      \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = MUL(acc[r][v], va);       \
+    }                                                                                                   \
+    if (bias) {                                                                                         \
+        VT bb[NV];                                                                                      \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bb[v] = LOADU(bias + v * L);              \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = ADD(acc[r][v], bb[v]);    \
+    }                                                                                                   \
+    if (beta == (T)0) {                                                                                 \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) STOREU(c + r * ldc + v * L, acc[r][v]); \
+    } else if (beta == (T)1) {                                                                          \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                     \
+                T *cv = c + r * ldc + v * L;                                                            \
+                STOREU(cv, ADD(LOADU(cv), acc[r][v]));                                                  \
+            }                                                                                           \
+    } else {                                                                                            \
+        const VT vb = SET1(beta);                                                                       \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                     \
+                T *cv = c + r * ldc + v * L;                                                            \
+                STOREU(cv, FMA(vb, LOADU(cv), acc[r][v]));                                              \
+            }                                                                                           \
+    }                                                                                                   \
+}
+
+#define AVX2_PS "avx2,fma", float, __m256, 8
+#define AVX2_PS_OPS _mm256_load_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, \
+                    _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps
+#define AVX2_PD "avx2,fma", double, __m256d, 4
+#define AVX2_PD_OPS _mm256_load_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd, _mm256_fmadd_pd, \
+                    _mm256_mul_pd, _mm256_add_pd, _mm256_setzero_pd
+#define AVX512_PS "avx512f", float, __m512, 16
+#define AVX512_PS_OPS _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, \
+                      _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps
+#define AVX512_PD "avx512f", double, __m512d, 8
+#define AVX512_PD_OPS _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_fmadd_pd, \
+                      _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd
+#define UKERNEL_VEC_(...) UKERNEL_VEC(__VA_ARGS__)
+
+UKERNEL_VEC_(uk_avx2_f32, AVX2_PS, 6, 2, AVX2_PS_OPS)
+UKERNEL_VEC_(uk_avx2_f64, AVX2_PD, 6, 2, AVX2_PD_OPS)
+UKERNEL_VEC_(uk_avx512_f32, AVX512_PS, 14, 2, AVX512_PS_OPS)
+UKERNEL_VEC_(uk_avx512_f64, AVX512_PD, 14, 2, AVX512_PD_OPS)
+UKERNEL_VEC_(uk_avx2w_f32, AVX2_PS, 14, 4, AVX2_PS_OPS)   /* avx2-as-avx512: 14 x 32 in ymm (tests) */
+UKERNEL_VEC_(uk_avx2w_f64, AVX2_PD, 14, 4, AVX2_PD_OPS)   /* 14 x 16 */
+/* the avx2 path's last partial panels: 1 .. 5 of the 6 rows (m = 128 is 21 panels and 2 rows: computing
+ * all 6 there would cost 3% more) */
+#define UKERNEL_VEC_ROWS_(...) UKERNEL_VEC_ROWS(__VA_ARGS__)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r1, AVX2_PS, 6, 1, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r2, AVX2_PS, 6, 2, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r3, AVX2_PS, 6, 3, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r4, AVX2_PS, 6, 4, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f32_r5, AVX2_PS, 6, 5, 2, AVX2_PS_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r1, AVX2_PD, 6, 1, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r2, AVX2_PD, 6, 2, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r3, AVX2_PD, 6, 3, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r4, AVX2_PD, 6, 4, 2, AVX2_PD_OPS)
+UKERNEL_VEC_ROWS_(uk_avx2_f64_r5, AVX2_PD, 6, 5, 2, AVX2_PD_OPS)
+#endif
+
+typedef void (*ukernel_f32)(int64_t, const float *, const float *, float *, int64_t, float, float, const float *);
+typedef void (*ukernel_f64)(int64_t, const double *, const double *, double *, int64_t, double, double,
+                            const double *);
+
+#if DP_X86
+static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_avx2_f32, uk_avx512_f32, uk_avx2w_f32};
+static const ukernel_f64 UK_f64[N_ISA] = {uk_portable_f64, uk_avx2_f64, uk_avx512_f64, uk_avx2w_f64};
+/* [isa][mr]: a kernel for the first mr rows of a partial panel, NULL where the full kernel runs */
+static const ukernel_f32 UKROWS_f32[N_ISA][MAX_MR] = {
+    [ISA_AVX2] = {NULL, uk_avx2_f32_r1, uk_avx2_f32_r2, uk_avx2_f32_r3, uk_avx2_f32_r4, uk_avx2_f32_r5}};
+static const ukernel_f64 UKROWS_f64[N_ISA][MAX_MR] = {
+    [ISA_AVX2] = {NULL, uk_avx2_f64_r1, uk_avx2_f64_r2, uk_avx2_f64_r3, uk_avx2_f64_r4, uk_avx2_f64_r5}};
+#else
+static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_portable_f32, uk_portable_f32, uk_portable_f32};
+static const ukernel_f64 UK_f64[N_ISA] = {uk_portable_f64, uk_portable_f64, uk_portable_f64, uk_portable_f64};
+static const ukernel_f32 UKROWS_f32[N_ISA][MAX_MR];
+static const ukernel_f64 UKROWS_f64[N_ISA][MAX_MR];
+#endif
+
+/* ---- packing -----------------------------------------------------------------------------------------
+ * pack_a: op(A)[0:mc, 0:kc] (A already offset to the block) into ceil(mc / MR) micro-panels of kc x MR:
+ *   dst[q * MR * kc + p * MR + r] = op(A)(q * MR + r, p), zero for rows q * MR + r >= mc.
+ * pack_b: op(B)[0:kc, 0:nc] into ceil(nc / NR) micro-panels of kc x NR:
+ *   dst[q * NR * kc + p * NR + j] = op(B)(p, q * NR + j), zero for columns >= nc.
+ * MR / NR are compile-time constants in each specialisation (the switch in pack_a / pack_b). */
+#define DEFINE_PACK(T, SFX)                                                                             \
+ALWAYS_INLINE void pack_a_body_##SFX(const int MR, T *restrict dst, const T *restrict A, int64_t lda,    \
+                                     int trans, int64_t mc, int64_t kc) {                               \
+    for (int64_t i = 0; i < mc; i += MR, dst += MR * kc) {                                              \
+        const int64_t mr = min64(MR, mc - i);                                                           \
+        if (!trans) {               /* op(A)(i + r, p) = A[(i + r) lda + p]: MR rows side by side */    \
+            const T *src = A + i * lda;                                                                 \
+            if (mr == MR) {                                                                             \
+                for (int64_t p = 0; p < kc; p++)                                                        \
+                    for (int r = 0; r < MR; r++) dst[p * MR + r] = src[r * lda + p];                    \
+            } else {                                                                                    \
+                for (int64_t p = 0; p < kc; p++)                                                        \
+                    for (int r = 0; r < MR; r++) dst[p * MR + r] = r < mr ? src[r * lda + p] : (T)0;    \
+            }                                                                                           \
+        } else {                    /* op(A)(i + r, p) = A[p lda + i + r]: MR contiguous values */      \
+            const T *src = A + i;                                                                       \
+            if (mr == MR) {                                                                             \
+                for (int64_t p = 0; p < kc; p++)                                                        \
+                    for (int r = 0; r < MR; r++) dst[p * MR + r] = src[p * lda + r];                    \
+            } else {                                                                                    \
+                for (int64_t p = 0; p < kc; p++)                                                        \
+                    for (int r = 0; r < MR; r++) dst[p * MR + r] = r < mr ? src[p * lda + r] : (T)0;    \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+}                                                                                                       \
+ALWAYS_INLINE void pack_b_body_##SFX(const int NR, T *restrict dst, const T *restrict B, int64_t ldb,    \
+                                     int trans, int64_t kc, int64_t nc) {                               \
+    if (!trans) {   /* op(B)(p, j) = B[p ldb + j]: row p of B read once, left to right, NR values to    \
+                     * each micro-panel (reading along the rows keeps the hardware prefetcher busy) */  \
+        const int64_t nfull = nc / NR * NR, nr = nc - nfull;                                            \
+        for (int64_t p = 0; p < kc; p++) {                                                              \
+            const T *src = B + p * ldb;                                                                 \
+            T *d = dst + p * NR;                                                                        \
+            for (int64_t j = 0; j < nfull; j += NR, d += NR * kc)                                       \
+                for (int c = 0; c < NR; c++) d[c] = src[j + c];                                         \
+            if (nr)                                                                                     \
+                for (int c = 0; c < NR; c++) d[c] = c < nr ? src[nfull + c] : (T)0;                     \
+        }                                                                                               \
+        return;                                                                                         \
+    }                                                                                                   \
+    for (int64_t j = 0; j < nc; j += NR, dst += NR * kc) {                                              \
+        const int64_t nr = min64(NR, nc - j);                                                           \
+        {                           /* op(B)(p, j + c) = B[(j + c) ldb + p]: NR rows side by side */    \
+            const T *src = B + j * ldb;                                                                 \
+            if (nr == NR) {                                                                             \
+                for (int64_t p = 0; p < kc; p++)                                                        \
+                    for (int c = 0; c < NR; c++) dst[p * NR + c] = src[c * ldb + p];                    \
+            } else {                                                                                    \
+                for (int64_t p = 0; p < kc; p++)                                                        \
+                    for (int c = 0; c < NR; c++) dst[p * NR + c] = c < nr ? src[c * ldb + p] : (T)0;    \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+}                                                                                                       \
+static void pack_a_##SFX(int MR, T *dst, const T *A, int64_t lda, int trans, int64_t mc, int64_t kc) {   \
+    switch (MR) {                                                                                       \
+    case 4: pack_a_body_##SFX(4, dst, A, lda, trans, mc, kc); break;                                    \
+    case 6: pack_a_body_##SFX(6, dst, A, lda, trans, mc, kc); break;                                    \
+    case 14: pack_a_body_##SFX(14, dst, A, lda, trans, mc, kc); break;                                  \
+    default: pack_a_body_##SFX(MR, dst, A, lda, trans, mc, kc); break;                                  \
+    }                                                                                                   \
+}                                                                                                       \
+static void pack_b_##SFX(int NR, T *dst, const T *B, int64_t ldb, int trans, int64_t kc, int64_t nc) {   \
+    switch (NR) {                                                                                       \
+    case 4: pack_b_body_##SFX(4, dst, B, ldb, trans, kc, nc); break;                                    \
+    case 8: pack_b_body_##SFX(8, dst, B, ldb, trans, kc, nc); break;                                    \
+    case 16: pack_b_body_##SFX(16, dst, B, ldb, trans, kc, nc); break;                                  \
+    case 32: pack_b_body_##SFX(32, dst, B, ldb, trans, kc, nc); break;                                  \
+    default: pack_b_body_##SFX(NR, dst, B, ldb, trans, kc, nc); break;                                  \
+    }                                                                                                   \
+}
+DEFINE_PACK(float, f32)
+DEFINE_PACK(double, f64)
+
+/* The two transposing packs -- A not transposed (MR rows side by side) and B transposed (NR rows side
+ * by side) -- read one value per row per step in plain C (~2 values a cycle). On the avx2 path their
+ * full micro-panels are packed with in-register transposes instead: 8 x 8 blocks of float, 4 x 4 of
+ * double, read along the rows and written along the packed panel (2-4x faster; the same values). */
+#if DP_X86
+#define TRANSPOSE8_PS(r0, r1, r2, r3, r4, r5, r6, r7)                                                   \
+    do {                                                                                                \
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);                        \
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);                        \
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);                        \
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);                        \
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);              \
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);              \
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);              \
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);              \
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20); r1 = _mm256_permute2f128_ps(u1, u5, 0x20);           \
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20); r3 = _mm256_permute2f128_ps(u3, u7, 0x20);           \
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31); r5 = _mm256_permute2f128_ps(u1, u5, 0x31);           \
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31); r7 = _mm256_permute2f128_ps(u3, u7, 0x31);           \
+    } while (0)
+#define TRANSPOSE4_PD(r0, r1, r2, r3)                                                                   \
+    do {                                                                                                \
+        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);                       \
+        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);                       \
+        r0 = _mm256_permute2f128_pd(t0, t2, 0x20); r1 = _mm256_permute2f128_pd(t1, t3, 0x20);           \
+        r2 = _mm256_permute2f128_pd(t0, t2, 0x31); r3 = _mm256_permute2f128_pd(t1, t3, 0x31);           \
+    } while (0)
+
+/* one micro-panel of 6 rows of A (row stride lda): dst[p * 6 + r] = A[r * lda + p] */
+__attribute__((target("avx2"))) static void pack_a6_avx2_f32(float *restrict dst, const float *restrict A,
+                                                             int64_t lda, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        const float *s = A + p;
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lda), r2 = _mm256_loadu_ps(s + 2 * lda);
+        __m256 r3 = _mm256_loadu_ps(s + 3 * lda), r4 = _mm256_loadu_ps(s + 4 * lda);
+        __m256 r5 = _mm256_loadu_ps(s + 5 * lda), r6 = _mm256_setzero_ps(), r7 = _mm256_setzero_ps();
+        TRANSPOSE8_PS(r0, r1, r2, r3, r4, r5, r6, r7);
+        float *d = dst + p * 6;   /* each 8-wide store spills 2 lanes into the next step, rewritten by it */
+        _mm256_storeu_ps(d, r0); _mm256_storeu_ps(d + 6, r1); _mm256_storeu_ps(d + 12, r2);
+        _mm256_storeu_ps(d + 18, r3); _mm256_storeu_ps(d + 24, r4); _mm256_storeu_ps(d + 30, r5);
+        _mm256_storeu_ps(d + 36, r6);
+        _mm_storeu_ps(d + 42, _mm256_castps256_ps128(r7));                     /* the last: exactly 6 */
+        _mm_storel_pi((__m64 *)(d + 46), _mm256_extractf128_ps(r7, 1));
+    }
+    for (; p < kc; p++)
+        for (int r = 0; r < 6; r++) dst[p * 6 + r] = A[r * lda + p];
+}
+/* one micro-panel of 6 rows of A, double: rows 0-3 by 4 x 4 transposes, rows 4-5 in pairs */
+__attribute__((target("avx2"))) static void pack_a6_avx2_f64(double *restrict dst, const double *restrict A,
+                                                             int64_t lda, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4) {
+        const double *s = A + p;
+        __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + lda), r2 = _mm256_loadu_pd(s + 2 * lda);
+        __m256d r3 = _mm256_loadu_pd(s + 3 * lda), r4 = _mm256_loadu_pd(s + 4 * lda);
+        __m256d r5 = _mm256_loadu_pd(s + 5 * lda);
+        TRANSPOSE4_PD(r0, r1, r2, r3);
+        __m256d lo = _mm256_unpacklo_pd(r4, r5), hi = _mm256_unpackhi_pd(r4, r5);  /* (4,5) at p, p+2 | p+1, p+3 */
+        double *d = dst + p * 6;
+        _mm256_storeu_pd(d, r0); _mm_storeu_pd(d + 4, _mm256_castpd256_pd128(lo));
+        _mm256_storeu_pd(d + 6, r1); _mm_storeu_pd(d + 10, _mm256_castpd256_pd128(hi));
+        _mm256_storeu_pd(d + 12, r2); _mm_storeu_pd(d + 16, _mm256_extractf128_pd(lo, 1));
+        _mm256_storeu_pd(d + 18, r3); _mm_storeu_pd(d + 22, _mm256_extractf128_pd(hi, 1));
+    }
+    for (; p < kc; p++)
+        for (int r = 0; r < 6; r++) dst[p * 6 + r] = A[r * lda + p];
+}
+/* one micro-panel of B transposed: dst[p * 16 + c] = B[c * ldb + p], 16 rows of B side by side */
+__attribute__((target("avx2"))) static void pack_bt16_avx2_f32(float *restrict dst, const float *restrict B,
+                                                               int64_t ldb, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8)
+        for (int h = 0; h < 16; h += 8) {
+            const float *s = B + h * ldb + p;
+            __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ldb), r2 = _mm256_loadu_ps(s + 2 * ldb);
+            __m256 r3 = _mm256_loadu_ps(s + 3 * ldb), r4 = _mm256_loadu_ps(s + 4 * ldb);
+            __m256 r5 = _mm256_loadu_ps(s + 5 * ldb), r6 = _mm256_loadu_ps(s + 6 * ldb);
+            __m256 r7 = _mm256_loadu_ps(s + 7 * ldb);
+            TRANSPOSE8_PS(r0, r1, r2, r3, r4, r5, r6, r7);
+            float *d = dst + p * 16 + h;
+            _mm256_store_ps(d, r0); _mm256_store_ps(d + 16, r1); _mm256_store_ps(d + 32, r2);
+            _mm256_store_ps(d + 48, r3); _mm256_store_ps(d + 64, r4); _mm256_store_ps(d + 80, r5);
+            _mm256_store_ps(d + 96, r6); _mm256_store_ps(d + 112, r7);
+        }
+    for (; p < kc; p++)
+        for (int c = 0; c < 16; c++) dst[p * 16 + c] = B[c * ldb + p];
+}
+__attribute__((target("avx2"))) static void pack_bt8_avx2_f64(double *restrict dst, const double *restrict B,
+                                                              int64_t ldb, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4)
+        for (int h = 0; h < 8; h += 4) {
+            const double *s = B + h * ldb + p;
+            __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ldb), r2 = _mm256_loadu_pd(s + 2 * ldb);
+            __m256d r3 = _mm256_loadu_pd(s + 3 * ldb);
+            TRANSPOSE4_PD(r0, r1, r2, r3);
+            double *d = dst + p * 8 + h;
+            _mm256_store_pd(d, r0); _mm256_store_pd(d + 8, r1); _mm256_store_pd(d + 16, r2);
+            _mm256_store_pd(d + 24, r3);
+        }
+    for (; p < kc; p++)
+        for (int c = 0; c < 8; c++) dst[p * 8 + c] = B[c * ldb + p];
+}
+#define PACK_A6_AVX2_f32 pack_a6_avx2_f32
+#define PACK_A6_AVX2_f64 pack_a6_avx2_f64
+#define PACK_BT_AVX2_f32 pack_bt16_avx2_f32
+#define PACK_BT_AVX2_f64 pack_bt8_avx2_f64
+#define PACK_BT_NR_f32 16
+#define PACK_BT_NR_f64 8
+#endif
+
+/* pack_a / pack_b on the blocking's path: the avx2 transposes for their full micro-panels there */
+#define DEFINE_PACK_DISPATCH(T, SFX)                                                                    \
+static void pack_a_isa_##SFX(int isa, int MR, T *dst, const T *A, int64_t lda, int trans, int64_t mc,    \
+                             int64_t kc) {                                                              \
+    if (DP_X86 && isa == ISA_AVX2 && MR == 6 && !trans) {                                               \
+        const int64_t mfull = mc / 6 * 6;                                                               \
+        for (int64_t i = 0; i < mfull; i += 6) PACK_A6(SFX)(dst + i * kc, A + i * lda, lda, kc);       \
+        if (mc > mfull) pack_a_##SFX(MR, dst + mfull * kc, A + mfull * lda, lda, trans, mc - mfull, kc); \
+        return;                                                                                         \
+    }                                                                                                   \
+    pack_a_##SFX(MR, dst, A, lda, trans, mc, kc);                                                       \
+}                                                                                                       \
+static void pack_b_isa_##SFX(int isa, int NR, T *dst, const T *B, int64_t ldb, int trans, int64_t kc,    \
+                             int64_t nc) {                                                              \
+    if (DP_X86 && isa == ISA_AVX2 && NR == PACK_BT_NR(SFX) && trans) {                                  \
+        const int64_t nfull = nc / NR * NR;                                                             \
+        for (int64_t j = 0; j < nfull; j += NR) PACK_BT(SFX)(dst + j * kc, B + j * ldb, ldb, kc);      \
+        if (nc > nfull) pack_b_##SFX(NR, dst + nfull * kc, B + nfull * ldb, ldb, trans, kc, nc - nfull); \
+        return;                                                                                         \
+    }                                                                                                   \
+    pack_b_##SFX(NR, dst, B, ldb, trans, kc, nc);                                                       \
+}
+#if DP_X86
+#define PACK_A6(SFX) PACK_A6_AVX2_##SFX
+#define PACK_BT(SFX) PACK_BT_AVX2_##SFX
+#define PACK_BT_NR(SFX) PACK_BT_NR_##SFX
+#else   /* never called (DP_X86 is 0 in the condition), only named */
+static void pack_none_f32(float *d, const float *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
+static void pack_none_f64(double *d, const double *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
+#define PACK_A6(SFX) pack_none_##SFX
+#define PACK_BT(SFX) pack_none_##SFX
+#define PACK_BT_NR(SFX) 0
+#endif
+DEFINE_PACK_DISPATCH(float, f32)
+DEFINE_PACK_DISPATCH(double, f64)
+
+/* ---- macro-kernel and driver ------------------------------------------------------------------------ */
+
+#define DEFINE_GEMM(T, SFX)                                                                             \
+static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
+                               int64_t mc, int64_t nc,                                                  \
+                               int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
+                               const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0) {        \
+    /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
+     * bias != NULL on the first k block only, ep != NULL on the last */                                \
+    const int MR = bk->mr, NR = bk->nr;                                                                 \
+    _Alignas(64) T ct[MAX_MR * MAX_NR];   /* a partial tile, computed whole */                          \
+    T bt[MAX_NR];                         /* the bias of a partial tile, zero-padded to NR */           \
+    for (int64_t jr = 0; jr < nc; jr += NR) {                                                           \
+        const int64_t nr = min64(NR, nc - jr);                                                          \
+        const T *b = Bp + jr * kc;                                                                      \
+        const T *bj = bias ? bias + jr : NULL;                                                          \
+        if (bias && nr < NR) {                                                                          \
+            for (int64_t j = 0; j < NR; j++) bt[j] = j < nr ? bias[jr + j] : (T)0;                      \
+            bj = bt;                                                                                    \
+        }                                                                                               \
+        for (int64_t ir = 0; ir < mc; ir += MR) {                                                       \
+            const int64_t mr = min64(MR, mc - ir);                                                      \
+            const T *a = Ap + ir * kc;                                                                  \
+            T *c = C + ir * ldc + jr;                                                                   \
+            const ukernel_##SFX uk = mr < MR && rows_kernel[mr] ? rows_kernel[mr] : kernel;            \
+            if (nr == NR && (mr == MR || uk != kernel)) {    /* straight into C */                      \
+                uk(kc, a, b, c, ldc, alpha, beta, bj);                                                  \
+            } else {                                                                                    \
+                uk(kc, a, b, ct, NR, alpha, (T)0, bj);                                                  \
+                for (int64_t r = 0; r < mr; r++)                                                        \
+                    for (int64_t j = 0; j < nr; j++) {                                                  \
+                        T *cj = c + r * ldc + j;                                                        \
+                        const T t = ct[r * NR + j];                                                     \
+                        *cj = beta == (T)0 ? t : (beta == (T)1 ? *cj + t : beta * *cj + t);             \
+                    }                                                                                   \
+            }                                                                                           \
+            if (ep) ep->fn(ep->ctx, i0 + ir, j0 + jr, mr, nr);                                          \
+        }                                                                                               \
+    }                                                                                                   \
+}                                                                                                       \
+void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha, const T *A,           \
+                int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc, const T *bias,         \
+                const gemm_epilogue *ep) {                                                              \
+    /* C (m, n) row stride ldc; op(A) (m, k); op(B) (k, n) -- see gemm.h */                             \
+    if (m <= 0 || n <= 0) return;                                                                       \
+    if (k <= 0 || alpha == (T)0) {      /* C = beta C + bias; A and B are not read */                   \
+        for (int64_t i = 0; i < m; i++)                                                                 \
+            for (int64_t j = 0; j < n; j++) {                                                           \
+                T *cij = C + i * ldc + j;                                                               \
+                *cij = (beta == (T)0 ? (T)0 : beta * *cij) + (bias ? bias[j] : (T)0);                   \
+            }                                                                                           \
+        if (ep)                                                                                         \
+            for (int64_t i = 0; i < m; i += 16) ep->fn(ep->ctx, i, 0, min64(16, m - i), n);             \
+        return;                                                                                         \
+    }                                                                                                   \
+    const int isa = isa_index();                                                                        \
+    const blocking *bk = &BLK_##SFX[isa];                                                               \
+    const ukernel_##SFX kernel = UK_##SFX[isa];                                                         \
+    T *Ap = (T *)apack, *Bp = (T *)bpack;                                                               \
+    /* balanced blocks: the fewest of at most KC (MC, NC), equal up to the rounding to MR (NR) */       \
+    const int64_t kb = ceil_div(k, ceil_div(k, bk->kc));                                                \
+    const int64_t mb = round_up(ceil_div(m, ceil_div(m, bk->mc)), bk->mr);                              \
+    const int64_t nb = round_up(ceil_div(n, ceil_div(n, bk->nc)), bk->nr);                              \
+    /* Threads (a later task): split the jc loop (each thread its own B panel) or, for few columns,     \
+     * the ic loop (the B panel packed once and shared, each thread its own A block). The packing      \
+     * buffers are already per thread. */                                                               \
+    for (int64_t jc = 0; jc < n; jc += nb) {                                                            \
+        const int64_t nc = min64(nb, n - jc);                                                           \
+        for (int64_t pc = 0; pc < k; pc += kb) {                                                        \
+            const int64_t kc = min64(kb, k - pc);                                                       \
+            const T beta_pc = pc == 0 ? beta : (T)1;     /* later k blocks accumulate into C */        \
+            const gemm_epilogue *ep_pc = pc + kc >= k ? ep : NULL;                                      \
+            pack_b_isa_##SFX(isa, bk->nr, Bp, transb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, transb, \
+                             kc, nc);                                                                   \
+            for (int64_t ic = 0; ic < m; ic += mb) {                                                    \
+                const int64_t mc = min64(mb, m - ic);                                                   \
+                pack_a_isa_##SFX(isa, bk->mr, Ap, transa ? A + pc * lda + ic : A + ic * lda + pc, lda,  \
+                                 transa, mc, kc);                                                       \
+                macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, alpha, \
+                                   beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc);         \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+}
+
+DEFINE_GEMM(float, f32)
+DEFINE_GEMM(double, f64)
