@@ -22,3 +22,17 @@ def dtype(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def central_diff(f, a, h=1e-5):
+    """d f() / d a by central differences, perturbing a in place."""
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + h
+        fp = f()
+        a[idx] = old - h
+        fm = f()
+        a[idx] = old
+        g[idx] = (fp - fm) / (2 * h)
+    return g

@@ -9,6 +9,8 @@ import pytest
 
 import kernels
 
+from .conftest import central_diff
+
 BACKENDS = ["numpy", "numba", "c"]
 DTYPES = [np.float32, np.float64]
 
@@ -35,20 +37,6 @@ def make(N=6, C=4, dtype=np.float64, seed=0):
 
 def running(C, dtype=np.float64):
     return np.zeros(C, dtype=dtype), np.ones(C, dtype=dtype)
-
-
-def central_diff(f, a, h=1e-5):
-    """d f() / d a by central differences, perturbing a in place."""
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + h
-        fp = f()
-        a[idx] = old - h
-        fm = f()
-        a[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
 
 
 # ---- gradients --------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import pytest
 
 import kernels
 
+from .conftest import central_diff
+
 BACKENDS = ["numpy", "numba", "c"]
 DTYPES = [np.float32, np.float64]
 
@@ -27,20 +29,6 @@ def make(N=4, D=6, dtype=np.float64, seed=0):
     gamma = rng.uniform(0.5, 1.5, D) * rng.choice([-1.0, 1.0], D)
     beta = rng.standard_normal(D)
     return x.astype(dtype), gamma.astype(dtype), beta.astype(dtype)
-
-
-def central_diff(f, a, h=1e-5):
-    """d f() / d a by central differences, perturbing a in place."""
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + h
-        fp = f()
-        a[idx] = old - h
-        fm = f()
-        a[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
 
 
 # ---- gradients --------------------------------------------------------------------------------------
