@@ -13,9 +13,16 @@ How a figure is made
     speed-ups, % of limit) uses the median.
   * Kernels that write arguments in place (batch-norm running statistics, the gradients given to
     clip_grad_*) get those arguments restored before every call, outside the timing (number = 1).
-  * Output allocation is INSIDE the timing, for every backend alike: our kernels allocate their
-    outputs (the API has no out= argument) and so do the torch ops they are compared with. There is
-    no pre-allocated variant, because our kernels cannot be called with one.
+  * Output allocation: every backend allocates its outputs in the call (our kernels and the torch ops
+    alike), and ``--alloc`` says where that cost lands. ``inside`` (default): the allocator as every
+    Python program has it (glibc's defaults: its dynamic mmap threshold recycles most freed blocks up
+    to 32 MiB, larger outputs get fresh pages each call), so the page faults and zeroing of new output
+    memory are in the timing. ``outside``: each child first tells glibc (``mallopt``) never to mmap
+    and never to trim, so a freed output's warm memory is reused by the next call: page faults and
+    zeroing leave the timing and what remains is the allocator call itself (~1 us, independent of
+    size) - the figure a caller reusing its buffers would see. Every row records the mode (``alloc``)
+    and the minor page faults per timed call (``faults_per_call``, from getrusage), so the effect is
+    measured, not assumed: ``outside`` shows ~0. Both modes apply to NumPy, Numba, C and torch alike.
   * Isolation: each backend runs in its own subprocess, started with the SPAWN method (fork is unsafe
     once Numba's or torch's OpenMP pool is up), so thread pools of one backend never contend with
     another's. ``--threads N`` is set in that child's environment before it imports anything heavy
@@ -31,7 +38,7 @@ How a figure is made
 
 Columns: kernel, backend, dtype, shape, threads, min_s, median_s, iqr_s, gflops, gbps,
 speedup_vs_numpy, speedup_vs_torch, pct_of_limit, then size, bound, flops, bytes, limit, repeats,
-number, blas_arch, blas_coretype, check, error.
+number, blas_arch, blas_coretype, alloc, faults_per_call, check, error.
   * gflops = the kernel's flop count (WORKLOADS; blank where no count is meaningful) / median_s.
   * gbps = bytes / median_s, bytes counted by one rule for every kernel: every array argument read
     once + every returned array written once + every argument written in place written once more
@@ -65,10 +72,11 @@ from .cli import parse_sizes
 COLUMNS = ["kernel", "backend", "dtype", "shape", "threads", "min_s", "median_s", "iqr_s", "gflops", "gbps",
            "speedup_vs_numpy", "speedup_vs_torch", "pct_of_limit"]
 EXTRA_COLUMNS = ["size", "bound", "flops", "bytes", "limit", "repeats", "number", "blas_arch", "blas_coretype",
-                 "check", "error"]
+                 "alloc", "faults_per_call", "check", "error"]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 ALL_BACKENDS = ("numpy", "numba", "c", "torch")
 DTYPES = ("float32", "float64")
+ALLOC_MODES = ("inside", "outside")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS")
 COMPUTE_BOUND = ("linear_forward", "linear_backward", "qr", "orthogonal_init")
@@ -561,10 +569,43 @@ def run_case(name, backend, dtype, n, repeat, min_time, seed=0):
     row, call, restore = prepare_case(name, backend, dtype, n, seed)
     if call is None:
         return row
+    faults0 = _minor_faults()
     samples, number = time_call(call, restore, repeat, min_time, first_s=row.pop("first_s", None))
+    faults = _minor_faults() - faults0
     row["min_s"], row["median_s"], row["iqr_s"] = stats(samples)
     row["repeats"], row["number"] = len(samples), number
+    # includes the (non-allocating) restores and the calibration call, at most one call's worth
+    row["faults_per_call"] = faults / (len(samples) * number) if faults >= 0 else None
     return row
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (-1 where getrusage is unavailable)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def set_alloc(mode: str) -> str:
+    """Apply an --alloc mode to this (child) process; returns what the rows record. ``outside``: glibc
+    never mmaps a block (so never unmaps one) and never trims the heap, so freed output memory stays
+    mapped and warm and the next call's output reuses it (see the module docstring)."""
+    if mode == "inside":
+        return "inside"
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):  # not glibc
+        ok = False
+    return "outside" if ok else "inside (outside unavailable: no glibc mallopt)"
 
 
 # ---- the child process ------------------------------------------------------------------------------------
@@ -628,10 +669,12 @@ def pin_threads(threads: int, backend: str) -> dict:
 _LIMITER = None
 
 
-def child_main(backend, cases, threads, repeat, min_time, out_queue):
-    """Entry point of a backend's spawned child: pin threads, then run every case in order."""
+def child_main(backend, cases, threads, repeat, min_time, out_queue, alloc="inside"):
+    """Entry point of a backend's spawned child: allocator mode, pin threads, then run every case."""
     try:
+        alloc_applied = set_alloc(alloc)
         env_report = pin_threads(threads, backend)
+        env_report["alloc"] = alloc_applied
         out_queue.put(("env", env_report))
         for i, (name, dtype, n) in enumerate(cases):
             out_queue.put(("start", i))
@@ -643,6 +686,7 @@ def child_main(backend, cases, threads, repeat, min_time, out_queue):
                        "traceback": traceback.format_exc(limit=6)}
             row["blas_arch"] = env_report["blas_arch"]
             row["blas_coretype"] = env_report["env"].get("OPENBLAS_CORETYPE") or "auto"
+            row["alloc"] = alloc_applied
             out_queue.put(("row", row))
         out_queue.put(("done", None))
     except BaseException as exc:  # report, then die
@@ -662,6 +706,7 @@ class Plan:
     repeat: int = 5
     min_time: float = 0.2
     blas_coretype: str = "env"
+    alloc: str = "inside"
     skipped: dict = field(default_factory=dict)  # backend -> why it is not run
 
 
@@ -684,7 +729,7 @@ def default_threads() -> int:
 
 
 def make_plan(kernels=None, backends=None, dtypes=None, sizes=None, threads=None, repeat=5, min_time=0.2,
-              blas_coretype="env") -> Plan:
+              blas_coretype="env", alloc="inside") -> Plan:
     """Validate a request (BenchError with a clear message) and resolve its defaults."""
     from . import REGISTRY, torch_peer
 
@@ -714,10 +759,12 @@ def make_plan(kernels=None, backends=None, dtypes=None, sizes=None, threads=None
         raise BenchError(f"--threads must be >= 1, got {threads}")
     if repeat < 1 or min_time < 0:
         raise BenchError("--repeat must be >= 1 and --min-time >= 0")
+    if alloc not in ALLOC_MODES:
+        raise BenchError(f"--alloc must be one of {', '.join(ALLOC_MODES)}, got {alloc!r}")
     per_kernel = {k: tuple(sizes) if sizes else workload(k).sizes for k in names}
     if "torch" in chosen and not any(torch_peer.has_peer(k) for k in names):
         skipped["torch"] = "no torch counterpart for the kernel(s) asked"
-    return Plan(names, chosen, dtypes, per_kernel, threads, repeat, min_time, blas_coretype, skipped)
+    return Plan(names, chosen, dtypes, per_kernel, threads, repeat, min_time, blas_coretype, alloc, skipped)
 
 
 def plan_cases(plan: Plan, backend: str) -> list:
@@ -741,7 +788,8 @@ def _run_backend(plan: Plan, backend: str, cases: list, bar, env_reports: dict) 
     while todo:
         q = ctx.Queue()
         proc = ctx.Process(target=child_main, name=f"deepprop-bench-{backend}",
-                           args=(backend, todo, plan.threads, plan.repeat, plan.min_time, q), daemon=True)
+                           args=(backend, todo, plan.threads, plan.repeat, plan.min_time, q, plan.alloc),
+                           daemon=True)
         with _environment(child_environment(plan.threads, plan.blas_coretype)):
             proc.start()
         current, done, received, kind, fatal = None, False, 0, None, ""
@@ -869,6 +917,8 @@ def _fmt(value, col) -> str:
         return f"{value:.3g}"
     if col == "flops":
         return f"{value:.6g}"
+    if col == "faults_per_call":
+        return f"{value:.3g}"
     return str(value)
 
 
@@ -972,6 +1022,9 @@ def summary(rows, plan: Plan, env_reports: dict, limits: dict | None) -> str:
         extra = "".join(f", {k}={rep[k]}" for k in ("numba_threads", "torch_threads") if k in rep)
         lines.append(f"{b} child: BLAS {rep['blas_arch']}, OPENBLAS_CORETYPE="
                      f"{rep['env'].get('OPENBLAS_CORETYPE') or 'unset (auto-detected)'}{extra}")
+    lines.append({"inside": "output allocation: inside the timing (--alloc outside reuses warm output memory)",
+                  "outside": "output allocation: outside the timing (warm memory reused; the allocator call "
+                             "remains)"}[plan.alloc] + "; faults_per_call in the rows shows the page faults")
     if limits is None:
         lines.append("pct_of_limit: blank (machine limits not available)")
     else:
@@ -990,7 +1043,8 @@ def context(plan: Plan, env_reports: dict, limits: dict | None, command: str) ->
         load = None
     return {"command": command, "commit": machine.commit(), "cpu": c["model"], "cores": c["usable_cores"],
             "load_average_1min": load,
-            "threads": plan.threads, "blas_coretype": plan.blas_coretype, "children": env_reports,
+            "threads": plan.threads, "blas_coretype": plan.blas_coretype, "alloc": plan.alloc,
+            "children": env_reports,
             "limits": limits, "software": machine.software(threading_layer=False),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
@@ -1008,9 +1062,11 @@ examples:
   deepprop bench --kernel relu_forward --sizes 256,16384 --backends numpy,c --format markdown --out relu.md
   deepprop bench --blas-coretype auto --kernel linear_forward      NumPy on OpenBLAS's own kernels
   deepprop bench --workloads                                        what each kernel is timed on
+  deepprop bench --kernel relu_forward --sizes 16384 --alloc outside  output allocation outside the timing
 
 Output allocation is inside the timing for every backend alike (our kernels allocate their outputs,
-as do the torch ops); there is no pre-allocated variant. Each backend runs in its own spawned
+as do the torch ops); --alloc outside makes every child reuse warm output memory instead, so page
+faults and zeroing of new outputs leave the timing (faults_per_call shows it). Each backend runs in its own spawned
 subprocess with the --threads setting applied before NumPy, Numba or torch load. A progress bar runs
 on stderr; a summary table ends the run (stderr, or stdout with --out). `deepprop bench --help`
 shows how figures are made (`python -c "import kernels.bench; help(kernels.bench)"` has more).
@@ -1037,6 +1093,10 @@ def add_arguments(p) -> None:
     p.add_argument("--blas-coretype", default="env", metavar="env|auto|NAME",
                    help="OPENBLAS_CORETYPE in the children: env = as in this environment (default), auto = "
                         "removed (OpenBLAS's own detection: the fair NumPy baseline), NAME = set to NAME")
+    p.add_argument("--alloc", choices=ALLOC_MODES, default="inside",
+                   help="output allocation inside the timing (default: the allocator as any program has it, "
+                        "fresh pages for large outputs) or outside (every child reuses warm output memory: page "
+                        "faults and zeroing leave the timing); rows record faults_per_call either way")
     p.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     p.add_argument("--out", metavar="FILE", help="write the rows to FILE (the summary then goes to stdout)")
     p.add_argument("--no-limits", action="store_true",
@@ -1087,7 +1147,7 @@ def main(args) -> int:
         return 0
     try:
         plan = make_plan(kernels_asked or None, args.backends, args.dtype, args.sizes, args.threads, args.repeat,
-                         args.min_time, args.blas_coretype)
+                         args.min_time, args.blas_coretype, args.alloc)
     except BenchError as exc:
         print(f"deepprop bench: {exc}", file=sys.stderr)
         return 2

@@ -77,6 +77,7 @@ def stamp_lines(stamp: dict) -> list[str]:
         f"BLAS: {stamp.get('blas_arch')}; OPENBLAS_CORETYPE in the children: "
         f"{stamp.get('openblas_coretype') or 'unset (auto-detected)'} (--blas-coretype {stamp.get('blas_coretype')})",
         f"threads: {stamp.get('threads')} ({thr})" if thr else f"threads: {stamp.get('threads')}",
+        f"output allocation: {stamp.get('alloc', 'inside')} the timing (--alloc)",
         f"versions: python {sw.get('python')}, numpy {sw.get('numpy')}, numba {nb.get('version')}, "
         f"torch {torch.get('version') if torch else 'not installed'}",
         f"C build: {sw.get('c_build')}",
@@ -109,7 +110,9 @@ def write_markdown(path: pathlib.Path, rows, stamp, families: dict, pngs: dict) 
     lines += ["", "Times are medians over repeats (kernels.bench explains the timing); speed-ups are NumPy's "
               "(the float64-inside reference) median over the backend's; `% limit` is GFLOP/s against the FMA "
               "peak for compute-bound kernels, GB/s against the measured bandwidth of the cache level the "
-              "bytes fit in for the others. Output allocation is inside the timing for every backend.", ""]
+              f"bytes fit in for the others. Output allocation is {stamp.get('alloc', 'inside')} the timing for "
+              "every backend (`deepprop bench --alloc` offers the other; `faults_per_call` shows the page faults).",
+              ""]
     errs = [r for r in rows if r.get("error")]
     for fam, names in families.items():
         frows = [r for r in rows if r["kernel"] in names]
@@ -206,7 +209,8 @@ def write_readme(path: pathlib.Path, stamp, files: dict, command: str) -> None:
 # ---- the command ----------------------------------------------------------------------------------------------
 
 def report(outdir="results", kernels=None, threads=None, sizes=None, blas_coretype="auto", repeat=5, min_time=0.1,
-           remeasure=True, parts=("speed", "depth"), command="deepprop report", progress=True, backends=None) -> dict:
+           remeasure=True, parts=("speed", "depth"), command="deepprop report", progress=True, backends=None,
+           alloc="inside") -> dict:
     """Regenerate the results files; returns {file name: how it is made}."""
     from . import machine
 
@@ -214,7 +218,7 @@ def report(outdir="results", kernels=None, threads=None, sizes=None, blas_corety
     outdir.mkdir(parents=True, exist_ok=True)
     files: dict = {}
     limits = machine.limits(refresh=remeasure)
-    plan = bench.make_plan(kernels, backends, None, sizes, threads, repeat, min_time, blas_coretype)
+    plan = bench.make_plan(kernels, backends, None, sizes, threads, repeat, min_time, blas_coretype, alloc)
     rows, env_reports = bench.run(plan, limits, progress=progress) if "speed" in parts else ([], {})
     stamp = make_stamp(command, plan, env_reports, limits)
     if "speed" in parts:
@@ -264,6 +268,8 @@ def add_arguments(p) -> None:
                    help="and at least this long per case (default: 0.1)")
     p.add_argument("--backends", type=bench._csv_list, default=None, metavar="B,B,...",
                    help="as for deepprop bench (default: every available one)")
+    p.add_argument("--alloc", choices=bench.ALLOC_MODES, default="inside",
+                   help="as for deepprop bench (default: inside the timing)")
     p.add_argument("--cached-limits", action="store_true",
                    help="use the cached machine limits instead of measuring them afresh")
     p.add_argument("--parts", type=bench._csv_list, default=["speed", "depth"], metavar="speed,depth",
@@ -277,7 +283,8 @@ def main(args) -> int:
     t0 = time.time()
     try:
         files = report(args.outdir, kernels_asked, args.threads, args.sizes, args.blas_coretype, args.repeat,
-                       args.min_time, not args.cached_limits, tuple(args.parts), command, backends=args.backends)
+                       args.min_time, not args.cached_limits, tuple(args.parts), command, backends=args.backends,
+                       alloc=args.alloc)
     except bench.BenchError as exc:
         print(f"deepprop report: {exc}", file=sys.stderr)
         return 2
