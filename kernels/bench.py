@@ -1103,6 +1103,11 @@ def add_arguments(p) -> None:
                    help="do not measure the machine's limits if they are not cached (pct_of_limit blank)")
     p.add_argument("--workloads", action="store_true",
                    help="print what each kernel is timed on and how flops and bytes are counted, and exit")
+    p.add_argument("--targets", action="store_true",
+                   help="instead of the kernel table, measure and grade the speed targets of kernels.targets "
+                        "(issue 5: each kernel against NumPy/SciPy as a user writes it, the reference and torch, "
+                        "at the issue's shapes; % of bandwidth; 2-thread scaling; the harness against torch "
+                        "autograd); --repeat/--min-time/--format/--out apply")
     p.add_argument("--harness", metavar="DEPTHS", type=parse_sizes, nargs="?", const=(100, 1000, 10_000),
                    help="instead of kernels, time one forward+backward of the depth harness (width 256, batch 128, "
                         "float32, He init, ReLU; --backends picks one, default c) and its peak memory, each depth "
@@ -1142,6 +1147,10 @@ def main(args) -> int:
     kernels_asked = [k for arg in (args.kernel or []) for k in _csv_list(arg)]
     if args.harness:
         return _harness_main(args)
+    if args.targets:
+        from . import targets
+
+        return targets.main(args)
     if args.workloads:
         print(workloads_table(kernels_asked or None))
         return 0

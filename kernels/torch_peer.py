@@ -399,3 +399,34 @@ _MAKERS = {
     "l1_grad": _binary("grad", "w", "l1", sign=True),
     **{name: _init(name) for name in INITS},
 }
+
+
+def depth_net(depth: int, width: int, batch: int, activation: str = "relu", init: str = "he_normal",
+              dtype: str = "float32", seed: int = 0):
+    """The depth harness's plain net in PyTorch eager mode with autograd, for kernels.targets: draw
+    x ~ N(0, 1) (batch, width); per layer W ~ N(0, 2 / width) (He normal, fan_in), b = 0, h = relu(h @ W + b)
+    (torch.addmm), the variance of every h recorded; backward from g / batch, g ~ N(0, 1), with every
+    hidden gradient retained and the norms of dl/dh and dl/dW read. The same work as one
+    ``kernels.depth.run_config(..., stats=False)`` of that net: weights drawn in the timing, per-layer
+    statistics. Returns log10(||dl/dx^0|| / ||dl/dx^L||)."""
+    import torch
+
+    if activation != "relu" or init != "he_normal":
+        raise ValueError("depth_net: only the benchmark's net (relu, he_normal) is written")
+    dt = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    gen = torch.Generator().manual_seed(seed)
+    std = math.sqrt(2.0 / width)
+    x = torch.randn(batch, width, generator=gen, dtype=dt, requires_grad=True)
+    h, hs, ws, var = x, [], [], []
+    for _ in range(depth):
+        W = (torch.randn(width, width, generator=gen, dtype=dt) * std).requires_grad_()
+        b = torch.zeros(width, dtype=dt, requires_grad=True)
+        h = torch.relu(torch.addmm(b, h, W))
+        h.retain_grad()
+        hs.append(h)
+        ws.append(W)
+        var.append(float(h.detach().var()))
+    g = torch.randn(batch, width, generator=gen, dtype=dt) / batch
+    h.backward(g)
+    norms = [float(t.grad.norm()) for t in hs] + [float(W.grad.norm()) for W in ws]
+    return math.log10(float(x.grad.norm()) / norms[depth - 1]) if norms[depth - 1] > 0 else math.nan

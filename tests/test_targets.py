@@ -1,0 +1,99 @@
+"""kernels.targets (`deepprop bench --targets`): the grading arithmetic and the measuring machinery.
+Correctness only: no test asserts a speed."""
+
+import numpy as np
+import pytest
+
+from kernels import targets as T
+
+FUSED = "linear+bias+relu 128x256x256 float32"
+
+
+def test_every_target_names_a_case_and_known_sides():
+    for text, kind, case, side, base, threads, req in T.TARGETS:
+        assert case in T.CASES, text
+        assert side in T.SIDES and (base is None or base in T.SIDES), text
+        assert kind in ("ratio", "pct_bw", "rate", "scaling") and req > 0 and threads in (1, 2), text
+        assert (base is not None) == (kind == "ratio"), text
+        if kind == "pct_bw":
+            assert T.CASES[case].bytes is not None, text
+        if kind == "rate":
+            assert T.CASES[case].elements is not None, text
+    need = T.measurements()
+    assert FUSED in need[("c", 1)] and FUSED in need[("native", 1)]
+    # a scaling target measures its side at 1 thread too
+    assert "linear_forward 1024x1024x1024 float32" in need[("numba", 1)]
+
+
+def _rows(**medians):
+    return [{"case": "w", "side": s, "threads": t, "median_s": m, "bytes": 4e9, "elements": 1e9}
+            for (s, t), m in medians.items()]
+
+
+def test_grade_arithmetic():
+    tg = [("r", "ratio", "w", "c", "native", 1, 1.2), ("s", "scaling", "w", "c", None, 2, 1.7),
+          ("e", "rate", "w", "c", None, 1, 2.5e9), ("b", "pct_bw", "w", "c", None, 1, 70.0)]
+    saved = T.CASES.get("w")
+    T.CASES["w"] = T.Case("synthetic", None, None)
+    try:
+        limits = {"cores": 2, "caches": {}, "bandwidth_gbps": {k: {lv: {"1": 10.0, "2": 20.0}
+                                                                    for lv in ("L1", "L2", "L3", "DRAM")}
+                                                                for k in ("copy", "triad")}}
+        rows = [{"case": "w", "side": "c", "threads": 1, "median_s": 0.5, "bytes": 4e9, "elements": 1e9},
+                {"case": "w", "side": "native", "threads": 1, "median_s": 0.75},
+                {"case": "w", "side": "c", "threads": 2, "median_s": 0.3125}]
+        g = {x["target"]: x for x in T.grade(rows, limits, tg)}
+    finally:
+        if saved is None:
+            del T.CASES["w"]
+        else:
+            T.CASES["w"] = saved
+    assert g["r"]["measured"] == pytest.approx(1.5) and g["r"]["met"] is True
+    assert g["s"]["measured"] == pytest.approx(1.6) and g["s"]["met"] is False
+    assert g["e"]["measured"] == pytest.approx(2e9) and g["e"]["met"] is False
+    assert g["b"]["measured"] == pytest.approx(80.0) and g["b"]["met"] is True  # 8 GB/s of 10 GB/s
+    md = T.to_markdown(list(g.values()))
+    assert "2 of 4 targets met." in md and "**no**" in md and "1.50x" in md
+
+
+def test_a_failed_side_grades_as_not_measured_with_its_reason():
+    tg = [("r", "ratio", FUSED, "c", "native", 1, 1.2)]
+    rows = [{"case": FUSED, "side": "c", "threads": 1, "error": "AssertionError: result differs"},
+            {"case": FUSED, "side": "native", "threads": 1, "median_s": 1.0}]
+    (g,) = T.grade(rows, None, tg)
+    assert g["measured"] is None and g["met"] is None and "result differs" in g["note"]
+    rows = [{"case": FUSED, "side": "c", "threads": 1, "median_s": 1.0},
+            {"case": FUSED, "side": "native", "threads": 1, "error": "boom"}]
+    (g,) = T.grade(rows, None, tg)
+    assert g["met"] is None and "native: boom" in g["note"]
+
+
+def test_the_check_catches_a_wrong_result():
+    case = T.CASES[FUSED]
+    kw = case.make(np.random.default_rng(0))
+    good = case.build("c", kw)()
+    assert T._check(case, kw, kw, good) is None
+    bad = good.copy()
+    bad[3, 5] += 1.0
+    assert "max error" in T._check(case, kw, kw, bad)
+
+
+def test_native_baselines_compute_what_they_claim():
+    rng = np.random.default_rng(1)
+    case = T.CASES[FUSED]
+    kw = case.make(rng)
+    ref = np.maximum(kw["x"].astype(np.float64) @ kw["W"] + kw["b"], 0)
+    np.testing.assert_allclose(case.build("native", kw)(), ref, rtol=1e-4, atol=1e-4)
+    a = rng.standard_normal((5, 4, 3))
+    q, r = T._sign_fix(*np.linalg.qr(a))
+    assert np.all(np.diagonal(r, axis1=-2, axis2=-1) >= 0)
+    np.testing.assert_allclose(q @ r, a, atol=1e-12)
+
+
+def test_a_real_run_in_spawned_children():
+    tg = [t for t in T.TARGETS if t[2] == FUSED]
+    graded, rows, envs = T.run(tg, repeat=1, min_time=0.0, progress=False)
+    assert {(r["side"], r["threads"]) for r in rows} == {("c", 1), ("native", 1)}
+    assert all(not r.get("error") and r["median_s"] > 0 for r in rows), rows
+    assert graded[0]["measured"] > 0 and graded[0]["met"] in (True, False)
+    assert all(e["threads"] == 1 and e["env"]["OPENBLAS_CORETYPE"] is None for e in envs.values())
