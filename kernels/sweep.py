@@ -745,10 +745,14 @@ def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bo
     if outdir:
         os.makedirs(outdir, exist_ok=True)
         base = Path(outdir)
+        stamp = _stamp_lines(sweep_dir, df)
         (base / "table.csv").write_text(depth.format_table(table, "csv") if not table.empty else "")
-        (base / "table.md").write_text(depth.format_table(table, "markdown") if not table.empty else "")
+        (base / "table.md").write_text(
+            f"# Depth table of the sweep {sweep_dir}\n\n" + "".join(f"- {line}\n" for line in stamp) + "\n"
+            + (depth.format_table(table, "markdown") if not table.empty else "(no finished configurations)\n"))
+        (base / "runs.md").write_text(runs_markdown(sweep_dir, stamp))
         errors[["id", "params", "replicate", "seed", "error"]].to_csv(base / "errors.csv", index=False)
-        written += [str(base / "table.csv"), str(base / "table.md"), str(base / "errors.csv")]
+        written += [str(base / "table.csv"), str(base / "table.md"), str(base / "runs.md"), str(base / "errors.csv")]
         if plot and not table.empty:
             try:
                 depth._pyplot()
@@ -758,6 +762,58 @@ def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bo
                 plot_sweep(table, str(base / "table.png"), f"sweep {sweep_dir}")
                 written.append(str(base / "table.png"))
     return text, written
+
+
+def _stamp_lines(sweep_dir, df) -> list[str]:
+    """What the report files are stamped with: the command, this checkout and machine, and the code
+    versions and workers that produced the shards (which may differ from this checkout)."""
+    from . import machine
+
+    sw = machine.software(threading_layer=False)
+    c = machine.cpu()
+    versions = sorted(set(df["code_version"].dropna())) if "code_version" in df else []
+    workers = sorted(set(df["worker"].dropna())) if "worker" in df else []
+    return [f"command: deepprop report --sweep {sweep_dir} (+ --sweep-outdir)",
+            f"commit of the report: {machine.commit()}; code version(s) of the shards: {', '.join(versions)}",
+            f"CPU: {c['model']}, {c['usable_cores']} usable core(s)",
+            f"BLAS: {machine.blas_architecture()}; OPENBLAS_CORETYPE: "
+            f"{os.environ.get('OPENBLAS_CORETYPE') or 'unset (auto-detected)'}",
+            f"threads: 1 per worker (BLAS, Numba, OpenMP pinned in every worker); {len(workers)} worker "
+            f"process(es) wrote rows",
+            f"versions: python {sw.get('python')}, numpy {sw.get('numpy')}, "
+            f"numba {(sw.get('numba') or {}).get('version')}, dask {_dask_version()}; C build: {sw.get('c_build')}"]
+
+
+def _dask_version() -> str:
+    try:
+        import dask
+
+        return dask.__version__
+    except ImportError:
+        return "not installed"
+
+
+def runs_markdown(sweep_dir, stamp: list[str]) -> str:
+    """OUTPUT/runs.jsonl as a table: every run of the sweep (a resume is a run) with its wall time,
+    summed compute and overhead = (wall x workers - compute) / compute."""
+    lines = [f"# Runs of the sweep {sweep_dir}", ""] + [f"- {s}" for s in stamp] + [
+        "", "overhead = (wall x workers - sum of compute_seconds) / sum of compute_seconds: scheduling, "
+        "serialization, Parquet I/O and idle workers at the end (cluster start-up and worker warm-up are "
+        "outside the wall). A run interrupted with tasks in flight overstates it (their compute is lost).", "",
+        "| finished | code version | configurations run | skipped (already done) | failed | workers | wall (s) | "
+        "compute (s) | overhead | interrupted |", "|---|---|---|---|---|---|---|---|---|---|"]
+    path = Path(sweep_dir) / "runs.jsonl"
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.get("time", 0)))
+        lines.append(f"| {when} UTC | {r.get('code_version')} | {r.get('done')} | {r.get('skipped')} | "
+                     f"{r.get('failed')} | {r.get('workers')} | {r.get('wall_seconds', math.nan):.1f} | "
+                     f"{r.get('compute_seconds', math.nan):.1f} | {r.get('overhead', math.nan):.1%} | "
+                     f"{'yes' if r.get('interrupted') else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- the command line -----------------------------------------------------------------------------

@@ -192,6 +192,11 @@ def test_report_reproduces_deepprop_depth_csv(tmp_path, capsys):
     files = tmp_path / "rep"
     assert cli.main(["report", "--sweep", str(tmp_path / "lit"), "--sweep-outdir", str(files)]) == 0
     assert (files / "table.csv").read_text().startswith("activation,init,")
+    assert "- command: deepprop report --sweep" in (files / "table.md").read_text()
+    runs = (files / "runs.md").read_text()
+    assert "- CPU: " in runs and "- BLAS: " in runs and "- threads: " in runs
+    run_rows = [ln for ln in runs.splitlines() if ln.startswith("| 20")]
+    assert len(run_rows) == 1 and "| 8 | 0 | 0 | 1 |" in run_rows[0], runs  # 8 run, 0 skipped, 0 failed, 1 worker
     try:
         import matplotlib  # noqa: F401
         assert (files / "table.png").stat().st_size > 1000
