@@ -1,165 +1,268 @@
 /* orthogonal.c -- thin Householder QR (kernels/orthogonal.py: qr, and orthogonal_init on it).
  *
- * LAPACK's unblocked algorithm, written out by hand (no LAPACK call):
- *   dgeqr2  for j = 0..n-1 a reflector H_j = I - tau_j v_j v_j^T (dlarfg: v_j[0] = 1,
- *           beta = -sign(alpha) ||x||, the norm over/underflow-safe) zeroes column j below
- *           the diagonal and is applied to the trailing columns j+1..n-1;
- *   dorg2r  Q = H_0 H_1 ... H_{n-1} [I_n; 0], accumulated backwards in place over the reflectors;
+ * LAPACK's blocked algorithm, written out by hand (no LAPACK call), with the library's own GEMM:
+ *   dgeqrf  panel by panel of nb columns: the panel is factored unblocked (dgeqr2: reflector
+ *           H_j = I - tau_j v_j v_j^T, v_j[0] = 1, beta = -sign(alpha) ||x|| from dlarfg, the norm
+ *           over/underflow-safe), its reflectors are put in the compact WY form
+ *           H_j0 ... H_j1-1 = I - V T V^T (dlarft: T upper triangular, from G = V^T V), and the
+ *           trailing columns get H^T = I - V T^T V^T in two GEMMs (dlarfb);
+ *   dorgqr  Q = H_0 ... H_n-1 [I_n; 0] backwards over the blocks: each block applies its H to the
+ *           columns after it (two GEMMs) and forms its own columns as [I; 0] - V (T V1^T) (V1 the
+ *           top nb x nb of V: one GEMM), instead of dorg2r's reflector-by-reflector loop;
  *   sign fix  s_j = -1 if r_jj < 0 else +1 (sign(0) = +1, and NaN gives +1);
  *           q[:, j] *= s_j, r[j, :] *= s_j: diag(r) >= 0, the factorization is unique.
+ * nb = QR_BLOCK; for n <= QR_ONE_PANEL the whole matrix is one panel (no trailing update, and Q
+ * from the one WY form), which is the fast path for small matrices.
  *
- * Layout: a is row-major (m, n), so a column is strided by n, but every step of Householder
- * QR works on columns (a reflector comes from one column and is applied to every later one).
- * So a is copied TRANSPOSED into work as at (n, m): row j of at is column j of a, and every
- * inner loop (the norm, the dot product v^T c, the update c -= tau (v^T c) v) runs over
- * contiguous memory. Q is formed in place over the reflectors, still transposed, and
- * transposed back into q at the end. work = at (m*n elements), then tau (n), later the signs.
+ * Layout: a is row-major (m, n), so a column is strided by n, but every step of Householder QR
+ * works on columns. So a is copied TRANSPOSED into work as at (n, m): row j of at is column j of
+ * a (at is a in LAPACK's column-major layout, leading dimension m), and a panel's columns are
+ * contiguous rows. The GEMMs take at's row blocks with the transposes they need (gemm.h). Q is
+ * formed in place in at, still transposed, and transposed back into q at the end (tile by tile).
  *
- * Precision: work has the array's own type (m*n + n elements of T), so float32 is STORED in
- * float32; but every reduction (norms, dot products) is accumulated in double, and every update
- * is computed in double and rounded once to T. The dot products use eight partial sums in a
- * fixed order (not a fast-math reassociation: the order is the code's, the same on every run).
- * The trailing updates are grouped in panels of QR_NB reflectors for cache reuse, without
- * changing any row's operations or their order: the results are those of the unblocked loops
- * (and of the Numba backend, which runs the same loops).
- * dlarfg's rescaling loop for a tiny beta is replaced by dividing x by (alpha - beta) instead
- * of multiplying by its reciprocal: |x_i| <= |alpha - beta|, so the quotient cannot overflow.
- * NaN/Inf are not checked: they propagate through the arithmetic (into r, and into q unless
- * the reflectors before them are trivial). Nothing is allocated. Returns 0, or -1 for sizes
- * it cannot factor (n < 0 or m < n; the Python wrappers never pass those).
+ * Precision: the panel is copied into a double buffer P and factored there (norms, dot products,
+ * updates in double, rounded once to T when written back), and V^T V, T, T V^T and the block's own
+ * columns of Q are double GEMMs. at, and the two trailing-update GEMMs per block (W = C V,
+ * C -= W Z), are in the array's type: for float32 these accumulate in float32 (with FMA), as
+ * LAPACK's sgeqrf/sorgqr do -- those GEMMs are ~90% of the flops at n = 1024. The reflectors are
+ * rounded to T before T is formed, so the WY form and every update use the stored V exactly.
+ * dlarfg's rescaling loop for a tiny beta is replaced by dividing x by (alpha - beta) instead of
+ * multiplying by its reciprocal: |x_i| <= |alpha - beta|, so the quotient cannot overflow.
+ * NaN/Inf are not checked: they propagate through the arithmetic (into r, and into q unless the
+ * reflectors before them are trivial). Nothing is allocated: the caller passes
+ * householder_qr_work(m, n) doubles of scratch. Returns 0, or -1 for sizes it cannot factor
+ * (n < 0 or m < n; the Python wrappers never pass those).
  */
 #include <math.h>
+#include <string.h>
 #include "deepprop.h"
+#include "gemm.h"
 
-/* reflectors per panel: their 8 rows of at (8 * m elements) stay in cache while a row is updated */
+/* reflectors per sub-panel inside the unblocked panel factorization: their 8 rows stay in L1 while
+ * a later row of the panel is updated */
 #define QR_NB 8
+/* the block size nb of the blocked algorithm (the width of a panel = the depth of the rank-nb GEMM
+ * updates), and the largest n factored as one single panel (no trailing update at all) */
+#define QR_BLOCK 32
+#define QR_ONE_PANEL 64
 
-#define DEFINE_ORTHOGONAL(T, SFX)                                                              \
-/* ||x||_2 of x (len,), accumulated in double; scaled by max|x_i| only when the plain sum      \
- * of squares could have overflowed or lost digits to underflow (dnrm2 always scales). */      \
-static double qr_nrm2_##SFX(const T *x, int64_t len) {                                         \
-    double s0 = 0.0, s1 = 0.0;                                                                 \
-    int64_t i = 0;                                                                             \
-    for (; i + 1 < len; i += 2) {                                                              \
-        double x0 = (double)x[i], x1 = (double)x[i + 1];                                       \
-        s0 += x0 * x0;                                                                         \
-        s1 += x1 * x1;                                                                         \
-    }                                                                                          \
-    if (i < len) s0 += (double)x[i] * (double)x[i];                                            \
-    double s = s0 + s1;                                                                        \
-    if (s != s) return s;                                 /* NaN in x */                       \
-    if (s > 1e-280 && s < 1e280) return sqrt(s);          /* no overflow, no lost digits */    \
-    /* 0, tiny or huge (maybe inf): scale by max|x_i|, which also tells all-zero x apart */    \
-    double amax = 0.0;                                                                         \
-    for (i = 0; i < len; i++) {                                                                \
-        double ax = fabs((double)x[i]);                                                        \
-        if (ax > amax) amax = ax;                                                              \
-    }                                                                                          \
-    if (amax == 0.0 || isinf(amax)) return amax;                                               \
-    s = 0.0;                                                                                   \
-    for (i = 0; i < len; i++) {                                                                \
-        double t = (double)x[i] / amax;                                                        \
-        s += t * t;                                                                            \
-    }                                                                                          \
-    return amax * sqrt(s);                                                                     \
-}                                                                                              \
-                                                                                               \
-/* v^T c over len elements in double, in eight partial sums (one sum would be bound by the     \
- * latency of its adds) combined pairwise at the end */                                        \
-static double qr_dot_##SFX(const T *v, const T *c, int64_t len) {                              \
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                                    \
-    int64_t i = 0;                                                                             \
-    for (; i + 7 < len; i += 8)                                                                \
-        for (int u = 0; u < 8; u++) s[u] += (double)v[i + u] * (double)c[i + u];               \
-    for (; i < len; i++) s[0] += (double)v[i] * (double)c[i];                                  \
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));                  \
-}                                                                                              \
-                                                                                               \
-/* c = H c for H = I - tau v v^T, v = (1, vt[0..len-2]), c (len,): dlarf on one column */      \
-static void qr_reflect_##SFX(T *c, const T *vt, double tau, int64_t len) {                     \
-    double w = tau * ((double)c[0] + qr_dot_##SFX(vt, c + 1, len - 1));                        \
-    c[0] = (T)((double)c[0] - w);                                                              \
-    for (int64_t i = 1; i < len; i++) c[i] = (T)((double)c[i] - w * (double)vt[i - 1]);        \
-}                                                                                              \
-                                                                                               \
-int householder_qr_##SFX(T *q, T *r, T *work, const T *a, int64_t m, int64_t n) {              \
-    /* q (m, n), r (n, n), work (m*n + n,): at (n, m) then tau (n,); a (m, n), m >= n */       \
-    if (n < 0 || m < n) return -1;                                                             \
-    if (n == 0) return 0;                                                                      \
-    T *at = work, *tau = work + m * n;                                                         \
-    for (int64_t i = 0; i < m; i++)                                                            \
-        for (int64_t j = 0; j < n; j++) at[j * m + i] = a[i * n + j];                          \
-                                                                                               \
-    /* dgeqr2 in panels of QR_NB reflectors: reflector j comes from at[j, j:m] and is          \
-     * applied to rows j+1..n-1. Inside a panel that happens as in dgeqr2; each later row      \
-     * then gets the panel's reflectors one after another while it sits in L1 cache. Each      \
-     * row sees dgeqr2's operations in dgeqr2's order (same results), but the trailing         \
-     * matrix is swept once per panel instead of once per reflector. */                        \
-    for (int64_t j0 = 0; j0 < n; j0 += QR_NB) {                                                \
-        int64_t j1 = j0 + QR_NB < n ? j0 + QR_NB : n;                                          \
-        for (int64_t j = j0; j < j1; j++) {                                                    \
-            T *x = at + j * m + j;                                                             \
-            int64_t len = m - j;                                                               \
-            double alpha = (double)x[0];                                                       \
-            double xnorm = qr_nrm2_##SFX(x + 1, len - 1);                                      \
-            double t = 0.0;                         /* xnorm == 0: H = I, beta = alpha */      \
-            if (xnorm != 0.0) {                                                                \
-                double beta = -copysign(hypot(alpha, xnorm), alpha);                           \
-                t = (beta - alpha) / beta;                                                     \
-                double d = alpha - beta;                                                       \
-                for (int64_t i = 1; i < len; i++) x[i] = (T)((double)x[i] / d);                \
-                x[0] = (T)beta;                                                                \
-            }                                                                                  \
-            tau[j] = (T)t;                                                                     \
-            if (tau[j] != 0)                                                                   \
-                for (int64_t k = j + 1; k < j1; k++)                                           \
-                    qr_reflect_##SFX(at + k * m + j, x + 1, (double)tau[j], len);              \
-        }                                                                                      \
-        for (int64_t k = j1; k < n; k++)                                                       \
-            for (int64_t j = j0; j < j1; j++)                                                  \
-                if (tau[j] != 0)                                                               \
-                    qr_reflect_##SFX(at + k * m + j, at + j * m + j + 1, (double)tau[j],       \
-                                     m - j);                                                   \
-    }                                                                                          \
-                                                                                               \
-    /* r = the upper triangle (sign fixed below) */                                            \
-    for (int64_t i = 0; i < n; i++)                                                            \
-        for (int64_t k = 0; k < n; k++) r[i * n + k] = k >= i ? at[k * m + i] : (T)0;          \
-                                                                                               \
-    /* dorg2r: Q^T built backwards in place over the reflectors. Step j applies H_j to         \
-     * rows k > j (which then hold columns of H_{j+1}...H_{n-1} [I; 0], zero in elements       \
-     * 0..j) and turns row j from v_j into H_j e_j. Same panels, walked backwards: the rows    \
-     * after a panel get its reflectors (last to first) before the panel's own rows are        \
-     * turned, which overwrites the v_j they need; each row again sees dorg2r's order. */      \
-    for (int64_t j1 = n; j1 > 0; j1 = j1 > QR_NB ? j1 - QR_NB : 0) {                           \
-        int64_t j0 = j1 > QR_NB ? j1 - QR_NB : 0;                                              \
-        for (int64_t k = j1; k < n; k++)                                                       \
-            for (int64_t j = j1 - 1; j >= j0; j--)                                             \
-                if (tau[j] != 0)                                                               \
-                    qr_reflect_##SFX(at + k * m + j, at + j * m + j + 1, (double)tau[j],       \
-                                     m - j);                                                   \
-        for (int64_t j = j1 - 1; j >= j0; j--) {                                               \
-            T *x = at + j * m + j;                                                             \
-            int64_t len = m - j;                                                               \
-            double tj = (double)tau[j];                                                        \
-            if (tj != 0.0)                                                                     \
-                for (int64_t k = j + 1; k < j1; k++)                                           \
-                    qr_reflect_##SFX(at + k * m + j, x + 1, tj, len);                          \
-            for (int64_t i = 1; i < len; i++) x[i] = (T)(-tj * (double)x[i]);                  \
-            x[0] = (T)(1.0 - tj);                                                              \
-            for (int64_t l = 0; l < j; l++) at[j * m + l] = (T)0;                              \
-        }                                                                                      \
-    }                                                                                          \
-                                                                                               \
-    /* sign fix: s_j = -1 if r_jj < 0 else +1 (tau is no longer needed: reuse it for s) */     \
-    T *s = tau;                                                                                \
-    for (int64_t j = 0; j < n; j++) {                                                          \
-        s[j] = r[j * n + j] < 0 ? (T)-1 : (T)1;                                                \
-        for (int64_t k = j; k < n; k++) r[j * n + k] *= s[j];                                  \
-    }                                                                                          \
-    for (int64_t i = 0; i < m; i++)                                                            \
-        for (int64_t j = 0; j < n; j++) q[i * n + j] = s[j] * at[j * m + i];                   \
-    return 0;                                                                                  \
+static int64_t qr_nb(int64_t n) { return n <= QR_ONE_PANEL ? n : QR_BLOCK; }
+
+int64_t householder_qr_work(int64_t m, int64_t n) {
+    /* doubles: at (m n, in T, rounded up to doubles), P, Zd, Qd, Vt, Zt (nb m each), W (n nb),
+     * G (nb nb), tau (n), the T of every block (nblocks nb nb) */
+    if (n < 1 || m < n) return 1;
+    int64_t nb = qr_nb(n), nblocks = (n + nb - 1) / nb;
+    return m * n + 5 * nb * m + n * nb + nb * nb + n + nblocks * nb * nb;
+}
+
+/* ||x||_2 of x (len,), accumulated in double; scaled by max|x_i| only when the plain sum of squares
+ * could have overflowed or lost digits to underflow (dnrm2 always scales). */
+static double qr_nrm2(const double *x, int64_t len) {
+    double s0 = 0.0, s1 = 0.0;
+    int64_t i = 0;
+    for (; i + 1 < len; i += 2) {
+        s0 += x[i] * x[i];
+        s1 += x[i + 1] * x[i + 1];
+    }
+    if (i < len) s0 += x[i] * x[i];
+    double s = s0 + s1;
+    if (s != s) return s;                                 /* NaN in x */
+    if (s > 1e-280 && s < 1e280) return sqrt(s);          /* no overflow, no lost digits */
+    /* 0, tiny or huge (maybe inf): scale by max|x_i|, which also tells all-zero x apart */
+    double amax = 0.0;
+    for (i = 0; i < len; i++) {
+        double ax = fabs(x[i]);
+        if (ax > amax) amax = ax;
+    }
+    if (amax == 0.0 || isinf(amax)) return amax;
+    s = 0.0;
+    for (i = 0; i < len; i++) {
+        double t = x[i] / amax;
+        s += t * t;
+    }
+    return amax * sqrt(s);
+}
+
+/* v^T c over len elements, in eight partial sums (one sum would be bound by the latency of its
+ * adds) combined pairwise at the end */
+static double qr_dot(const double *v, const double *c, int64_t len) {
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    int64_t i = 0;
+    for (; i + 7 < len; i += 8)
+        for (int u = 0; u < 8; u++) s[u] += v[i + u] * c[i + u];
+    for (; i < len; i++) s[0] += v[i] * c[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* c = H c for H = I - tau v v^T, v = (1, vt[0..len-2]), c (len,): dlarf on one column */
+static void qr_reflect(double *c, const double *vt, double tau, int64_t len) {
+    double w = tau * (c[0] + qr_dot(vt, c + 1, len - 1));
+    c[0] -= w;
+    for (int64_t i = 1; i < len; i++) c[i] -= w * vt[i - 1];
+}
+
+/* dgeqr2 on a panel P (nb, L), L >= nb, row-major: row j of P is column j of the panel, so every
+ * inner loop runs over contiguous memory. Afterwards row j holds r_0j .. r_j-1,j, beta_j = r_jj,
+ * then v_j below the diagonal; tau (nb,). In sub-panels of QR_NB reflectors: the reflectors of a
+ * sub-panel are applied to each later row one after another while that row sits in L1. */
+static void qr_panel(double *P, double *tau, int64_t nb, int64_t L) {
+    for (int64_t j0 = 0; j0 < nb; j0 += QR_NB) {
+        int64_t j1 = j0 + QR_NB < nb ? j0 + QR_NB : nb;
+        for (int64_t j = j0; j < j1; j++) {
+            double *x = P + j * L + j;
+            int64_t len = L - j;
+            double alpha = x[0];
+            double xnorm = qr_nrm2(x + 1, len - 1);
+            double t = 0.0;                         /* xnorm == 0: H = I, beta = alpha */
+            if (xnorm != 0.0) {
+                double beta = -copysign(hypot(alpha, xnorm), alpha);
+                t = (beta - alpha) / beta;
+                /* dlarfg rescales x when beta is tiny; dividing by alpha - beta instead of
+                 * multiplying by its reciprocal cannot overflow, as |x_i| <= |alpha - beta| */
+                double d = alpha - beta;
+                for (int64_t i = 1; i < len; i++) x[i] /= d;
+                x[0] = beta;
+            }
+            tau[j] = t;
+            if (t != 0.0)
+                for (int64_t k = j + 1; k < j1; k++) qr_reflect(P + k * L + j, x + 1, t, len);
+        }
+        for (int64_t k = j1; k < nb; k++)
+            for (int64_t j = j0; j < j1; j++)
+                if (tau[j] != 0.0) qr_reflect(P + k * L + j, P + j * L + j + 1, tau[j], L - j);
+    }
+}
+
+/* the compact WY form H_0 ... H_nb-1 = I - V T V^T (dlarft, forward, columnwise), T upper
+ * triangular, from G = V^T V: T_ii = tau_i, T[0:i, i] = -tau_i T[0:i, 0:i] G[0:i, i]. Stored
+ * TRANSPOSED, as Lt = T^T (nb, nb) lower triangular: row i of Lt is column i of T, so the product
+ * is a sum of earlier rows of Lt (contiguous, independent lanes) rather than strided dot products
+ * each bound by the latency of its adds. G is symmetric: its row i is its column i. */
+static void qr_larft(double *Lt, const double *G, const double *tau, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        double *y = Lt + i * nb;
+        for (int64_t r = 0; r < nb; r++) y[r] = 0.0;
+        for (int64_t c = 0; c < i; c++) {
+            const double g = G[i * nb + c], *lc = Lt + c * nb;
+            for (int64_t r = 0; r <= c; r++) y[r] += lc[r] * g;
+        }
+        for (int64_t r = 0; r < i; r++) y[r] *= -tau[i];
+        y[i] = tau[i];
+    }
+}
+
+/* the GEMM operands in the array's type: a float copy for f32, the double buffer itself for f64 */
+static const float *qr_as_f32(float *dst, const double *src, int64_t len) {
+    for (int64_t i = 0; i < len; i++) dst[i] = (float)src[i];
+    return dst;
+}
+static const double *qr_as_f64(double *dst, const double *src, int64_t len) {
+    (void)dst, (void)len;
+    return src;
+}
+
+#define QR_TILE 32   /* the transposing copies go tile by tile, so both sides stay in cache */
+
+#define DEFINE_ORTHOGONAL(T, SFX)                                                                   \
+int householder_qr_##SFX(T *q, T *r, double *work, const T *a, int64_t m, int64_t n) {             \
+    /* q (m, n), r (n, n), a (m, n) with m >= n; work (householder_qr_work(m, n) doubles) */        \
+    if (n < 0 || m < n) return -1;                                                                  \
+    if (n == 0) return 0;                                                                           \
+    const int64_t nb = qr_nb(n), nblocks = (n + nb - 1) / nb;                                       \
+    T *at = (T *)work;                                  /* (n, m): a transposed, then Q^T */        \
+    double *P = work + m * n, *Zd = P + nb * m, *Qd = Zd + nb * m;      /* (nb, m) each */          \
+    T *Vt = (T *)(Qd + nb * m), *Zt = (T *)(Qd + 2 * nb * m);           /* (nb, m) each */          \
+    T *W = (T *)(Qd + 3 * nb * m);                                      /* (n, nb) */               \
+    double *G = Qd + 3 * nb * m + n * nb, *tau = G + nb * nb, *Tall = tau + n;                      \
+    for (int64_t i0 = 0; i0 < m; i0 += QR_TILE)                                                     \
+        for (int64_t k0 = 0; k0 < n; k0 += QR_TILE)                                                 \
+            for (int64_t i = i0; i < m && i < i0 + QR_TILE; i++)                                    \
+                for (int64_t k = k0; k < n && k < k0 + QR_TILE; k++) at[k * m + i] = a[i * n + k];  \
+                                                                                                    \
+    /* dgeqrf: panel by panel. Block b covers columns j0..j1-1 of a (rows j0..j1-1 of at) and       \
+     * rows j0..m-1 of a, so its panel is P (kb, L = m - j0) */                                     \
+    for (int64_t b = 0; b < nblocks; b++) {                                                         \
+        const int64_t j0 = b * nb, kb = n - j0 < nb ? n - j0 : nb, j1 = j0 + kb, L = m - j0;        \
+        for (int64_t j = 0; j < kb; j++)                                                            \
+            for (int64_t i = 0; i < L; i++) P[j * L + i] = (double)at[(j0 + j) * m + j0 + i];       \
+        qr_panel(P, tau + j0, kb, L);                                                               \
+        /* back into at (r and the reflectors, in T), and P becomes V^T with its zeros and ones;   \
+         * the reflectors rounded to T, so T below and every update use the stored V exactly */    \
+        for (int64_t j = 0; j < kb; j++) {                                                          \
+            double *p = P + j * L;                                                                  \
+            T *dst = at + (j0 + j) * m + j0;                                                        \
+            for (int64_t i = 0; i < L; i++) dst[i] = (T)p[i];                                       \
+            for (int64_t i = 0; i < j; i++) p[i] = 0.0;                                             \
+            p[j] = 1.0;                                                                             \
+            for (int64_t i = j + 1; i < L; i++) p[i] = (double)dst[i];                              \
+        }                                                                                           \
+        double *Tm = Tall + b * nb * nb;                                                            \
+        gemm_f64(GEMM_NOTRANS, GEMM_TRANS, kb, kb, L, 1.0, P, L, P, L, 0.0, G, kb, NULL, NULL);     \
+        qr_larft(Tm, G, tau + j0, kb);                                                              \
+        if (j1 < n) {                                                                               \
+            /* trailing columns: A2 = H^T A2 = A2 - V T^T V^T A2, i.e. on the rows C = A2^T of      \
+             * at: C -= (C V) (T V^T), two GEMMs in T (W = C V, then C -= W Z) */                   \
+            gemm_f64(GEMM_TRANS, GEMM_NOTRANS, kb, L, kb, 1.0, Tm, kb, P, L, 0.0, Zd, L, NULL,    \
+                     NULL);                                                                         \
+            const T *vt = qr_as_##SFX(Vt, P, kb * L), *zt = qr_as_##SFX(Zt, Zd, kb * L);            \
+            T *C = at + j1 * m + j0;                                                                \
+            gemm_##SFX(GEMM_NOTRANS, GEMM_TRANS, n - j1, kb, L, (T)1, C, m, vt, L, (T)0, W, kb,     \
+                       NULL, NULL);                                                                 \
+            gemm_##SFX(GEMM_NOTRANS, GEMM_NOTRANS, n - j1, L, kb, (T)-1, W, kb, zt, L, (T)1, C, m, \
+                       NULL, NULL);                                                                 \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    /* r = the upper triangle (sign fixed below) */                                                 \
+    for (int64_t i = 0; i < n; i++)                                                                 \
+        for (int64_t k = 0; k < n; k++) r[i * n + k] = k >= i ? at[k * m + i] : (T)0;               \
+                                                                                                    \
+    /* dorgqr: Q = H_0 ... H_n-1 [I_n; 0], backwards over the blocks, in place in at (row k of     \
+     * at becomes column k of Q). Block b applies H = I - V T V^T to the columns after it          \
+     * (which are zero in its rows j0..j1-1 and above), C2 -= (C2 V) (T^T V^T), and forms its own  \
+     * columns as H [I; 0] = [I; 0] - V T V1^T (V1 = the top kb x kb of V), all with GEMMs */       \
+    for (int64_t b = nblocks - 1; b >= 0; b--) {                                                    \
+        const int64_t j0 = b * nb, kb = n - j0 < nb ? n - j0 : nb, j1 = j0 + kb, L = m - j0;        \
+        for (int64_t j = 0; j < kb; j++) {                                                          \
+            double *p = P + j * L;                                                                  \
+            const T *src = at + (j0 + j) * m + j0;                                                  \
+            for (int64_t i = 0; i < j; i++) p[i] = 0.0;                                             \
+            p[j] = 1.0;                                                                             \
+            for (int64_t i = j + 1; i < L; i++) p[i] = (double)src[i];                              \
+        }                                                                                           \
+        const double *Tm = Tall + b * nb * nb;                                                      \
+        gemm_f64(GEMM_NOTRANS, GEMM_NOTRANS, kb, L, kb, 1.0, Tm, kb, P, L, 0.0, Zd, L, NULL, NULL);   \
+        if (j1 < n) {                                                                               \
+            const T *vt = qr_as_##SFX(Vt, P, kb * L), *zt = qr_as_##SFX(Zt, Zd, kb * L);            \
+            T *C = at + j1 * m + j0;                                                                \
+            gemm_##SFX(GEMM_NOTRANS, GEMM_TRANS, n - j1, kb, L, (T)1, C, m, vt, L, (T)0, W, kb,     \
+                       NULL, NULL);                                                                 \
+            gemm_##SFX(GEMM_NOTRANS, GEMM_NOTRANS, n - j1, L, kb, (T)-1, W, kb, zt, L, (T)1, C, m, \
+                       NULL, NULL);                                                                 \
+        }                                                                                           \
+        memset(Qd, 0, (size_t)(kb * L) * sizeof(double));                                          \
+        for (int64_t j = 0; j < kb; j++) Qd[j * L + j] = 1.0;                                       \
+        gemm_f64(GEMM_TRANS, GEMM_NOTRANS, kb, L, kb, -1.0, P, L, Zd, L, 1.0, Qd, L, NULL, NULL);   \
+        for (int64_t j = 0; j < kb; j++) {                                                          \
+            T *row = at + (j0 + j) * m;                                                             \
+            for (int64_t i = 0; i < j0; i++) row[i] = (T)0;                                         \
+            for (int64_t i = 0; i < L; i++) row[j0 + i] = (T)Qd[j * L + i];                         \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    /* sign fix: s_j = -1 if r_jj < 0 else +1 (tau is no longer needed: reuse it for s) */          \
+    double *s = tau;                                                                                \
+    for (int64_t j = 0; j < n; j++) {                                                               \
+        s[j] = r[j * n + j] < 0 ? -1.0 : 1.0;                                                       \
+        for (int64_t k = j; k < n; k++) r[j * n + k] = (T)(s[j] * r[j * n + k]);                    \
+    }                                                                                               \
+    for (int64_t i0 = 0; i0 < m; i0 += QR_TILE)                                                     \
+        for (int64_t k0 = 0; k0 < n; k0 += QR_TILE)                                                 \
+            for (int64_t i = i0; i < m && i < i0 + QR_TILE; i++)                                    \
+                for (int64_t k = k0; k < n && k < k0 + QR_TILE; k++)                                \
+                    q[i * n + k] = (T)(s[k] * at[k * m + i]);                                       \
+    return 0;                                                                                       \
 }
 
 DEFINE_ORTHOGONAL(float, f32)

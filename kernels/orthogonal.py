@@ -7,9 +7,13 @@ qr: a (m, n), m >= n >= 1, float32 or float64. q (m, n) has orthonormal columns,
 triangular with diag(r) >= 0, a = q r. diag(r) >= 0 makes the factorization unique (for full rank
 a) and is what makes orthogonal_init Haar-distributed: plain Householder QR returns r_jj = -sign(a_jj)
 ||.|| (so q[0, 0] < 0 always, and det q is fixed for square a).
-The reference is numpy.linalg.qr (LAPACK, float64) + the sign fix, cast to a's dtype. The Numba and
-C backends are an unblocked Householder QR written out (LAPACK's dgeqr2 + dorg2r, see
-csrc/orthogonal.c), storing in a's dtype but accumulating every reduction in float64.
+The reference is numpy.linalg.qr (LAPACK, float64) + the sign fix, cast to a's dtype. The Numba
+backend is an unblocked Householder QR written out (LAPACK's dgeqr2 + dorg2r), storing in a's dtype
+but accumulating every reduction in float64. The C backend is LAPACK's blocked algorithm (dgeqrf +
+dorgqr: panels of 32 columns in the compact WY form, one panel when n <= 64; see
+csrc/orthogonal.c): each panel is factored in float64, and the trailing-matrix updates, ~90% of the
+flops of a large QR, are the library's GEMM in a's dtype -- for float32 they accumulate in float32,
+as LAPACK's sgeqrf/sorgqr do (the LAPACK accuracy ratios of the tests hold either way).
 
 orthogonal_init: draws a standard normal matrix of shape (max(rows, cols), min(rows, cols)) with
 this backend's ``normal_init`` (kernels.init) and the given seed, takes q of its QR, transposes it
@@ -109,9 +113,10 @@ def orthogonal_init(shape, gain=1.0, seed=0, dtype="float32"):
     return _orthogonal("numpy", lambda g: qr(g.astype(np.float64)), shape, gain, seed, dtype)
 
 
-# ---- Numba: the same algorithm as csrc/orthogonal.c (read that file's comment first) ---------------
+# ---- Numba: the unblocked algorithm (dgeqr2 + dorg2r); csrc/orthogonal.c's panel factorization is --
+# ---- the same loops (QR_NB there), its blocked updates and its Q are GEMMs --------------------------
 
-_NB = 8  # reflectors per panel, as QR_NB in csrc/orthogonal.c
+_NB = 8  # reflectors per sub-panel, as QR_NB in csrc/orthogonal.c
 
 @njit
 def _nrm2_nb(x, lo, hi):
@@ -260,8 +265,10 @@ def orthogonal_init_numba(shape, gain=1.0, seed=0, dtype="float32"):
 
 def qr_c(a):
     a = _qr_args(a)
-    q, r, work = _alloc(a)
     m, n = a.shape
+    q, r = np.empty((m, n), dtype=a.dtype), np.empty((n, n), dtype=a.dtype)
+    _c.require()
+    work = np.empty(_c.lib.householder_qr_work(m, n), dtype=np.float64)
     rc = _c.fn("householder_qr", a.dtype)(_c.ptr_out(q), _c.ptr_out(r), _c.ptr_out(work), _c.ptr(a), m, n)
     if rc != 0:
         raise RuntimeError(f"householder_qr_{_c.suffix(a.dtype)} returned {rc} for a of shape {a.shape}")
