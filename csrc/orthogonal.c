@@ -50,10 +50,12 @@ static int64_t qr_nb(int64_t n) { return n <= QR_ONE_PANEL ? n : QR_BLOCK; }
 
 int64_t householder_qr_work(int64_t m, int64_t n) {
     /* doubles: at (m n, in T, rounded up to doubles), P, Zd, Qd, Vt, Zt (nb m each), W (n nb),
-     * G (nb nb), tau (n), the T of every block (nblocks nb nb) */
+     * G (nb nb), tau (n), the T of every block (nblocks nb nb), V8 (8 m), the T8 of every
+     * sub-panel of a panel (nb / 8 + 1 of 8 x 8). One panel (n <= QR_ONE_PANEL) uses less. */
     if (n < 1 || m < n) return 1;
     int64_t nb = qr_nb(n), nblocks = (n + nb - 1) / nb;
-    return m * n + 5 * nb * m + n * nb + nb * nb + n + nblocks * nb * nb;
+    return m * n + 5 * nb * m + n * nb + nb * nb + n + nblocks * nb * nb + QR_NB * m +
+           (nb / QR_NB + 1) * QR_NB * QR_NB;
 }
 
 /* ||x||_2 of x (len,), accumulated in double; scaled by max|x_i| only when the plain sum of squares
@@ -102,11 +104,126 @@ static void qr_reflect(double *c, const double *vt, double tau, int64_t len) {
     for (int64_t i = 1; i < len; i++) c[i] -= w * vt[i - 1];
 }
 
+/* ---- sub-panels of QR_NB = 8 reflectors in the compact WY form, applied row by row -------------
+ * V8 (8, len) is V^T of a sub-panel (row a = v_a, zero before a, 1 at a), zero rows padding a
+ * shorter one to 8; T8 (8, 8) upper triangular with H_0 ... H_7 = I - V T V^T (zero-padded too).
+ * Applying it to one row c (len,) of the panel (a column of a) costs two passes over c instead of
+ * two per reflector: w = V8 c (8 dot products at once: c is loaded once), w = op(T8) w, c -= V8^T w
+ * (8 multiply-adds per element, c stored once). op = T8^T applies H^T (the factorization), T8
+ * applies H (forming Q). The padding rows are zero, so the loops are always 8 wide. */
+
+static void qr_v8(double *V8, const double *src, int64_t ld, int64_t ks, int64_t len) {
+    /* src: row j0 of the panel from column j0 on (row stride ld), ks reflectors */
+    for (int64_t a = 0; a < QR_NB; a++) {
+        double *v = V8 + a * len;
+        if (a >= ks) {
+            for (int64_t i = 0; i < len; i++) v[i] = 0.0;
+            continue;
+        }
+        const double *x = src + a * ld;
+        for (int64_t i = 0; i < a; i++) v[i] = 0.0;
+        v[a] = 1.0;
+        for (int64_t i = a + 1; i < len; i++) v[i] = x[i];
+    }
+}
+
+static void qr_t8(double *T8, const double *V8, const double *tau, int64_t ks, int64_t len) {
+    /* dlarft: T_ii = tau_i, T[0:i, i] = -tau_i T[0:i, 0:i] (V^T v_i); v_i is zero before i */
+    for (int64_t a = 0; a < QR_NB * QR_NB; a++) T8[a] = 0.0;
+    for (int64_t i = 0; i < ks; i++) {
+        double g[QR_NB];
+        for (int64_t c = 0; c < i; c++) g[c] = qr_dot(V8 + c * len + i, V8 + i * len + i, len - i);
+        for (int64_t r = 0; r < i; r++) {
+            double t = 0.0;
+            for (int64_t c = r; c < i; c++) t += T8[r * QR_NB + c] * g[c];
+            T8[r * QR_NB + i] = -tau[i] * t;
+        }
+        T8[i * QR_NB + i] = tau[i];
+    }
+}
+
+/* w = op(T8) w: op = T8^T (trans) or T8 */
+static void qr_t8_mul(double *w, const double *T8, int trans) {
+    double y[QR_NB];
+    for (int a = 0; a < QR_NB; a++) {
+        double t = 0.0;
+        for (int b = 0; b < QR_NB; b++) t += (trans ? T8[b * QR_NB + a] : T8[a * QR_NB + b]) * w[b];
+        y[a] = t;
+    }
+    for (int a = 0; a < QR_NB; a++) w[a] = y[a];
+}
+
+static void qr_wy8_portable(double *c, const double *V8, const double *T8, int trans, int64_t len) {
+    double w[QR_NB];
+    for (int a = 0; a < QR_NB; a++) w[a] = qr_dot(V8 + a * len, c, len);
+    qr_t8_mul(w, T8, trans);
+    for (int64_t i = 0; i < len; i++) {
+        double t = c[i];
+        for (int a = 0; a < QR_NB; a++) t -= V8[a * len + i] * w[a];
+        c[i] = t;
+    }
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#define QR_X86 1
+/* the same with AVX2 + FMA, 4 doubles a vector: 8 accumulators (one per reflector) for the dot
+ * products, then 8 fused multiply-subtracts per vector of c */
+__attribute__((target("avx2,fma"))) static void qr_wy8_avx2(double *c, const double *V8, const double *T8,
+                                                           int trans, int64_t len) {
+    __m256d acc[QR_NB];
+    for (int a = 0; a < QR_NB; a++) acc[a] = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        const __m256d x = _mm256_loadu_pd(c + i);
+        for (int a = 0; a < QR_NB; a++) acc[a] = _mm256_fmadd_pd(_mm256_loadu_pd(V8 + a * len + i), x, acc[a]);
+    }
+    double w[QR_NB];
+    for (int a = 0; a < QR_NB; a++) {
+        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc[a]), _mm256_extractf128_pd(acc[a], 1));
+        double t = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+        for (int64_t k = i; k < len; k++) t += V8[a * len + k] * c[k];
+        w[a] = t;
+    }
+    qr_t8_mul(w, T8, trans);
+    __m256d wb[QR_NB];
+    for (int a = 0; a < QR_NB; a++) wb[a] = _mm256_set1_pd(w[a]);
+    for (i = 0; i + 4 <= len; i += 4) {
+        __m256d x = _mm256_loadu_pd(c + i);
+        for (int a = 0; a < QR_NB; a++) x = _mm256_fnmadd_pd(_mm256_loadu_pd(V8 + a * len + i), wb[a], x);
+        _mm256_storeu_pd(c + i, x);
+    }
+    for (; i < len; i++) {
+        double t = c[i];
+        for (int a = 0; a < QR_NB; a++) t -= V8[a * len + i] * w[a];
+        c[i] = t;
+    }
+}
+#else
+#define QR_X86 0
+#endif
+
+typedef void (*qr_wy8_fn)(double *, const double *, const double *, int, int64_t);
+
+/* AVX2 + FMA when the CPU has them and the GEMM was not forced to its portable path
+ * (DEEPPROP_GEMM_ISA=portable runs every vector path of the library portable, for the tests).
+ * Chosen on every call: the check is a few instructions next to a QR. */
+static qr_wy8_fn qr_wy8_choose(void) {
+#if QR_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        strncmp(gemm_isa(), "portable", 8) != 0)
+        return qr_wy8_avx2;
+#endif
+    return qr_wy8_portable;
+}
+
 /* dgeqr2 on a panel P (nb, L), L >= nb, row-major: row j of P is column j of the panel, so every
  * inner loop runs over contiguous memory. Afterwards row j holds r_0j .. r_j-1,j, beta_j = r_jj,
- * then v_j below the diagonal; tau (nb,). In sub-panels of QR_NB reflectors: the reflectors of a
- * sub-panel are applied to each later row one after another while that row sits in L1. */
-static void qr_panel(double *P, double *tau, int64_t nb, int64_t L) {
+ * then v_j below the diagonal; tau (nb,); T8s the T8 of every sub-panel (8 x 8 each); V8 scratch
+ * (8, L). Sub-panel by sub-panel: its reflectors come from its rows one after another (dgeqr2),
+ * then every later row of the panel gets all 8 at once in the WY form. */
+static void qr_panel(qr_wy8_fn wy8, double *P, double *tau, double *T8s, double *V8, int64_t nb, int64_t L) {
     for (int64_t j0 = 0; j0 < nb; j0 += QR_NB) {
         int64_t j1 = j0 + QR_NB < nb ? j0 + QR_NB : nb;
         for (int64_t j = j0; j < j1; j++) {
@@ -128,9 +245,28 @@ static void qr_panel(double *P, double *tau, int64_t nb, int64_t L) {
             if (t != 0.0)
                 for (int64_t k = j + 1; k < j1; k++) qr_reflect(P + k * L + j, x + 1, t, len);
         }
-        for (int64_t k = j1; k < nb; k++)
-            for (int64_t j = j0; j < j1; j++)
-                if (tau[j] != 0.0) qr_reflect(P + k * L + j, P + j * L + j + 1, tau[j], L - j);
+        double *T8 = T8s + (j0 / QR_NB) * QR_NB * QR_NB;
+        qr_v8(V8, P + j0 * L + j0, L, j1 - j0, L - j0);
+        qr_t8(T8, V8, tau + j0, j1 - j0, L - j0);
+        for (int64_t k = j1; k < nb; k++) wy8(P + k * L + j0, V8, T8, 1, L - j0);
+    }
+}
+
+/* dorg2r for a matrix factored as one panel P (n, L) by qr_panel: P becomes Q^T (row k = column k
+ * of Q = H_0 ... H_n-1 [I_n; 0]), backwards over the sub-panels: a sub-panel's rows start as e_k,
+ * then it and every row after it (columns of Q already formed, zero before its column j1) get
+ * its H in the WY form. */
+static void qr_org_panel(qr_wy8_fn wy8, double *P, const double *T8s, double *V8, int64_t n, int64_t L) {
+    for (int64_t j0 = (n - 1) / QR_NB * QR_NB; j0 >= 0; j0 -= QR_NB) {
+        int64_t j1 = j0 + QR_NB < n ? j0 + QR_NB : n;
+        qr_v8(V8, P + j0 * L + j0, L, j1 - j0, L - j0);
+        for (int64_t k = j0; k < j1; k++) {
+            double *row = P + k * L;
+            for (int64_t i = 0; i < L; i++) row[i] = 0.0;
+            row[k] = 1.0;
+        }
+        const double *T8 = T8s + (j0 / QR_NB) * QR_NB * QR_NB;
+        for (int64_t k = j0; k < n; k++) wy8(P + k * L + j0, V8, T8, 0, L - j0);
     }
 }
 
@@ -165,16 +301,32 @@ static const double *qr_as_f64(double *dst, const double *src, int64_t len) {
 #define QR_TILE 32   /* the transposing copies go tile by tile, so both sides stay in cache */
 
 #define DEFINE_ORTHOGONAL(T, SFX)                                                                   \
-int householder_qr_##SFX(T *q, T *r, double *work, const T *a, int64_t m, int64_t n) {             \
-    /* q (m, n), r (n, n), a (m, n) with m >= n; work (householder_qr_work(m, n) doubles) */        \
-    if (n < 0 || m < n) return -1;                                                                  \
-    if (n == 0) return 0;                                                                           \
+static void qr_one_##SFX(T *q, T *r, double *work, const T *a, int64_t m, int64_t n) {             \
+    /* q (m, n), r (n, n), a (m, n) with m >= n >= 1; work (householder_qr_work(m, n) doubles) */   \
     const int64_t nb = qr_nb(n), nblocks = (n + nb - 1) / nb;                                       \
+    const qr_wy8_fn wy8 = qr_wy8_choose();                                                          \
+    if (n <= QR_ONE_PANEL) {                                                                        \
+        /* one panel, all in double: P (n, m) = a transposed; factor; r; Q^T in place; q */         \
+        double *P = work, *tau = P + m * n, *V8 = tau + n, *T8s = V8 + QR_NB * m;                   \
+        for (int64_t i = 0; i < m; i++)                                                             \
+            for (int64_t k = 0; k < n; k++) P[k * m + i] = (double)a[i * n + k];                    \
+        qr_panel(wy8, P, tau, T8s, V8, n, m);                                                       \
+        for (int64_t i = 0; i < n; i++) {                                                           \
+            const double s = P[i * m + i] < 0 ? -1.0 : 1.0;      /* the sign fix, s_i */          \
+            for (int64_t k = 0; k < n; k++) r[i * n + k] = k >= i ? (T)(s * P[k * m + i]) : (T)0;   \
+            tau[i] = s;                                                                             \
+        }                                                                                           \
+        qr_org_panel(wy8, P, T8s, V8, n, m);                                                        \
+        for (int64_t i = 0; i < m; i++)                                                             \
+            for (int64_t k = 0; k < n; k++) q[i * n + k] = (T)(tau[k] * P[k * m + i]);             \
+        return;                                                                                     \
+    }                                                                                               \
     T *at = (T *)work;                                  /* (n, m): a transposed, then Q^T */        \
     double *P = work + m * n, *Zd = P + nb * m, *Qd = Zd + nb * m;      /* (nb, m) each */          \
     T *Vt = (T *)(Qd + nb * m), *Zt = (T *)(Qd + 2 * nb * m);           /* (nb, m) each */          \
     T *W = (T *)(Qd + 3 * nb * m);                                      /* (n, nb) */               \
     double *G = Qd + 3 * nb * m + n * nb, *tau = G + nb * nb, *Tall = tau + n;                      \
+    double *V8 = Tall + nblocks * nb * nb, *T8s = V8 + QR_NB * m;                                   \
     for (int64_t i0 = 0; i0 < m; i0 += QR_TILE)                                                     \
         for (int64_t k0 = 0; k0 < n; k0 += QR_TILE)                                                 \
             for (int64_t i = i0; i < m && i < i0 + QR_TILE; i++)                                    \
@@ -186,7 +338,7 @@ int householder_qr_##SFX(T *q, T *r, double *work, const T *a, int64_t m, int64_
         const int64_t j0 = b * nb, kb = n - j0 < nb ? n - j0 : nb, j1 = j0 + kb, L = m - j0;        \
         for (int64_t j = 0; j < kb; j++)                                                            \
             for (int64_t i = 0; i < L; i++) P[j * L + i] = (double)at[(j0 + j) * m + j0 + i];       \
-        qr_panel(P, tau + j0, kb, L);                                                               \
+        qr_panel(wy8, P, tau + j0, T8s, V8, kb, L);                                                               \
         /* back into at (r and the reflectors, in T), and P becomes V^T with its zeros and ones;   \
          * the reflectors rounded to T, so T below and every update use the stored V exactly */    \
         for (int64_t j = 0; j < kb; j++) {                                                          \
@@ -262,6 +414,14 @@ int householder_qr_##SFX(T *q, T *r, double *work, const T *a, int64_t m, int64_
             for (int64_t i = i0; i < m && i < i0 + QR_TILE; i++)                                    \
                 for (int64_t k = k0; k < n && k < k0 + QR_TILE; k++)                                \
                     q[i * n + k] = (T)(s[k] * at[k * m + i]);                                       \
+}                                                                                                   \
+                                                                                                    \
+int householder_qr_##SFX(T *q, T *r, double *work, const T *a, int64_t batch, int64_t m, int64_t n) { \
+    /* q (batch, m, n), r (batch, n, n), a (batch, m, n): one QR after another, work reused */      \
+    if (batch < 0 || n < 0 || m < n) return -1;                                                     \
+    if (n == 0) return 0;                                                                           \
+    for (int64_t b = 0; b < batch; b++)                                                             \
+        qr_one_##SFX(q + b * m * n, r + b * n * n, work, a + b * m * n, m, n);                      \
     return 0;                                                                                       \
 }
 
