@@ -51,11 +51,11 @@ static int64_t qr_nb(int64_t n) { return n <= QR_ONE_PANEL ? n : QR_BLOCK; }
 int64_t householder_qr_work(int64_t m, int64_t n) {
     /* doubles: at (m n, in T, rounded up to doubles), P, Zd, Qd, Vt, Zt (nb m each), W (n nb),
      * G (nb nb), tau (n), the T of every block (nblocks nb nb), V8 (8 m), the T8 of every
-     * sub-panel of a panel (nb / 8 + 1 of 8 x 8). One panel (n <= QR_ONE_PANEL) uses less. */
+     * sub-panel of a panel and its transpose (nb / 8 + 1 of 2 x 8 x 8). One panel (n <= QR_ONE_PANEL) uses less. */
     if (n < 1 || m < n) return 1;
     int64_t nb = qr_nb(n), nblocks = (n + nb - 1) / nb;
     return m * n + 5 * nb * m + n * nb + nb * nb + n + nblocks * nb * nb + QR_NB * m +
-           (nb / QR_NB + 1) * QR_NB * QR_NB;
+           (nb / QR_NB + 1) * 2 * QR_NB * QR_NB;
 }
 
 /* ||x||_2 of x (len,), accumulated in double; scaled by max|x_i| only when the plain sum of squares
@@ -128,8 +128,9 @@ static void qr_v8(double *V8, const double *src, int64_t ld, int64_t ks, int64_t
 }
 
 static void qr_t8(double *T8, const double *V8, const double *tau, int64_t ks, int64_t len) {
-    /* dlarft: T_ii = tau_i, T[0:i, i] = -tau_i T[0:i, 0:i] (V^T v_i); v_i is zero before i */
-    for (int64_t a = 0; a < QR_NB * QR_NB; a++) T8[a] = 0.0;
+    /* dlarft: T_ii = tau_i, T[0:i, i] = -tau_i T[0:i, 0:i] (V^T v_i); v_i is zero before i.
+     * T8 is followed by its transpose (T8 + 64), so both products below read rows. */
+    for (int64_t a = 0; a < 2 * QR_NB * QR_NB; a++) T8[a] = 0.0;
     for (int64_t i = 0; i < ks; i++) {
         double g[QR_NB];
         for (int64_t c = 0; c < i; c++) g[c] = qr_dot(V8 + c * len + i, V8 + i * len + i, len - i);
@@ -140,70 +141,123 @@ static void qr_t8(double *T8, const double *V8, const double *tau, int64_t ks, i
         }
         T8[i * QR_NB + i] = tau[i];
     }
+    for (int a = 0; a < QR_NB; a++)
+        for (int b = 0; b < QR_NB; b++) T8[QR_NB * QR_NB + a * QR_NB + b] = T8[b * QR_NB + a];
 }
 
-/* w = op(T8) w: op = T8^T (trans) or T8 */
-static void qr_t8_mul(double *w, const double *T8, int trans) {
-    double y[QR_NB];
-    for (int a = 0; a < QR_NB; a++) {
-        double t = 0.0;
-        for (int b = 0; b < QR_NB; b++) t += (trans ? T8[b * QR_NB + a] : T8[a * QR_NB + b]) * w[b];
-        y[a] = t;
-    }
-    for (int a = 0; a < QR_NB; a++) w[a] = y[a];
-}
-
-static void qr_wy8_portable(double *c, const double *V8, const double *T8, int trans, int64_t len) {
-    double w[QR_NB];
+/* c = c - V8^T (M^T (V8 c)) for c (len,): M = T8 applies H^T (the factorization), M = T8^T applies H
+ * (forming Q). y = M^T w is a sum of rows of M: y = sum_b w_b M[b, :]. */
+static void qr_wy8_row(double *c, const double *V8, const double *M, int64_t len) {
+    double w[QR_NB], y[QR_NB] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     for (int a = 0; a < QR_NB; a++) w[a] = qr_dot(V8 + a * len, c, len);
-    qr_t8_mul(w, T8, trans);
+    for (int b = 0; b < QR_NB; b++)
+        for (int a = 0; a < QR_NB; a++) y[a] += w[b] * M[b * QR_NB + a];
     for (int64_t i = 0; i < len; i++) {
         double t = c[i];
-        for (int a = 0; a < QR_NB; a++) t -= V8[a * len + i] * w[a];
+        for (int a = 0; a < QR_NB; a++) t -= V8[a * len + i] * y[a];
         c[i] = t;
     }
+}
+
+/* the same on rows c + k ldc, k < rows, of a panel */
+static void qr_wy8_portable(double *c, int64_t ldc, int64_t rows, const double *V8, const double *M,
+                            int64_t len) {
+    for (int64_t k = 0; k < rows; k++) qr_wy8_row(c + k * ldc, V8, M, len);
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #include <immintrin.h>
 #define QR_X86 1
-/* the same with AVX2 + FMA, 4 doubles a vector: 8 accumulators (one per reflector) for the dot
- * products, then 8 fused multiply-subtracts per vector of c */
-__attribute__((target("avx2,fma"))) static void qr_wy8_avx2(double *c, const double *V8, const double *T8,
-                                                           int trans, int64_t len) {
-    __m256d acc[QR_NB];
-    for (int a = 0; a < QR_NB; a++) acc[a] = _mm256_setzero_pd();
-    int64_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-        const __m256d x = _mm256_loadu_pd(c + i);
-        for (int a = 0; a < QR_NB; a++) acc[a] = _mm256_fmadd_pd(_mm256_loadu_pd(V8 + a * len + i), x, acc[a]);
-    }
-    double w[QR_NB];
-    for (int a = 0; a < QR_NB; a++) {
-        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(acc[a]), _mm256_extractf128_pd(acc[a], 1));
-        double t = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
-        for (int64_t k = i; k < len; k++) t += V8[a * len + k] * c[k];
-        w[a] = t;
-    }
-    qr_t8_mul(w, T8, trans);
-    __m256d wb[QR_NB];
-    for (int a = 0; a < QR_NB; a++) wb[a] = _mm256_set1_pd(w[a]);
-    for (i = 0; i + 4 <= len; i += 4) {
-        __m256d x = _mm256_loadu_pd(c + i);
-        for (int a = 0; a < QR_NB; a++) x = _mm256_fnmadd_pd(_mm256_loadu_pd(V8 + a * len + i), wb[a], x);
-        _mm256_storeu_pd(c + i, x);
-    }
-    for (; i < len; i++) {
-        double t = c[i];
-        for (int a = 0; a < QR_NB; a++) t -= V8[a * len + i] * w[a];
-        c[i] = t;
-    }
+/* the same with AVX2 + FMA, 4 doubles a vector, on R = 1 or 2 rows c_r = c + r ldc at once (two
+ * rows share every load of V8). Reflectors in two halves of 4, so the accumulators (4 R) and the
+ * broadcasts of y (4 R) stay in registers: the dot products (w = V8 c, 4 R accumulators reduced by
+ * hadd + lane swaps), y = M^T w in vectors, then the fused multiply-subtracts c -= V8^T y. The
+ * last len % 4 elements go through masked loads and stores (zeros beyond the end), so every
+ * element takes the same vector path. */
+#define QR_WY8_AVX2(NAME, R)                                                                          \
+__attribute__((target("avx2,fma"))) static void NAME(double *c, int64_t ldc, const double *V8,         \
+                                                    const double *M, int64_t len) {                   \
+    const int64_t full = len & ~(int64_t)3, rem = len - full;                                         \
+    const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(rem), _mm256_setr_epi64x(0, 1, 2, 3)); \
+    __m256d w[R][2], y[R][2];                                                                         \
+    for (int h = 0; h < 2; h++) {                                                                     \
+        const double *v = V8 + 4 * h * len;                                                           \
+        __m256d acc[R][4];                                                                            \
+        for (int r = 0; r < R; r++)                                                                   \
+            for (int a = 0; a < 4; a++) acc[r][a] = _mm256_setzero_pd();                              \
+        for (int64_t i = 0; i <= full; i += 4) {                                                      \
+            if (i == full && !rem) break;                                                             \
+            __m256d x[R];                                                                             \
+            for (int r = 0; r < R; r++)                                                               \
+                x[r] = i < full ? _mm256_loadu_pd(c + r * ldc + i) : _mm256_maskload_pd(c + r * ldc + i, mask); \
+            for (int a = 0; a < 4; a++) {                                                             \
+                const __m256d va = i < full ? _mm256_loadu_pd(v + a * len + i)                       \
+                                            : _mm256_maskload_pd(v + a * len + i, mask);              \
+                for (int r = 0; r < R; r++) acc[r][a] = _mm256_fmadd_pd(va, x[r], acc[r][a]);         \
+            }                                                                                         \
+        }                                                                                             \
+        for (int r = 0; r < R; r++) {                                                                 \
+            const __m256d t0 = _mm256_hadd_pd(acc[r][0], acc[r][1]);                                  \
+            const __m256d t1 = _mm256_hadd_pd(acc[r][2], acc[r][3]);                                  \
+            w[r][h] = _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20),                             \
+                                    _mm256_permute2f128_pd(t0, t1, 0x31));                            \
+        }                                                                                             \
+    }                                                                                                 \
+    for (int r = 0; r < R; r++) {                                                                     \
+        __m256d wb[QR_NB];                                                                            \
+        for (int h = 0; h < 2; h++) {                                                                 \
+            wb[4 * h] = _mm256_permute4x64_pd(w[r][h], 0x00);                                         \
+            wb[4 * h + 1] = _mm256_permute4x64_pd(w[r][h], 0x55);                                     \
+            wb[4 * h + 2] = _mm256_permute4x64_pd(w[r][h], 0xAA);                                     \
+            wb[4 * h + 3] = _mm256_permute4x64_pd(w[r][h], 0xFF);                                     \
+        }                                                                                             \
+        y[r][0] = y[r][1] = _mm256_setzero_pd();                                                      \
+        for (int b = 0; b < QR_NB; b++) {                                                             \
+            y[r][0] = _mm256_fmadd_pd(wb[b], _mm256_loadu_pd(M + b * QR_NB), y[r][0]);                \
+            y[r][1] = _mm256_fmadd_pd(wb[b], _mm256_loadu_pd(M + b * QR_NB + 4), y[r][1]);            \
+        }                                                                                             \
+    }                                                                                                 \
+    for (int h = 0; h < 2; h++) {                                                                     \
+        const double *v = V8 + 4 * h * len;                                                           \
+        __m256d yb[R][4];                                                                             \
+        for (int r = 0; r < R; r++) {                                                                 \
+            yb[r][0] = _mm256_permute4x64_pd(y[r][h], 0x00);                                          \
+            yb[r][1] = _mm256_permute4x64_pd(y[r][h], 0x55);                                          \
+            yb[r][2] = _mm256_permute4x64_pd(y[r][h], 0xAA);                                          \
+            yb[r][3] = _mm256_permute4x64_pd(y[r][h], 0xFF);                                          \
+        }                                                                                             \
+        for (int64_t i = 0; i <= full; i += 4) {                                                      \
+            if (i == full && !rem) break;                                                             \
+            __m256d x[R];                                                                             \
+            for (int r = 0; r < R; r++)                                                               \
+                x[r] = i < full ? _mm256_loadu_pd(c + r * ldc + i) : _mm256_maskload_pd(c + r * ldc + i, mask); \
+            for (int a = 0; a < 4; a++) {                                                             \
+                const __m256d va = i < full ? _mm256_loadu_pd(v + a * len + i)                        \
+                                            : _mm256_maskload_pd(v + a * len + i, mask);              \
+                for (int r = 0; r < R; r++) x[r] = _mm256_fnmadd_pd(va, yb[r][a], x[r]);              \
+            }                                                                                         \
+            for (int r = 0; r < R; r++) {                                                             \
+                if (i < full) _mm256_storeu_pd(c + r * ldc + i, x[r]);                                \
+                else _mm256_maskstore_pd(c + r * ldc + i, mask, x[r]);                                \
+            }                                                                                         \
+        }                                                                                             \
+    }                                                                                                 \
+}
+QR_WY8_AVX2(qr_wy8_avx2_1, 1)
+QR_WY8_AVX2(qr_wy8_avx2_2, 2)
+
+/* rows k0..k1-1 of a panel (row stride ldc), two at a time */
+__attribute__((target("avx2,fma"))) static void qr_wy8_avx2(double *c, int64_t ldc, int64_t rows,
+                                                           const double *V8, const double *M, int64_t len) {
+    int64_t k = 0;
+    for (; k + 2 <= rows; k += 2) qr_wy8_avx2_2(c + k * ldc, ldc, V8, M, len);
+    if (k < rows) qr_wy8_avx2_1(c + k * ldc, ldc, V8, M, len);
 }
 #else
 #define QR_X86 0
 #endif
 
-typedef void (*qr_wy8_fn)(double *, const double *, const double *, int, int64_t);
+typedef void (*qr_wy8_fn)(double *, int64_t, int64_t, const double *, const double *, int64_t);
 
 /* AVX2 + FMA when the CPU has them and the GEMM was not forced to its portable path
  * (DEEPPROP_GEMM_ISA=portable runs every vector path of the library portable, for the tests).
@@ -220,7 +274,7 @@ static qr_wy8_fn qr_wy8_choose(void) {
 
 /* dgeqr2 on a panel P (nb, L), L >= nb, row-major: row j of P is column j of the panel, so every
  * inner loop runs over contiguous memory. Afterwards row j holds r_0j .. r_j-1,j, beta_j = r_jj,
- * then v_j below the diagonal; tau (nb,); T8s the T8 of every sub-panel (8 x 8 each); V8 scratch
+ * then v_j below the diagonal; tau (nb,); T8s the T8 of every sub-panel (8 x 8 each, and its transpose); V8 scratch
  * (8, L). Sub-panel by sub-panel: its reflectors come from its rows one after another (dgeqr2),
  * then every later row of the panel gets all 8 at once in the WY form. */
 static void qr_panel(qr_wy8_fn wy8, double *P, double *tau, double *T8s, double *V8, int64_t nb, int64_t L) {
@@ -245,10 +299,10 @@ static void qr_panel(qr_wy8_fn wy8, double *P, double *tau, double *T8s, double 
             if (t != 0.0)
                 for (int64_t k = j + 1; k < j1; k++) qr_reflect(P + k * L + j, x + 1, t, len);
         }
-        double *T8 = T8s + (j0 / QR_NB) * QR_NB * QR_NB;
+        double *T8 = T8s + (j0 / QR_NB) * 2 * QR_NB * QR_NB;
         qr_v8(V8, P + j0 * L + j0, L, j1 - j0, L - j0);
         qr_t8(T8, V8, tau + j0, j1 - j0, L - j0);
-        for (int64_t k = j1; k < nb; k++) wy8(P + k * L + j0, V8, T8, 1, L - j0);
+        if (j1 < nb) wy8(P + j1 * L + j0, L, nb - j1, V8, T8, L - j0);
     }
 }
 
@@ -265,8 +319,8 @@ static void qr_org_panel(qr_wy8_fn wy8, double *P, const double *T8s, double *V8
             for (int64_t i = 0; i < L; i++) row[i] = 0.0;
             row[k] = 1.0;
         }
-        const double *T8 = T8s + (j0 / QR_NB) * QR_NB * QR_NB;
-        for (int64_t k = j0; k < n; k++) wy8(P + k * L + j0, V8, T8, 0, L - j0);
+        const double *T8 = T8s + (j0 / QR_NB) * 2 * QR_NB * QR_NB;
+        wy8(P + j0 * L + j0, L, n - j0, V8, T8 + QR_NB * QR_NB, L - j0);
     }
 }
 
