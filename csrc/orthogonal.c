@@ -11,8 +11,14 @@
  *           top nb x nb of V: one GEMM), instead of dorg2r's reflector-by-reflector loop;
  *   sign fix  s_j = -1 if r_jj < 0 else +1 (sign(0) = +1, and NaN gives +1);
  *           q[:, j] *= s_j, r[j, :] *= s_j: diag(r) >= 0, the factorization is unique.
- * nb = QR_BLOCK; for n <= QR_ONE_PANEL the whole matrix is one panel (no trailing update, and Q
- * from the one WY form), which is the fast path for small matrices.
+ * nb = QR_BLOCK. Inside a panel, reflectors come in sub-panels of QR_NB = 8: a sub-panel is
+ * factored reflector by reflector (dgeqr2), then its 8 reflectors, in their own WY form, are applied
+ * to each later row of the panel at once (qr_wy8: two passes over the row instead of two per
+ * reflector; AVX2 + FMA when the CPU has them, two rows at a time, else portable C).
+ * For n <= QR_ONE_PANEL (small matrices) the whole matrix is one panel, factored as above, and Q is
+ * formed backwards over the same sub-panels with qr_wy8 (dorg2r by WY blocks of 8): no GEMM, whose
+ * full-square products would triple the flops at this size. A stack of matrices is factored one
+ * after another in one call, reusing the scratch.
  *
  * Layout: a is row-major (m, n), so a column is strided by n, but every step of Householder QR
  * works on columns. So a is copied TRANSPOSED into work as at (n, m): row j of at is column j of
@@ -22,7 +28,7 @@
  *
  * Precision: the panel is copied into a double buffer P and factored there (norms, dot products,
  * updates in double, rounded once to T when written back), and V^T V, T, T V^T and the block's own
- * columns of Q are double GEMMs. at, and the two trailing-update GEMMs per block (W = C V,
+ * columns of Q are double GEMMs; the one-panel path (n <= 64) is double throughout. at, and the two trailing-update GEMMs per block (W = C V,
  * C -= W Z), are in the array's type: for float32 these accumulate in float32 (with FMA), as
  * LAPACK's sgeqrf/sorgqr do -- those GEMMs are ~90% of the flops at n = 1024. The reflectors are
  * rounded to T before T is formed, so the WY form and every update use the stored V exactly.
@@ -420,9 +426,12 @@ static void qr_one_##SFX(T *q, T *r, double *work, const T *a, int64_t m, int64_
         }                                                                                           \
     }                                                                                               \
                                                                                                     \
-    /* r = the upper triangle (sign fixed below) */                                                 \
-    for (int64_t i = 0; i < n; i++)                                                                 \
-        for (int64_t k = 0; k < n; k++) r[i * n + k] = k >= i ? at[k * m + i] : (T)0;               \
+    /* r = the upper triangle (sign fixed below), tile by tile like the other transposing copies */ \
+    for (int64_t i0 = 0; i0 < n; i0 += QR_TILE)                                                     \
+        for (int64_t k0 = 0; k0 < n; k0 += QR_TILE)                                                 \
+            for (int64_t i = i0; i < n && i < i0 + QR_TILE; i++)                                    \
+                for (int64_t k = k0; k < n && k < k0 + QR_TILE; k++)                                \
+                    r[i * n + k] = k >= i ? at[k * m + i] : (T)0;                                   \
                                                                                                     \
     /* dorgqr: Q = H_0 ... H_n-1 [I_n; 0], backwards over the blocks, in place in at (row k of     \
      * at becomes column k of Q). Block b applies H = I - V T V^T to the columns after it          \
