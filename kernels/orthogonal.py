@@ -4,18 +4,20 @@
     orthogonal_init(shape, gain=1.0, seed=0, dtype="float32") -> W (rows, cols)
 
 qr: a (m, n), m >= n >= 1, float32 or float64. q (m, n) has orthonormal columns, r (n, n) is upper
-triangular with diag(r) >= 0, a = q r. Like numpy.linalg.qr, a may be a stack (..., m, n) of such
-matrices (any number of leading dimensions, also 0 matrices): q (..., m, n) and r (..., n, n) are the
-QRs of the matrices one by one -- in C in one call, which saves the per-call cost for many small ones. diag(r) >= 0 makes the factorization unique (for full rank
+triangular with diag(r) >= 0, a = q r. diag(r) >= 0 makes the factorization unique (for full rank
 a) and is what makes orthogonal_init Haar-distributed: plain Householder QR returns r_jj = -sign(a_jj)
 ||.|| (so q[0, 0] < 0 always, and det q is fixed for square a).
+Like numpy.linalg.qr, a may also be a stack (..., m, n) of such matrices (any number of leading
+dimensions, 0 matrices too): q (..., m, n) and r (..., n, n) are the QRs of the matrices one by one
+-- in C in a single call, which saves the per-call cost when there are many small ones.
 The reference is numpy.linalg.qr (LAPACK, float64) + the sign fix, cast to a's dtype. The Numba
 backend is an unblocked Householder QR written out (LAPACK's dgeqr2 + dorg2r), storing in a's dtype
 but accumulating every reduction in float64. The C backend is LAPACK's blocked algorithm (dgeqrf +
-dorgqr: panels of 32 columns in the compact WY form, one panel when n <= 64; see
-csrc/orthogonal.c): each panel is factored in float64, and the trailing-matrix updates, ~90% of the
-flops of a large QR, are the library's GEMM in a's dtype -- for float32 they accumulate in float32,
-as LAPACK's sgeqrf/sorgqr do (the LAPACK accuracy ratios of the tests hold either way).
+dorgqr, see csrc/orthogonal.c): panels of 32 columns in the compact WY form, each factored in
+float64; the trailing-matrix updates (in the factorization and in forming Q), ~90% of the flops of
+a large QR, are the library's GEMM in a's dtype -- for float32 they accumulate in float32 (as
+LAPACK's sgeqrf/sorgqr do; the LAPACK accuracy ratios of the tests hold either way). A matrix with
+n <= 64 is one panel, factored and formed entirely in float64.
 
 orthogonal_init: draws a standard normal matrix of shape (max(rows, cols), min(rows, cols)) with
 this backend's ``normal_init`` (kernels.init) and the given seed, takes q of its QR, transposes it
