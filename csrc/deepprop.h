@@ -98,10 +98,13 @@ void uniform_fill_f32(float *out, int64_t n, uint64_t seed, double low, double h
 void uniform_fill_f64(double *out, int64_t n, uint64_t seed, double low, double high);
 void normal_fill_f32(float *out, int64_t n, uint64_t seed, double mean, double std);
 void normal_fill_f64(double *out, int64_t n, uint64_t seed, double mean, double std);
-/* orthogonal.c: thin Householder QR of a (m, n), m >= n: q (m, n), r (n, n) upper triangular with
- * diag(r) >= 0 (the sign fix); work is scratch of m*n + n elements. Returns 0 on success. */
-int householder_qr_f32(float *q, float *r, float *work, const float *a, int64_t m, int64_t n);
-int householder_qr_f64(double *q, double *r, double *work, const double *a, int64_t m, int64_t n);
+/* orthogonal.c: thin Householder QR of each of batch matrices a (batch, m, n), m >= n: q (batch, m, n),
+ * r (batch, n, n) upper triangular with diag(r) >= 0 (the sign fix); work is scratch of
+ * householder_qr_work(m, n) doubles (for either dtype, reused by every matrix). Returns 0 on success. */
+int64_t householder_qr_work(int64_t m, int64_t n);
+int householder_qr_f32(float *q, float *r, double *work, const float *a, int64_t batch, int64_t m, int64_t n);
+int householder_qr_f64(double *q, double *r, double *work, const double *a, int64_t batch, int64_t m,
+                       int64_t n);
 
 /* clip.c: grads is an array of count pointers, sizes their element counts */
 void grad_norm_f32(double *total, const float *const *grads, const int64_t *sizes, int64_t count, int inf_norm);

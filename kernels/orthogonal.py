@@ -1,15 +1,23 @@
 """Thin QR with the sign fix, and the orthogonal (Haar) initializer built on it.
 
-    qr(a)                                                   -> (q, r)
+    qr(a)                                                   -> (q, r)      (a may be a stack)
     orthogonal_init(shape, gain=1.0, seed=0, dtype="float32") -> W (rows, cols)
 
 qr: a (m, n), m >= n >= 1, float32 or float64. q (m, n) has orthonormal columns, r (n, n) is upper
 triangular with diag(r) >= 0, a = q r. diag(r) >= 0 makes the factorization unique (for full rank
 a) and is what makes orthogonal_init Haar-distributed: plain Householder QR returns r_jj = -sign(a_jj)
 ||.|| (so q[0, 0] < 0 always, and det q is fixed for square a).
-The reference is numpy.linalg.qr (LAPACK, float64) + the sign fix, cast to a's dtype. The Numba and
-C backends are an unblocked Householder QR written out (LAPACK's dgeqr2 + dorg2r, see
-csrc/orthogonal.c), storing in a's dtype but accumulating every reduction in float64.
+Like numpy.linalg.qr, a may also be a stack (..., m, n) of such matrices (any number of leading
+dimensions, 0 matrices too): q (..., m, n) and r (..., n, n) are the QRs of the matrices one by one
+-- in C in a single call, which saves the per-call cost when there are many small ones.
+The reference is numpy.linalg.qr (LAPACK, float64) + the sign fix, cast to a's dtype. The Numba
+backend is an unblocked Householder QR written out (LAPACK's dgeqr2 + dorg2r), storing in a's dtype
+but accumulating every reduction in float64. The C backend is LAPACK's blocked algorithm (dgeqrf +
+dorgqr, see csrc/orthogonal.c): panels of 32 columns in the compact WY form, each factored in
+float64; the trailing-matrix updates (in the factorization and in forming Q), ~90% of the flops of
+a large QR, are the library's GEMM in a's dtype -- for float32 they accumulate in float32 (as
+LAPACK's sgeqrf/sorgqr do; the LAPACK accuracy ratios of the tests hold either way). A matrix with
+n <= 64 is one panel, factored and formed entirely in float64.
 
 orthogonal_init: draws a standard normal matrix of shape (max(rows, cols), min(rows, cols)) with
 this backend's ``normal_init`` (kernels.init) and the given seed, takes q of its QR, transposes it
@@ -24,7 +32,8 @@ Special values and bad input (every backend alike):
     r (the column holding one, and later entries) and, unless every reflector before it is trivial,
     into q (Inf meets Inf/Inf in the reflector and becomes NaN). The exact NaN pattern differs
     between LAPACK and the hand-written backends. The sign fix treats sign(NaN) like sign(0): +1.
-  * a not 2-d, m < n, n == 0 (an empty a): ValueError naming a; a not float32/float64: TypeError.
+  * a with fewer than 2 dimensions, m < n, n == 0: ValueError naming a; a not float32/float64:
+    TypeError.
   * shape not 2-d or with a zero dimension: ValueError naming shape; gain must be a finite real
     (0 or negative allowed: it only scales); seed an integer in [0, 2**64); dtype float32/float64.
 """
@@ -42,10 +51,10 @@ from ._numba import njit
 
 
 def _qr_args(a) -> np.ndarray:
-    a = _check.array("a", a, ndim=2)
-    m, n = a.shape
-    if n < 1 or m < n:
-        raise ValueError(f"a: expected a (m, n) array with m >= n >= 1 (a thin QR), got shape {a.shape}")
+    a = _check.array("a", a)
+    if a.ndim < 2 or a.shape[-1] < 1 or a.shape[-2] < a.shape[-1]:
+        raise ValueError(f"a: expected an (m, n) array or a stack (..., m, n) of them with m >= n >= 1 "
+                         f"(a thin QR), got shape {a.shape}")
     return a
 
 
@@ -59,17 +68,18 @@ def _init_args(shape, gain, seed, dtype):
 # ---- reference: NumPy/LAPACK, float64 inside -----------------------------------------------------
 
 def _sign_fix(q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """q[:, j] *= s_j, r[j, :] *= s_j with s_j = -1 if r_jj < 0 else +1 (0 and NaN give +1)."""
-    s = np.where(np.diagonal(r) < 0, -1.0, 1.0)
-    return q * s, r * s[:, None]
+    """q[..., :, j] *= s_j, r[..., j, :] *= s_j with s_j = -1 if r_jj < 0 else +1 (0, NaN give +1)."""
+    s = np.where(np.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
+    return q * s[..., None, :], r * s[..., :, None]
 
 
 def qr(a):
     """Thin QR with a nonnegative diagonal: a (m, n), m >= n >= 1 -> (q (m, n), r (n, n)).
 
     q has orthonormal columns, r is upper triangular with diag(r) >= 0, a = q @ r; both in a's dtype
-    (float32 or float64), new arrays. NaN/Inf in a propagate into r and q without an error.
-    ValueError (naming a) for a not 2-d or m < n or n == 0; TypeError for a non-float dtype.
+    (float32 or float64), new arrays. A stack a (..., m, n) gives q (..., m, n), r (..., n, n), the
+    QR of each matrix. NaN/Inf in a propagate into r and q without an error. ValueError (naming a)
+    for a with fewer than 2 dimensions or m < n or n == 0; TypeError for a non-float dtype.
     """
     a = _qr_args(a)
     q, r = np.linalg.qr(a.astype(np.float64), mode="reduced")
@@ -109,9 +119,10 @@ def orthogonal_init(shape, gain=1.0, seed=0, dtype="float32"):
     return _orthogonal("numpy", lambda g: qr(g.astype(np.float64)), shape, gain, seed, dtype)
 
 
-# ---- Numba: the same algorithm as csrc/orthogonal.c (read that file's comment first) ---------------
+# ---- Numba: the unblocked algorithm (dgeqr2 + dorg2r); csrc/orthogonal.c's panel factorization is --
+# ---- the same loops (QR_NB there), its blocked updates and its Q are GEMMs --------------------------
 
-_NB = 8  # reflectors per panel, as QR_NB in csrc/orthogonal.c
+_NB = 8  # reflectors per sub-panel, as QR_NB in csrc/orthogonal.c
 
 @njit
 def _nrm2_nb(x, lo, hi):
@@ -238,16 +249,13 @@ def _householder_qr_nb(q, r, work, a):
             q[i, j] = s[j] * at[j, i]
 
 
-def _alloc(a):
-    m, n = a.shape
-    return (np.empty((m, n), dtype=a.dtype), np.empty((n, n), dtype=a.dtype),
-            np.empty(m * n + n, dtype=a.dtype))
-
-
 def qr_numba(a):
     a = _qr_args(a)
-    q, r, work = _alloc(a)
-    _householder_qr_nb(q, r, work, a)
+    m, n = a.shape[-2:]
+    q, r = np.empty(a.shape, dtype=a.dtype), np.empty(a.shape[:-2] + (n, n), dtype=a.dtype)
+    work = np.empty(m * n + n, dtype=a.dtype)
+    for qi, ri, ai in zip(q.reshape(-1, m, n), r.reshape(-1, n, n), a.reshape(-1, m, n)):
+        _householder_qr_nb(qi, ri, work, ai)
     return q, r
 
 
@@ -260,9 +268,13 @@ def orthogonal_init_numba(shape, gain=1.0, seed=0, dtype="float32"):
 
 def qr_c(a):
     a = _qr_args(a)
-    q, r, work = _alloc(a)
-    m, n = a.shape
-    rc = _c.fn("householder_qr", a.dtype)(_c.ptr_out(q), _c.ptr_out(r), _c.ptr_out(work), _c.ptr(a), m, n)
+    m, n = a.shape[-2:]
+    q, r = np.empty(a.shape, dtype=a.dtype), np.empty(a.shape[:-2] + (n, n), dtype=a.dtype)
+    _c.require()
+    work = np.empty(_c.lib.householder_qr_work(m, n), dtype=np.float64)
+    batch = a.size // (m * n)
+    rc = _c.fn("householder_qr", a.dtype)(_c.ptr_out(q), _c.ptr_out(r), _c.ptr_out(work), _c.ptr(a),
+                                          batch, m, n)
     if rc != 0:
         raise RuntimeError(f"householder_qr_{_c.suffix(a.dtype)} returned {rc} for a of shape {a.shape}")
     return q, r

@@ -7,6 +7,12 @@ backend for the duration of each test; once the real one is registered it is use
 The statistical tests run at fixed seeds, so they are deterministic for a given normal_init.
 """
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -87,9 +93,11 @@ def test_qr_lapack_ratios_random(backend, dtype, shape):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cond", [1e6, 1e14])
-def test_qr_lapack_ratios_ill_conditioned(backend, dtype, cond):
-    # QR is backward stable: both ratios stay small however ill-conditioned a is
-    a = ill_conditioned(np.random.default_rng(5), 80, 50, cond).astype(dtype)
+@pytest.mark.parametrize("shape", [(80, 50), (230, 170)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_qr_lapack_ratios_ill_conditioned(backend, dtype, cond, shape):
+    # QR is backward stable: both ratios stay small however ill-conditioned a is (the C backend
+    # factors 80 x 50 as one panel, 230 x 170 blocked with GEMM updates)
+    a = ill_conditioned(np.random.default_rng(5), *shape, cond).astype(dtype)
     q, r = get("qr", backend)(a)
     check_factorization(a, q, r)
 
@@ -185,6 +193,119 @@ def test_qr_does_not_write_its_input(backend, dtype):
     before = a.copy()
     get("qr", backend)(a)
     np.testing.assert_array_equal(a, before)
+
+
+# ---- qr: stacks -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 9, 5), (2, 2, 70, 66), (1, 1, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_qr_stack_is_each_matrix_alone(backend, dtype, shape):
+    # a (..., m, n): q (..., m, n), r (..., n, n), each the QR of its matrix (bit for bit on numba
+    # and C, which run the same code per matrix; LAPACK's stacked loop may pick other kernels)
+    f = get("qr", backend)
+    a = np.random.default_rng(8).standard_normal(shape).astype(dtype)
+    q, r = f(a)
+    m, n = shape[-2:]
+    assert q.shape == shape and r.shape == shape[:-2] + (n, n) and q.dtype == r.dtype == dtype
+    for idx in np.ndindex(shape[:-2]):
+        check_factorization(a[idx], q[idx], r[idx])
+        q1, r1 = f(a[idx])
+        if backend == "numpy":
+            tol = 32 * max(m, n) * np.finfo(dtype).eps
+            np.testing.assert_allclose(q[idx], q1, rtol=0, atol=tol)
+            np.testing.assert_allclose(r[idx], r1, rtol=0, atol=tol * np.abs(r1).max())
+        else:
+            np.testing.assert_array_equal(q[idx], q1)
+            np.testing.assert_array_equal(r[idx], r1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_qr_empty_stack(backend):
+    q, r = get("qr", backend)(np.zeros((0, 4, 3)))
+    assert q.shape == (0, 4, 3) and r.shape == (0, 3, 3)
+
+
+# ---- qr: the C backend's paths --------------------------------------------------------------------
+# csrc/orthogonal.c: sub-panels of QR_NB = 8 reflectors, one panel up to n = QR_ONE_PANEL = 64, blocks
+# of QR_BLOCK = 32 above; n one below / on / one above each edge, square and tall, and a last block
+# of a single column (n = 65, 97).
+
+C_EDGE_SHAPES = [(m, n) for n in (7, 8, 9, 16, 17, 63, 64, 65, 95, 96, 97, 129) for m in (n, n + 1, 2 * n + 3)]
+
+
+def c_edge_failures():
+    """The LAPACK ratios, r's structure and the sign fix on every edge shape, both dtypes (run here
+    and in a child process on the portable path): a list of what failed."""
+    failures = []
+    rng = np.random.default_rng(12)
+    for m, n in C_EDGE_SHAPES:
+        for dtype in DTYPES:
+            a = rng.standard_normal((m, n)).astype(dtype)
+            q, r = orthogonal.qr_c(a)
+            resid, orth = ratios(a, q, r)
+            ok = (resid < RATIO and orth < RATIO and np.all(np.tril(r, -1) == 0)
+                  and np.all(np.diagonal(r) >= 0) and np.all(np.isfinite(q)))
+            if not ok:
+                failures.append(f"{m}x{n} {np.dtype(dtype).name}: ratios {resid:.3g}, {orth:.3g}")
+    return failures
+
+
+def test_qr_c_every_block_edge():
+    get("qr", "c")
+    assert not c_edge_failures()
+
+
+def test_qr_c_every_block_edge_on_the_portable_path():
+    # the sub-panel update has an AVX2 + FMA variant and a portable one; DEEPPROP_GEMM_ISA=portable
+    # (read once per process) forces the portable one along with the GEMM's
+    get("qr", "c")
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, DEEPPROP_GEMM_ISA="portable", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]))
+    code = ("import json, kernels, test_orthogonal as t; "
+            "print(json.dumps([kernels.backend_info()['gemm_isa'], t.c_edge_failures()]))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    isa, failures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isa.startswith("portable") and "forced" in isa, isa
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(9, 9), (64, 64), (300, 97)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_qr_c_stays_inside_its_work_buffer(dtype, shape):
+    # the scratch is householder_qr_work(m, n) doubles: a guard region after it stays untouched
+    get("qr", "c")
+    from kernels import _c
+    m, n = shape
+    a = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    size = _c.lib.householder_qr_work(m, n)
+    work = np.full(size + 4096, 1234.5)
+    q, r = np.empty((m, n), dtype), np.empty((n, n), dtype)
+    rc = _c.fn("householder_qr", dtype)(_c.ptr_out(q), _c.ptr_out(r), _c.ptr_out(work), _c.ptr(a), 1, m, n)
+    assert rc == 0 and np.all(work[size:] == 1234.5)
+    check_factorization(a, q, r)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_qr_c_blocked_special_values(dtype):
+    # the blocked path (n > 64) keeps the documented behaviour: zeros give q = I exactly, a NaN
+    # reaches its column of r and q, a rank-deficient a still factors
+    f = get("qr", "c")
+    q, r = f(np.zeros((90, 70), dtype=dtype))
+    np.testing.assert_array_equal(q, np.eye(90, 70))
+    np.testing.assert_array_equal(r, np.zeros((70, 70)))
+    a = np.random.default_rng(6).standard_normal((90, 70)).astype(dtype)
+    a[5, 40] = np.nan
+    q, r = f(a)
+    assert np.isnan(r[:, 40]).any() and np.isnan(q).any()
+    a = np.random.default_rng(3).standard_normal((100, 70)).astype(dtype)
+    a[:, 33] = 0
+    a[:, 66] = a[:, 2]
+    q, r = f(a)
+    check_factorization(a, q, r)
+    assert r[33, 33] == 0 and abs(float(r[66, 66])) < 50 * np.finfo(dtype).eps * norm1(a)
 
 
 # ---- qr: special values ---------------------------------------------------------------------------
