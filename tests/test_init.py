@@ -51,9 +51,12 @@ def uniform_py(i, seed, low, high):
 
 
 def normal_py(i, seed, mean, std):
-    w = philox_py([i & 0xFFFFFFFF, i >> 32, 2, 0], [seed & 0xFFFFFFFF, seed >> 32])
-    z = math.sqrt(-2.0 * math.log(1.0 - u53(w[0], w[1]))) * math.cos(2.0 * math.pi * u53(w[2], w[3]))
-    return mean + std * z
+    """normal stream v2: the pair (2j, 2j + 1) draws counter j; cosine half even, sine half odd"""
+    j = i // 2
+    w = philox_py([j & 0xFFFFFFFF, j >> 32, 2, 0], [seed & 0xFFFFFFFF, seed >> 32])
+    r = math.sqrt(-2.0 * math.log(1.0 - u53(w[0], w[1])))
+    theta = 2.0 * math.pi * u53(w[2], w[3])
+    return mean + std * r * (math.sin(theta) if i % 2 else math.cos(theta))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -68,11 +71,21 @@ def test_uniform_known_answers(backend, seed):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", [0, 2**63 + 5])
-def test_normal_known_answers(backend, seed):
-    got = get("normal_init", backend)(16, 0.5, 2.0, seed, "float64")
-    expected = np.array([normal_py(i, seed, 0.5, 2.0) for i in range(16)])
+@pytest.mark.parametrize("n", [16, 17])
+def test_normal_known_answers(backend, seed, n):
+    got = get("normal_init", backend)(n, 0.5, 2.0, seed, "float64")
+    expected = np.array([normal_py(i, seed, 0.5, 2.0) for i in range(n)])
     tol = 16 * np.finfo(np.float64).eps * np.abs(expected).max()  # verify.TOLERANCE: normwise 16 eps
     np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
+
+
+def test_normal_pairs_are_one_counter():
+    """Stream v2: elements 2j and 2j + 1 are r cos(theta), r sin(theta) of one counter, so each pair
+    lies on one circle: z_2j^2 + z_2j+1^2 = r^2 = -2 log(1 - u(w0, w1)) of counter j."""
+    z = init.normal_init(64, 0.0, 1.0, 11, "float64")
+    for j in range(32):
+        w = philox_py([j, 0, 2, 0], [11, 0])
+        assert z[2 * j] ** 2 + z[2 * j + 1] ** 2 == pytest.approx(-2.0 * math.log(1.0 - u53(w[0], w[1])), rel=1e-13)
 
 
 # ---- distributions ------------------------------------------------------------------------------
@@ -97,6 +110,8 @@ def test_uniform_moments_and_ks(backend, dtype):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_normal_moments_and_ks(backend, dtype):
+    """Both halves are N(0, 1); so is each half alone (the even elements, the odd ones) and the two
+    halves of a pair are uncorrelated (independent, for Box-Muller)."""
     mean, std = 3.0, 0.5
     x = get("normal_init", backend)(N_STAT, mean, std, 2718, dtype).astype(np.float64)
     assert np.all(np.isfinite(x))
@@ -105,6 +120,9 @@ def test_normal_moments_and_ks(backend, dtype):
     assert abs(scipy.stats.skew(x)) < 5 * math.sqrt(6 / N_STAT)
     assert abs(scipy.stats.kurtosis(x)) < 5 * math.sqrt(24 / N_STAT)
     assert scipy.stats.kstest(x, "norm", args=(mean, std)).pvalue > 1e-4
+    for half in (x[0::2], x[1::2]):
+        assert scipy.stats.kstest(half, "norm", args=(mean, std)).pvalue > 1e-4
+    assert abs(np.corrcoef(x[0::2], x[1::2])[0, 1]) < 5 / math.sqrt(N_STAT / 2)
 
 
 def test_ks_catches_a_wrong_distribution():
@@ -347,3 +365,4 @@ def test_bad_parameters(backend):
         raises(name, "^mode", mode="fan_avg")
         raises(name, "^nonlinearity", nonlinearity="softplus")
         raises(name, "^slope", nonlinearity="leaky_relu", slope=math.inf)
+
