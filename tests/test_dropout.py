@@ -162,6 +162,7 @@ CONTRACT = [  # (n, p, seed, offset): unaligned offsets, a counter high word, se
     (4097, 0.5, 2**64 - 1, 5),
     (1029, 0.77, 2**63 + 12345, 4 * 2**32 + 3),
     (13, 0.5, 99, 2**64 - 13),
+    (9000, 0.4, 17, 4 * 2**32 - 4094),  # Numba: 3 chunks, unaligned, the block counter crosses 2^32
 ]
 
 
