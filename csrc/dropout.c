@@ -97,8 +97,7 @@ static inline unsigned dp_dropout_byte(int64_t b, int64_t n, uint32_t k0, uint32
 /* keep bits of the 64 elements j = 4q .. 4q + 63 (bit t: element 4q + t), 1 <= threshold < 2^32 */
 DP_AVX2_INLINE uint64_t dp_keep64_avx2(uint64_t q, const dp_philox_keys *ks, __m256i tflip) {
     __m256i c[4][4];
-    dp_philox_ctr_avx2_x4(c, q, 0u, 0u);
-    dp_philox_avx2_x4(c, ks);
+    dp_philox_run_avx2_x4(c, ks, q, 0u, 0u);
     const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
     uint64_t bits = 0;
     for (int v = 0; v < 4; v++) {

@@ -150,8 +150,7 @@ DP_AVX2 static void uniform_fill_avx2_##SFX(T *out, int64_t n, uint64_t seed, do
     T buf[16];                                                                                       \
     for (int64_t i = 0; i < n; i += 16) {                                                            \
         __m256i c[4][4];                                                                             \
-        dp_philox_ctr_avx2_x4(c, (uint64_t)i, DP_STREAM_UNIFORM, 0u);                                \
-        dp_philox_avx2_x4(c, &ks);                                                                   \
+        dp_philox_run_avx2_x4(c, &ks, (uint64_t)i, DP_STREAM_UNIFORM, 0u);                           \
         T *dst = n - i >= 16 ? out + i : buf;                                                        \
         __m256d y[4];                                                                                \
         for (int v = 0; v < 4; v++) /* low + width * u: multiply, then add (no FMA), as NumPy */   \
@@ -172,8 +171,7 @@ DP_AVX2 static void normal_fill_avx2_##SFX(T *out, int64_t n, uint64_t seed, dou
         int64_t np = npairs - p0 < DP_NORMAL_BLOCK ? npairs - p0 : DP_NORMAL_BLOCK;                  \
         for (int64_t k = 0; k < np; k += 8) { /* the words of 8 pairs -> v = 1 - u, t */             \
             __m256i c[4][2];                                                                         \
-            dp_philox_ctr_avx2_x2(c, (uint64_t)(p0 + k), DP_STREAM_NORMAL, 0u);                      \
-            dp_philox_avx2_x2(c, &ks);                                                               \
+            dp_philox_run_avx2_x2(c, &ks, (uint64_t)(p0 + k), DP_STREAM_NORMAL, 0u);                 \
             for (int v = 0; v < 2; v++) {                                                            \
                 _mm256_store_pd(vb + k + 4 * v,                                                      \
                                 _mm256_sub_pd(_mm256_set1_pd(1.0), dp_u53_avx2(c[0][v], c[1][v])));  \
