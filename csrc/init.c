@@ -139,7 +139,7 @@ DP_AVX2_INLINE void dp_store8_avx2_f32(float *out, __m256d a, __m256d b) {
  * their Philox words (into v, t), then the math 4 pairs at a time: two loops of short independent
  * iterations, which the out-of-order core overlaps (one loop doing both is bound by the latency of
  * Philox -> log -> sqrt). A partial last step is computed whole into a buffer and the part needed
- * copied (a partial block's Philox loop fills v, t up to a multiple of 8 pairs, past the last pair:
+ * copied (a partial block's Philox loop fills v, t up to a multiple of 16 pairs, past the last pair:
  * finite values, computed and never stored). */
 #define DP_NORMAL_BLOCK 64
 #define DEFINE_INIT_AVX2(T, SFX)                                                                       \
@@ -169,10 +169,10 @@ DP_AVX2 static void normal_fill_avx2_##SFX(T *out, int64_t n, uint64_t seed, dou
     int64_t npairs = (n + 1) / 2;                                                                    \
     for (int64_t p0 = 0; p0 < npairs; p0 += DP_NORMAL_BLOCK) {                                       \
         int64_t np = npairs - p0 < DP_NORMAL_BLOCK ? npairs - p0 : DP_NORMAL_BLOCK;                  \
-        for (int64_t k = 0; k < np; k += 8) { /* the words of 8 pairs -> v = 1 - u, t */             \
-            __m256i c[4][2];                                                                         \
-            dp_philox_run_avx2_x2(c, &ks, (uint64_t)(p0 + k), DP_STREAM_NORMAL, 0u);                 \
-            for (int v = 0; v < 2; v++) {                                                            \
+        for (int64_t k = 0; k < np; k += 16) { /* the words of 16 pairs -> v = 1 - u, t */          \
+            __m256i c[4][4];                                                                         \
+            dp_philox_run_avx2_x4(c, &ks, (uint64_t)(p0 + k), DP_STREAM_NORMAL, 0u);                 \
+            for (int v = 0; v < 4; v++) {                                                            \
                 _mm256_store_pd(vb + k + 4 * v,                                                      \
                                 _mm256_sub_pd(_mm256_set1_pd(1.0), dp_u53_avx2(c[0][v], c[1][v])));  \
                 _mm256_store_pd(tb + k + 4 * v, dp_u53_avx2(c[2][v], c[3][v]));                      \
