@@ -71,7 +71,7 @@ DP_AVX2_INLINE __m256d dp_log_avx2(__m256d v) {
     return _mm256_fmadd_pd(k, _mm256_set1_pd(ln2_hi), acc);
 }
 
-/* cos and sin of 2 pi t for t in [0, 1) (any finite t with 4t < 2^51 works) */
+/* cos and sin of 2 pi t for t in [0, 1) (any t >= 0 with 4t < 2^51 works) */
 DP_AVX2_INLINE void dp_sincos2pi_avx2(__m256d t, __m256d *cs, __m256d *sn) {
     const double S1 = -1.66666666666666324348e-01, S2 = 8.33333333332248946124e-03,
                  S3 = -1.98412698298579493134e-04, S4 = 2.75573137070700676789e-06,
@@ -81,7 +81,10 @@ DP_AVX2_INLINE void dp_sincos2pi_avx2(__m256d t, __m256d *cs, __m256d *sn) {
                  C5 = 2.08757232129817482790e-09, C6 = -1.13596475577881948265e-11;
     const double pio2_hi = 1.57079632679489655800e+00, pio2_lo = 6.12323399573676603587e-17;
     __m256d x = _mm256_mul_pd(t, _mm256_set1_pd(4.0)); /* exact */
-    __m256d kq = _mm256_round_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* k = the nearest integer: x + 1.5 * 2^52 rounds x to an integer (ulp 1 there), which then sits
+     * in the low mantissa bits of that sum -- read as the quadrant below, no conversion needed */
+    __m256d kb = _mm256_add_pd(x, _mm256_set1_pd(6755399441055744.0));
+    __m256d kq = _mm256_sub_pd(kb, _mm256_set1_pd(6755399441055744.0));
     __m256d r = _mm256_sub_pd(x, kq);                  /* exact, |r| <= 1/2 */
     /* a + y = r pi/2 to ~2^-106 relative: a rounded once, y its remainder (pi/2 = pio2_hi + pio2_lo) */
     __m256d rlo = _mm256_mul_pd(r, _mm256_set1_pd(pio2_lo));
@@ -106,7 +109,7 @@ DP_AVX2_INLINE void dp_sincos2pi_avx2(__m256d t, __m256d *cs, __m256d *sn) {
     __m256d c = _mm256_add_pd(wc, _mm256_add_pd(_mm256_sub_pd(_mm256_sub_pd(_mm256_set1_pd(1.0), wc), hz),
                                                 _mm256_fmsub_pd(z, rc, _mm256_mul_pd(a, y))));
     /* quadrant q = k mod 4: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c) */
-    __m256i q = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(kq));
+    __m256i q = _mm256_castpd_si256(kb); /* its low bits are k; only bits 0 and 1 are used */
     __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(q, 63));                       /* q & 1 in the sign bit */
     __m256d cneg = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_srli_epi64(_mm256_add_epi64(q,
                                        _mm256_set1_epi64x(1)), 1), 63));                 /* (q + 1) & 2 */
