@@ -88,16 +88,23 @@ void dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int
                           uint64_t offset, uint64_t threshold, double scale);
 /* the raw generator, for known-answer tests: out[4] = philox4x32_10(ctr[4], key[2]) */
 void philox4x32_10(uint32_t *out, const uint32_t *ctr, const uint32_t *key);
+/* the path the random kernels (dropout.c, init.c) run, dispatched at run time: "portable" or "avx2" as
+ * the first word (DEEPPROP_RNG_ISA=portable|avx2|auto overrides) */
+const char *rng_isa(void);
 
-/* init.c: element i draws philox4x32_10(counter = (i low, i high, stream, 0), key = (seed low, high));
- * stream 1 = uniform, 2 = normal. uniform u = ((w0 >> 5) * 2^26 + (w1 >> 6)) * 2^-53 in [0, 1);
- * normal = sqrt(-2 log(1 - u(w0, w1))) * cos(2 pi u(w2, w3)) (Box-Muller), computed in double */
+/* init.c: uniform element i draws philox4x32_10(counter = (i low, i high, 1, 0), key = (seed low, high))
+ * -> u = ((w0 >> 5) * 2^26 + (w1 >> 6)) * 2^-53 in [0, 1). normal ("stream v2"): elements 2j, 2j + 1 draw
+ * counter (j low, j high, 2, 0) -> r = sqrt(-2 log(1 - u(w0, w1))), theta = 2 pi u(w2, w3),
+ * z_2j = r cos(theta), z_2j+1 = r sin(theta) (Box-Muller), computed in double */
 void constant_fill_f32(float *out, int64_t n, double value);
 void constant_fill_f64(double *out, int64_t n, double value);
 void uniform_fill_f32(float *out, int64_t n, uint64_t seed, double low, double high);
 void uniform_fill_f64(double *out, int64_t n, uint64_t seed, double low, double high);
 void normal_fill_f32(float *out, int64_t n, uint64_t seed, double mean, double std);
 void normal_fill_f64(double *out, int64_t n, uint64_t seed, double mean, double std);
+/* the normal fill's math on the path running (rng_isa), for tests: lg = log(v) (v in (0, 1]),
+ * cs, sn = cos, sin of 2 pi t (t in [0, 1)) */
+void rng_math_check(double *lg, double *cs, double *sn, const double *v, const double *t, int64_t n);
 /* orthogonal.c: thin Householder QR of each of batch matrices a (batch, m, n), m >= n: q (batch, m, n),
  * r (batch, n, n) upper triangular with diag(r) >= 0 (the sign fix); work is scratch of
  * householder_qr_work(m, n) doubles (for either dtype, reused by every matrix). Returns 0 on success. */

@@ -33,8 +33,9 @@ dtype); dropped elements are exactly 0 - also when they hold Inf or NaN, which d
 a dropped position (Inf * 0 never makes a NaN). p = 0 is the identity (y is x bit for bit, mask all
 ones); p = 1 drops everything: the scale is taken as 0 (not 1/0) and y = dx = 0 everywhere.
 
-The Numba kernels run in parallel (numba.prange over mask bytes, so no two threads write one byte);
-the results do not depend on the thread count. Arguments, for every backend alike: p a finite real in
+The Numba kernels run in parallel (numba.prange over chunks of 4096 elements, whole mask bytes, so
+no two threads write one byte); the results do not depend on the thread count. The C kernels run an
+AVX2 path where the CPU has it (csrc/dropout.c; ``kernels.init.rng_isa()`` names it), bit-identical. Arguments, for every backend alike: p a finite real in
 [0, 1] (ValueError, NaN included); seed an integer in [0, 2**64) (ValueError when negative, TypeError
 when not an integer); offset an integer >= 0 with offset + n <= 2**64; x, dy float32/float64 arrays of
 any shape (copied to C order if needed); an empty x gives empty y and mask.
@@ -266,35 +267,101 @@ def dropout_backward(dy, p, mask=None, seed=None, offset=0):
     return _apply_np(dy, keep, _scale(p))
 
 
-# ---- Numba: parallel over mask bytes (8 elements each), so threads never share a byte --------------
+# ---- Numba: parallel over chunks of _CHUNK elements (whole mask bytes, so threads never share one) ----
+# Each chunk first draws the Philox words of all its blocks in a straight loop (two counters per
+# iteration: two independent dependency chains, and LLVM vectorises the loop over 32-bit words held in
+# uint64 - vpmuludq), then turns them into mask bytes, then applies the mask: short branch-free loops
+# instead of one Philox call per 4 elements inside the byte loop (measured: ~2.5x faster).
+
+_CHUNK = 4096  # elements per prange task, a multiple of 8
+
 
 @njit
-def _byte_nb(b, n, k0, k1, offset, threshold):
-    """Keep bits of mask byte b: elements 8b .. min(8b + 8, n) - 1, one Philox call per 4-block."""
-    lo = 8 * b
-    hi = min(lo + 8, n)
-    byte = 0
-    block = _U64(0)
-    w = (_U64(0), _U64(0), _U64(0), _U64(0))
-    have = False
-    for i in range(lo, hi):
-        j = offset + _U64(i)
-        q = j >> _TWO
-        if not have or q != block:
-            block = q
-            w = _philox_nb(q & _LO32, q >> _S32, _U64(0), _U64(0), k0, k1)
-            have = True
-        if w[np.int64(j & _THREE)] >= threshold:
-            byte |= 1 << (i - lo)
-    return byte
+def _words_nb(w, q0, nb, k0, k1):
+    """w[4l + k] = word k of philox4x32_10(counter = ((q0 + l) low, high, 0, 0), key), l < nb;
+    w holds at least 8 * ceil(nb / 2) words (the loop runs counters l and l + ceil(nb / 2) together)."""
+    h = (nb + 1) // 2
+    for l in range(h):
+        qa = q0 + _U64(l)
+        qb = q0 + _U64(l + h)
+        a0, a1, a2, a3 = qa & _LO32, qa >> _S32, _U64(0), _U64(0)
+        b0, b1, b2, b3 = qb & _LO32, qb >> _S32, _U64(0), _U64(0)
+        x0, x1 = k0, k1
+        for r in range(10):
+            pa0 = _M0 * a0
+            pa1 = _M1 * a2
+            pb0 = _M0 * b0
+            pb1 = _M1 * b2
+            na0 = ((pa1 >> _S32) ^ a1 ^ x0) & _LO32
+            na2 = ((pa0 >> _S32) ^ a3 ^ x1) & _LO32
+            nb0 = ((pb1 >> _S32) ^ b1 ^ x0) & _LO32
+            nb2 = ((pb0 >> _S32) ^ b3 ^ x1) & _LO32
+            a0, a1, a2, a3 = na0, pa1 & _LO32, na2, pa0 & _LO32
+            b0, b1, b2, b3 = nb0, pb1 & _LO32, nb2, pb0 & _LO32
+            x0 = (x0 + _W0) & _LO32
+            x1 = (x1 + _W1) & _LO32
+        w[4 * l], w[4 * l + 1], w[4 * l + 2], w[4 * l + 3] = a0, a1, a2, a3
+        hb = 4 * (l + h)
+        w[hb], w[hb + 1], w[hb + 2], w[hb + 3] = b0, b1, b2, b3
+
+
+@njit
+def _chunk_words_nb(i0, m, k0, k1, offset):
+    """The words of elements i0 .. i0 + m - 1 of a call: element i0 + i is word s + i of the result."""
+    j0 = offset + _U64(i0)
+    s = np.int64(j0 & _THREE)
+    nb = (s + m + 3) // 4
+    w = np.empty(8 * ((nb + 1) // 2), dtype=np.uint64)
+    _words_nb(w, j0 >> _TWO, nb, k0, k1)
+    return w, s
+
+
+@njit
+def _chunk_mask_nb(dst, w, m, threshold):
+    """dst[b] = keep bits of elements 8b .. 8b + 7 (< m) of a chunk whose words are w[0:m] (views)."""
+    full = m // 8
+    for b in range(full):
+        byte = 0
+        for t in range(8):
+            byte |= np.int64(w[8 * b + t] >= threshold) << t
+        dst[b] = byte
+    if 8 * full < m:
+        byte = 0
+        for t in range(m - 8 * full):
+            byte |= np.int64(w[8 * full + t] >= threshold) << t
+        dst[full] = byte
+
+
+@njit
+def _chunk_apply_nb(y, x, mk, scale):
+    """y[i] = x[i] * scale (float64, rounded once) where bit i of mk is set, else 0 (everywhere 0 for
+    scale = 0); y, x, mk: one chunk's views (indices from 0: a view keeps LLVM's loop simple, an
+    offset index into the whole array made this loop ~6x slower)."""
+    m = x.size
+    if scale == 0.0:
+        for i in range(m):
+            y[i] = 0.0
+        return
+    full = m // 8
+    for b in range(full):  # a byte, then its 8 bits (unrolled): ~7x faster than bit i of byte i >> 3
+        byte = np.int64(mk[b])
+        for t in range(8):
+            v = np.float64(x[8 * b + t]) * scale
+            y[8 * b + t] = v if (byte >> t) & 1 else 0.0
+    for i in range(8 * full, m):
+        v = np.float64(x[i]) * scale
+        y[i] = v if (np.int64(mk[i >> 3]) >> (i & 7)) & 1 else 0.0
 
 
 @njit(parallel=True)
 def _mask_nb(mask, n, seed, offset, threshold):
     k0 = seed & _LO32
     k1 = seed >> _S32
-    for b in prange(mask.size):
-        mask[b] = _byte_nb(b, n, k0, k1, offset, threshold)
+    for ch in prange((n + _CHUNK - 1) // _CHUNK):
+        i0 = ch * _CHUNK
+        m = min(_CHUNK, n - i0)
+        w, s = _chunk_words_nb(i0, m, k0, k1, offset)
+        _chunk_mask_nb(mask[i0 // 8:], w[s:], m, threshold)
 
 
 @njit(parallel=True)
@@ -302,15 +369,12 @@ def _forward_nb(y, mask, x, seed, offset, threshold, scale):
     n = x.size
     k0 = seed & _LO32
     k1 = seed >> _S32
-    for b in prange(mask.size):
-        byte = _byte_nb(b, n, k0, k1, offset, threshold)
-        mask[b] = byte
-        lo = 8 * b
-        for i in range(lo, min(lo + 8, n)):
-            if (byte >> (i - lo)) & 1 and scale != 0.0:
-                y[i] = np.float64(x[i]) * scale
-            else:
-                y[i] = 0
+    for ch in prange((n + _CHUNK - 1) // _CHUNK):
+        i0 = ch * _CHUNK
+        m = min(_CHUNK, n - i0)
+        w, s = _chunk_words_nb(i0, m, k0, k1, offset)
+        _chunk_mask_nb(mask[i0 // 8:], w[s:], m, threshold)
+        _chunk_apply_nb(y[i0:i0 + m], x[i0:i0 + m], mask[i0 // 8:], scale)
 
 
 @njit(parallel=True)
@@ -318,17 +382,16 @@ def _backward_nb(dx, dy, mask, has_mask, seed, offset, threshold, scale):
     n = dy.size
     k0 = seed & _LO32
     k1 = seed >> _S32
-    for b in prange((n + 7) // 8):
+    for ch in prange((n + _CHUNK - 1) // _CHUNK):
+        i0 = ch * _CHUNK
+        m = min(_CHUNK, n - i0)
         if has_mask:
-            byte = np.int64(mask[b])
+            _chunk_apply_nb(dx[i0:i0 + m], dy[i0:i0 + m], mask[i0 // 8:], scale)
         else:
-            byte = _byte_nb(b, n, k0, k1, offset, threshold)
-        lo = 8 * b
-        for i in range(lo, min(lo + 8, n)):
-            if (byte >> (i - lo)) & 1 and scale != 0.0:
-                dx[i] = np.float64(dy[i]) * scale
-            else:
-                dx[i] = 0
+            w, s = _chunk_words_nb(i0, m, k0, k1, offset)
+            local = np.empty((m + 7) // 8, dtype=np.uint8)
+            _chunk_mask_nb(local, w[s:], m, threshold)
+            _chunk_apply_nb(dx[i0:i0 + m], dy[i0:i0 + m], local, scale)
 
 
 def dropout_mask_numba(n, p, seed, offset=0):

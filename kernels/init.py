@@ -20,14 +20,19 @@ from [-bound, bound], the normal ones from N(0, std^2).
 The seed contract (shared with kernels.dropout, which holds the generator and its description):
 a seed is an integer in [0, 2**64); key = (seed & 0xffffffff, seed >> 32); every random number is a
 pure function of (seed, stream, element index), identical across backends, thread counts and call
-order. Element i of the C-ordered output uses w = philox4x32_10(counter = (i low 32 bits, i high 32
-bits, stream, 0), key):
-  * stream 1, uniform: u = ((w0 >> 5) * 2**26 + (w1 >> 6)) * 2**-53 (53 random bits, in [0, 1)),
-    out = low + (high - low) * u in float64, rounded once to dtype. Within [low, high]: the float64
-    rounding (and a float32 result's) can give exactly high. Bit-identical on every backend.
-  * stream 2, normal: Box-Muller in float64, z = sqrt(-2 log(1 - u(w0, w1))) * cos(2 pi u(w2, w3))
-    (only the cosine half; 1 - u is in (0, 1], so z is always finite, |z| < 8.6), out = mean + std * z,
-    rounded once. Backends agree to a few ulp (their log and cos may differ in the last bit).
+order. A counter c gives w = philox4x32_10(counter = (c low 32 bits, c high 32 bits, stream, 0), key)
+and u(a, b) = ((a >> 5) * 2**26 + (b >> 6)) * 2**-53 (53 random bits, in [0, 1), exact):
+  * stream 1, uniform: element i of the C-ordered output uses counter i; out = low + (high - low) *
+    u(w0, w1) in float64, rounded once to dtype. Within [low, high]: the float64 rounding (and a float32
+    result's) can give exactly high. Bit-identical on every backend.
+  * stream 2, normal ("normal stream v2"): the pair of elements (2j, 2j + 1) uses counter j, Box-Muller
+    in float64 with both halves: r = sqrt(-2 log(1 - u(w0, w1))), theta = 2 pi u(w2, w3),
+    z_2j = r cos(theta), z_2j+1 = r sin(theta) (1 - u is in (0, 1], so z is always finite, |z| < 8.6);
+    out = mean + std * z, rounded once. An odd number of elements ends with the cosine half of its
+    last pair. Backends agree to a few ulp of float64 (NumPy and libm, and the C backend's own
+    vectorised log and sincos on AVX2 CPUs - csrc/init.c, error bounds there - may differ in the last
+    bits; the C AVX2 path reduces 2 pi u exactly in u, libm reduces the rounded 2 pi u). (The first
+    version drew one counter per element and kept only the cosine half: half the Philox calls now.)
 So the same seed gives the same numbers for any shape with the same number of elements (the first k
 elements of a longer draw are the shorter draw), and a normal and a uniform draw of one seed are
 independent streams.
@@ -54,7 +59,9 @@ or non-finite, mode not fan_in/fan_out, an unknown nonlinearity: ValueError nami
 
 Backends: the fan/gain/bound logic below is shared Python; initializer X on backend B is that logic
 plus B's fill kernel (NumPy: vectorised over uint64 arrays, the reference; Numba: ``_*_fill_nb``; C:
-constant_fill, uniform_fill, normal_fill in csrc/init.c).
+constant_fill, uniform_fill, normal_fill in csrc/init.c, which runs an AVX2 path where the CPU has it -
+``rng_isa()`` names the path, DEEPPROP_RNG_ISA=portable|avx2 forces one; ``rng_math_c`` exposes its log
+and sincos to the tests).
 """
 
 from __future__ import annotations
@@ -171,9 +178,14 @@ def _uniform_np(shape, dtype, seed, low, high):
 
 
 def _normal_np(shape, dtype, seed, mean, std):
-    w0, w1, w2, w3 = _words_np(math.prod(shape), seed, STREAM_NORMAL)
-    z = np.sqrt(-2.0 * np.log(1.0 - _u53_np(w0, w1))) * np.cos(_TWO_PI * _u53_np(w2, w3))
-    out = mean + std * z
+    n = math.prod(shape)
+    w0, w1, w2, w3 = _words_np((n + 1) // 2, seed, STREAM_NORMAL)  # one counter per pair of elements
+    r = np.sqrt(-2.0 * np.log(1.0 - _u53_np(w0, w1)))
+    theta = _TWO_PI * _u53_np(w2, w3)
+    z = np.empty(2 * r.size)
+    z[0::2] = r * np.cos(theta)
+    z[1::2] = r * np.sin(theta)
+    out = mean + std * z[:n]
     with np.errstate(over="ignore"):
         return out.astype(dtype).reshape(shape)
 
@@ -204,11 +216,15 @@ def _uniform_fill_nb(out, seed, low, high):
 def _normal_fill_nb(out, seed, mean, std):
     k0 = seed & _LO32
     k1 = seed >> _S32
-    for i in range(out.size):
-        c = _U64(i)
+    n = out.size
+    for j in range((n + 1) // 2):  # pair (2j, 2j + 1) <- counter j
+        c = _U64(j)
         w = _philox_nb(c & _LO32, c >> _S32, _U64(STREAM_NORMAL), _U64(0), k0, k1)
         r = math.sqrt(-2.0 * math.log(1.0 - _u53_nb(w[0], w[1])))
-        out[i] = mean + std * (r * math.cos(_TWO_PI * _u53_nb(w[2], w[3])))
+        theta = _TWO_PI * _u53_nb(w[2], w[3])
+        out[2 * j] = mean + std * (r * math.cos(theta))
+        if 2 * j + 1 < n:
+            out[2 * j + 1] = mean + std * (r * math.sin(theta))
 
 
 def _constant_numba(shape, dtype, value):
@@ -245,6 +261,30 @@ def _normal_c(shape, dtype, seed, mean, std):
     out = np.empty(shape, dtype=dtype)
     _c.fn("normal_fill", dtype)(_c.ptr_out(out), out.size, seed, mean, std)
     return out
+
+
+def rng_isa() -> str:
+    """The path the C random kernels run ('portable' or 'avx2' first, then how it was chosen), or None
+    without the C backend. Not a registry kernel."""
+    if _c.lib is None:
+        return None
+    return _c.ffi.string(_c.lib.rng_isa()).decode()
+
+
+def rng_math_c(v, t):
+    """(log v, cos 2 pi t, sin 2 pi t) as the C normal fill computes them on the path running (rng_isa):
+    the AVX2 path's own vectorised log and sincos, or libm. v: float64 values in (0, 1]; t: float64 in
+    [0, 1), same shape. For the accuracy tests; not a registry kernel."""
+    _c.require()
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    t = np.ascontiguousarray(t, dtype=np.float64)
+    if v.shape != t.shape or v.ndim != 1:
+        raise ValueError(f"v, t: expected two 1-d arrays of one shape, got {v.shape} and {t.shape}")
+    if not (np.all(v > 0) and np.all(v <= 1) and np.all(t >= 0) and np.all(t < 1)):
+        raise ValueError("v, t: expected v in (0, 1] and t in [0, 1)")
+    lg, cs, sn = np.empty_like(v), np.empty_like(v), np.empty_like(v)
+    _c.lib.rng_math_check(_c.ptr_out(lg), _c.ptr_out(cs), _c.ptr_out(sn), _c.ptr(v), _c.ptr(t), v.size)
+    return lg, cs, sn
 
 
 class _Fill:
@@ -341,8 +381,9 @@ def uniform_init(shape, low=-1.0, high=1.0, seed=0, dtype="float32"):
 
 
 def normal_init(shape, mean=0.0, std=1.0, seed=0, dtype="float32"):
-    """A new array of normal draws N(mean, std^2): mean + std * z, z by Box-Muller (cosine half) from
-    stream 2 of the Philox seed contract, float64, rounded once. mean finite, std >= 0 finite
+    """A new array of normal draws N(mean, std^2): mean + std * z, z by Box-Muller (both halves: one
+    counter per pair of elements, "normal stream v2") from stream 2 of the Philox seed contract,
+    float64, rounded once. mean finite, std >= 0 finite
     (std = 0 gives the constant mean); seed: integer in [0, 2**64); shape: int or tuple of ints >= 0;
     dtype: 'float32' or 'float64'. Backends agree to a few ulp. Also the draw behind orthogonal_init."""
     return _normal(_NP, shape, mean, std, seed, dtype)

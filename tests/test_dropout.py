@@ -3,6 +3,12 @@ known answers, mask statistics, the seed contract (backends, thread counts, offs
 limits, special values, the gradient, and bad input. All seeds are fixed, so every test is deterministic.
 """
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -156,6 +162,7 @@ CONTRACT = [  # (n, p, seed, offset): unaligned offsets, a counter high word, se
     (4097, 0.5, 2**64 - 1, 5),
     (1029, 0.77, 2**63 + 12345, 4 * 2**32 + 3),
     (13, 0.5, 99, 2**64 - 13),
+    (9000, 0.4, 17, 4 * 2**32 - 4094),  # Numba: 3 chunks, unaligned, the block counter crosses 2^32
 ]
 
 
@@ -392,3 +399,65 @@ def test_bad_arrays(backend):
         get("dropout_forward", backend)([1.0, 2.0], 0.5, 0)
     with pytest.raises(TypeError, match="^dy"):
         get("dropout_backward", backend)(np.ones(4, dtype=np.float16), 0.5, seed=0)
+
+
+# ---- the C backend's paths (csrc/dropout.c): AVX2 and portable, forced per process ------------------
+
+_PATH_CASES = [(n, p, seed, offset)
+               for n in (1, 7, 8, 31, 32, 33, 63, 64, 65, 100, 1025)
+               for p, seed, offset in ((0.5, 3, 0), (0.3, 2**64 - 1, 1), (0.9, 2**63 + 7, 2),
+                                       (0.1, 12345, 3), (0.0, 5, 6), (1.0, 5, 7),
+                                       (0.6, 77, 4 * (2**32 - 5) + 1))]  # the block crosses 2^32 mid-vector
+
+_PATH_CODE = """
+import json, numpy as np
+from kernels import dropout, init
+cases = json.loads(%r)
+out = {"isa": init.rng_isa(), "r": []}
+for n, p, seed, offset in cases:
+    x = np.random.default_rng(n).standard_normal(n)
+    x[::5] = np.inf
+    x[1::7] = np.nan
+    row = {"mask": dropout.dropout_mask_c(n, p, seed, offset).tolist()}
+    for dt in ("float32", "float64"):
+        xd = x.astype(dt)
+        y, m = dropout.dropout_forward_c(xd, p, seed, offset)
+        row["fmask" + dt] = m.tolist()
+        row["y" + dt] = y.astype(np.float64).tobytes().hex()
+        row["dxm" + dt] = dropout.dropout_backward_c(xd, p, mask=m).astype(np.float64).tobytes().hex()
+        row["dxs" + dt] = dropout.dropout_backward_c(xd, p, seed=seed, offset=offset).astype(np.float64).tobytes().hex()
+    out["r"].append(row)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("path", ["portable", "avx2"])
+def test_each_c_path_is_bit_identical_to_the_reference(path):
+    """Each path, forced with DEEPPROP_RNG_ISA in a fresh process: masks, forward, backward (mask and
+    regenerated) bit for bit, on every tail length, unaligned offsets, a counter crossing 2^32, p = 0
+    and 1, Inf/NaN inputs, both dtypes."""
+    if kernels.backends()["c"] is not None:
+        pytest.skip(kernels.backends()["c"])
+    if path == "avx2" and kernels._c.lib.machine_isa() < 1:
+        pytest.skip("this CPU does not run the avx2 path")
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, DEEPPROP_RNG_ISA=path,
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _PATH_CODE % json.dumps(_PATH_CASES)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["isa"].startswith(f"{path} (forced"), res["isa"]
+    for (n, p, seed, offset), row in zip(_PATH_CASES, res["r"], strict=True):
+        what = f"n={n} p={p} seed={seed} offset={offset}"
+        ref = dropout.dropout_mask(n, p, seed, offset)
+        assert row["mask"] == ref.tolist(), what
+        x = np.random.default_rng(n).standard_normal(n)
+        x[::5] = np.inf
+        x[1::7] = np.nan
+        for dt in ("float32", "float64"):
+            y_ref, m_ref = dropout.dropout_forward(x.astype(dt), p, seed, offset)
+            assert row["fmask" + dt] == m_ref.tolist(), what
+            hexed = y_ref.astype(np.float64).tobytes().hex()
+            assert row["y" + dt] == hexed, what + " " + dt
+            assert row["dxm" + dt] == hexed and row["dxs" + dt] == hexed, what + " " + dt

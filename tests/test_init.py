@@ -3,7 +3,12 @@ tests (moments, Kolmogorov-Smirnov) at fixed seeds, each initializer's std/bound
 the gains, the seed contract, and bad input. Deterministic: every seed is fixed.
 """
 
+import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,9 +56,12 @@ def uniform_py(i, seed, low, high):
 
 
 def normal_py(i, seed, mean, std):
-    w = philox_py([i & 0xFFFFFFFF, i >> 32, 2, 0], [seed & 0xFFFFFFFF, seed >> 32])
-    z = math.sqrt(-2.0 * math.log(1.0 - u53(w[0], w[1]))) * math.cos(2.0 * math.pi * u53(w[2], w[3]))
-    return mean + std * z
+    """normal stream v2: the pair (2j, 2j + 1) draws counter j; cosine half even, sine half odd"""
+    j = i // 2
+    w = philox_py([j & 0xFFFFFFFF, j >> 32, 2, 0], [seed & 0xFFFFFFFF, seed >> 32])
+    r = math.sqrt(-2.0 * math.log(1.0 - u53(w[0], w[1])))
+    theta = 2.0 * math.pi * u53(w[2], w[3])
+    return mean + std * r * (math.sin(theta) if i % 2 else math.cos(theta))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -68,11 +76,21 @@ def test_uniform_known_answers(backend, seed):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", [0, 2**63 + 5])
-def test_normal_known_answers(backend, seed):
-    got = get("normal_init", backend)(16, 0.5, 2.0, seed, "float64")
-    expected = np.array([normal_py(i, seed, 0.5, 2.0) for i in range(16)])
+@pytest.mark.parametrize("n", [16, 17])
+def test_normal_known_answers(backend, seed, n):
+    got = get("normal_init", backend)(n, 0.5, 2.0, seed, "float64")
+    expected = np.array([normal_py(i, seed, 0.5, 2.0) for i in range(n)])
     tol = 16 * np.finfo(np.float64).eps * np.abs(expected).max()  # verify.TOLERANCE: normwise 16 eps
     np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
+
+
+def test_normal_pairs_are_one_counter():
+    """Stream v2: elements 2j and 2j + 1 are r cos(theta), r sin(theta) of one counter, so each pair
+    lies on one circle: z_2j^2 + z_2j+1^2 = r^2 = -2 log(1 - u(w0, w1)) of counter j."""
+    z = init.normal_init(64, 0.0, 1.0, 11, "float64")
+    for j in range(32):
+        w = philox_py([j, 0, 2, 0], [11, 0])
+        assert z[2 * j] ** 2 + z[2 * j + 1] ** 2 == pytest.approx(-2.0 * math.log(1.0 - u53(w[0], w[1])), rel=1e-13)
 
 
 # ---- distributions ------------------------------------------------------------------------------
@@ -97,6 +115,8 @@ def test_uniform_moments_and_ks(backend, dtype):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_normal_moments_and_ks(backend, dtype):
+    """Both halves are N(0, 1); so is each half alone (the even elements, the odd ones) and the two
+    halves of a pair are uncorrelated (independent, for Box-Muller)."""
     mean, std = 3.0, 0.5
     x = get("normal_init", backend)(N_STAT, mean, std, 2718, dtype).astype(np.float64)
     assert np.all(np.isfinite(x))
@@ -105,6 +125,9 @@ def test_normal_moments_and_ks(backend, dtype):
     assert abs(scipy.stats.skew(x)) < 5 * math.sqrt(6 / N_STAT)
     assert abs(scipy.stats.kurtosis(x)) < 5 * math.sqrt(24 / N_STAT)
     assert scipy.stats.kstest(x, "norm", args=(mean, std)).pvalue > 1e-4
+    for half in (x[0::2], x[1::2]):
+        assert scipy.stats.kstest(half, "norm", args=(mean, std)).pvalue > 1e-4
+    assert abs(np.corrcoef(x[0::2], x[1::2])[0, 1]) < 5 / math.sqrt(N_STAT / 2)
 
 
 def test_ks_catches_a_wrong_distribution():
@@ -347,3 +370,153 @@ def test_bad_parameters(backend):
         raises(name, "^mode", mode="fan_avg")
         raises(name, "^nonlinearity", nonlinearity="softplus")
         raises(name, "^slope", nonlinearity="leaky_relu", slope=math.inf)
+
+
+# ---- the C backend's paths: AVX2 (own log and sincos) and portable (libm) --------------------------
+
+C_PATHS = ("portable", "avx2")
+
+
+def _c_or_skip():
+    if kernels.backends()["c"] is not None:
+        pytest.skip(kernels.backends()["c"])
+
+
+def _path_runs(path):
+    return path == "portable" or kernels._c.lib.machine_isa() >= 1
+
+
+def _run_path(path, code):
+    """Run code in a fresh process with DEEPPROP_RNG_ISA=path (the path is chosen once per process);
+    code prints one JSON line."""
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, DEEPPROP_RNG_ISA=path,
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_DRAW = """
+import json, numpy as np
+from kernels import init
+out = {"isa": init.rng_isa()}
+for name in ("normal", "uniform"):
+    for dt in ("float32", "float64"):
+        for n in (1, 2, 3, 7, 15, 16, 17, 33, 1025, 4099):
+            a = init.KERNELS[name + "_init"]["c"](n, 0.25, 1.5, 2**64 - 3 - n, dt)
+            out[f"{name}-{dt}-{n}"] = a.tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("path", C_PATHS)
+def test_each_c_path_against_the_reference(path):
+    """Each path, forced in a fresh process, on every tail size: the uniform bit for bit, the normal
+    within verify's tolerance (normwise 16 eps), both dtypes."""
+    _c_or_skip()
+    if not _path_runs(path):
+        pytest.skip(f"this CPU does not run the {path} path")
+    res = _run_path(path, _DRAW)
+    assert res["isa"].split()[0] == path and "forced" in res["isa"], res["isa"]
+    for key, got in res.items():
+        if key == "isa":
+            continue
+        name, dt, n = key.split("-")
+        n = int(n)
+        got = np.array(got, dtype=dt)
+        ref = init.KERNELS[name + "_init"]["numpy"](n, 0.25, 1.5, 2**64 - 3 - n, dt)
+        if name == "uniform":
+            np.testing.assert_array_equal(got, ref, err_msg=key)
+        else:
+            tol = 16 * np.finfo(dt).eps * np.abs(ref).max()
+            np.testing.assert_allclose(got, ref, rtol=0, atol=tol, err_msg=key)
+
+
+def test_c_paths_agree_with_each_other():
+    """The normal draw of the two paths (float64) differs by a few ulp at most, and float32 by at most
+    one rounding step; the uniform is the same bits."""
+    _c_or_skip()
+    if not _path_runs("avx2"):
+        pytest.skip("this CPU does not run the avx2 path")
+    a, b = _run_path("avx2", _DRAW), _run_path("portable", _DRAW)
+    for key in a:
+        if key == "isa":
+            continue
+        x, y = np.array(a[key]), np.array(b[key])
+        if key.startswith("uniform"):
+            np.testing.assert_array_equal(x, y, err_msg=key)
+        elif "float64" in key:
+            np.testing.assert_allclose(x, y, rtol=0, atol=8 * np.finfo(np.float64).eps * np.abs(y).max(), err_msg=key)
+        else:
+            x32, y32 = x.astype(np.float32), y.astype(np.float32)
+            assert np.all(np.abs(x32 - y32) <= np.spacing(np.abs(y32))), key
+
+
+def _math_points():
+    """v = 1 - u over [2^-53, 1] (u -> 0 and 1 - u -> tiny included); t over [0, 1) with the
+    neighbourhoods of the quadrant boundaries and of the zeros of sin and cos."""
+    rng = np.random.default_rng(5)
+    u = rng.integers(0, 2**53, 20000, dtype=np.uint64)
+    v = 1.0 - u.astype(np.float64) * 2.0**-53
+    v = np.concatenate([v, 1.0 - np.arange(0, 200) * 2.0**-53, np.arange(1, 201) * 2.0**-53,
+                        2.0 ** -np.arange(1, 54), [0.5 + 2**-53, np.sqrt(0.5), np.sqrt(0.5) + 2**-53]])
+    t = rng.integers(0, 2**53, v.size, dtype=np.uint64).astype(np.float64) * 2.0**-53
+    near = (np.arange(9)[:, None] / 8 + np.arange(-40, 41)[None, :] * 2.0**-53).ravel()
+    near = near[(near >= 0) & (near < 1)]
+    t[: near.size] = near
+    return v, t
+
+
+def test_rng_math_against_numpy_and_mpmath():
+    """The C fill's log and sincos on the path running (the AVX2 one on this CPU): log within 1 ulp of
+    NumPy everywhere on (0, 1]; cos, sin of 2 pi t within 1 ulp + 2^-50 absolute of NumPy's (which
+    takes sin and cos of the rounded fl(2 pi) t: |fl(fl(2 pi) t) - 2 pi t| <= 2^-53 (2 pi) + 2^-51 < 2^-50,
+    the absolute part, which matters at the zeros); and, against mpmath at 1000 points,
+    within 1 ulp of the exact values on the AVX2 path (the bound csrc/init.c documents)."""
+    _c_or_skip()
+    v, t = _math_points()
+    lg, cs, sn = init.rng_math_c(v, t)
+    ref = np.log(v)
+    ok = v < 1
+    assert np.all(lg[~ok] == 0)
+    assert np.max(np.abs(lg - ref)[ok] / np.spacing(np.abs(ref[ok]))) <= 1.0
+    for got, want in ((cs, np.cos(2 * np.pi * t)), (sn, np.sin(2 * np.pi * t))):
+        assert np.all(np.abs(got - want) <= np.spacing(np.abs(want)) + 2.0**-50)
+    if not init.rng_isa().startswith("avx2"):
+        return
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.prec = 120
+    idx = np.r_[0:400, np.random.default_rng(6).integers(0, v.size, 600)]
+
+    def ulps(got, exact):
+        if abs(exact) < 1e-30:  # an exact zero of sin or cos (t a multiple of 1/4): ours is 0 too
+            return 0.0 if got == 0 else math.inf
+        return float(abs(mpmath.mpf(float(got)) - exact)) / np.spacing(abs(float(exact)))
+
+    worst = 0.0
+    for i in idx:
+        if v[i] < 1:
+            worst = max(worst, ulps(lg[i], mpmath.log(mpmath.mpf(float(v[i])))))
+        theta = 2 * mpmath.pi * mpmath.mpf(float(t[i]))
+        worst = max(worst, ulps(cs[i], mpmath.cos(theta)), ulps(sn[i], mpmath.sin(theta)))
+    assert worst <= 1.0
+
+
+def test_rng_math_catches_a_wrong_value():
+    """The accuracy test above can fail: a log off by 2 ulp is outside its bound."""
+    v, _ = _math_points()
+    ref = np.log(v)
+    bad = ref.copy()
+    bad[100] = np.nextafter(np.nextafter(ref[100], 0), 0)
+    assert np.max(np.abs(bad - ref)[v < 1] / np.spacing(np.abs(ref[v < 1]))) > 1.0
+
+
+def test_rng_isa_override_is_honoured_and_bogus_ignored():
+    _c_or_skip()
+    code = "import json; from kernels import init; print(json.dumps({'isa': init.rng_isa()}))"
+    widest = "avx2" if _path_runs("avx2") else "portable"
+    assert _run_path("auto", code)["isa"] == widest
+    assert _run_path("portable", code)["isa"].startswith("portable (forced")
+    bogus = _run_path("sse9", code)["isa"]
+    assert bogus.split()[0] == widest and "ignored" in bogus
