@@ -66,7 +66,10 @@ def backend_info() -> dict[str, str | None]:
 
     info = {"numpy": numpy.__version__, "numba": None, "numba_threading_layer": None,
             "c_build": _c.build_info(),
-            "gemm_isa": None if _c.lib is None else _c.ffi.string(_c.lib.gemm_isa()).decode()}
+            # the paths the C kernels dispatched to at run time (each honours a DEEPPROP_*_ISA override)
+            **{f"{fam}_isa": None if _c.lib is None or not hasattr(_c.lib, f"{fam}_isa")
+               else _c.ffi.string(getattr(_c.lib, f"{fam}_isa")()).decode()
+               for fam in ("gemm", "rng", "batchnorm", "clip")}}
     if _numba.numba is not None:
         info["numba"] = _numba.numba.__version__
     return info

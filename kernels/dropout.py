@@ -35,10 +35,11 @@ ones); p = 1 drops everything: the scale is taken as 0 (not 1/0) and y = dx = 0 
 
 The Numba kernels run in parallel (numba.prange over chunks of 4096 elements, whole mask bytes, so
 no two threads write one byte); the results do not depend on the thread count. The C kernels run an
-AVX2 path where the CPU has it (csrc/dropout.c; ``kernels.init.rng_isa()`` names it), bit-identical. Arguments, for every backend alike: p a finite real in
-[0, 1] (ValueError, NaN included); seed an integer in [0, 2**64) (ValueError when negative, TypeError
-when not an integer); offset an integer >= 0 with offset + n <= 2**64; x, dy float32/float64 arrays of
-any shape (copied to C order if needed); an empty x gives empty y and mask.
+AVX2 path where the CPU has it (csrc/dropout.c; ``kernels.init.rng_isa()`` names it), bit-identical.
+Arguments, for every backend alike: p a finite real in [0, 1] (ValueError, NaN included); seed an
+integer in [0, 2**64) (ValueError when negative, TypeError when not an integer); offset an integer
+>= 0 with offset + n <= 2**64; x, dy float32/float64 arrays of any shape (copied to C order if
+needed); an empty x gives empty y and mask.
 """
 
 from __future__ import annotations
@@ -287,7 +288,7 @@ def _words_nb(w, q0, nb, k0, k1):
         a0, a1, a2, a3 = qa & _LO32, qa >> _S32, _U64(0), _U64(0)
         b0, b1, b2, b3 = qb & _LO32, qb >> _S32, _U64(0), _U64(0)
         x0, x1 = k0, k1
-        for r in range(10):
+        for _r in range(10):
             pa0 = _M0 * a0
             pa1 = _M1 * a2
             pb0 = _M0 * b0

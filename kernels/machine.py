@@ -508,7 +508,9 @@ def software(threading_layer: bool = True) -> dict:
     b = backend_info()
     nb = numba_info(threading_layer)
     return {"python": platform.python_version(), "numpy": numpy.__version__, "numba": nb,
-            "c_build": b.get("c_build"), "gemm_isa": b.get("gemm_isa"), "torch": torch_info(),
+            "c_build": b.get("c_build"), "gemm_isa": b.get("gemm_isa"),
+            "c_paths": "; ".join(f"{k[:-4]} {v}" for k, v in b.items() if k.endswith("_isa") and v) or None,
+            "torch": torch_info(),
             "deepprop_commit": commit()}
 
 
@@ -584,6 +586,8 @@ def format_info(d: dict) -> str:
     lines.append(f"threads     {settings or 'no thread variables set (libraries use all usable cores)'}")
     s = d["software"]
     lines.append(f"C build     {s['c_build'] or 'unavailable'}")
+    if s.get("c_paths"):
+        lines.append(f"C paths     {s['c_paths']}  (chosen at run time for this CPU; DEEPPROP_<FAMILY>_ISA overrides)")
     nb = s["numba"]
     if nb.get("version"):
         lines.append(f"numba       {nb['version']}, threading layer {nb['threading_layer']} "

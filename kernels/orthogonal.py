@@ -254,7 +254,7 @@ def qr_numba(a):
     m, n = a.shape[-2:]
     q, r = np.empty(a.shape, dtype=a.dtype), np.empty(a.shape[:-2] + (n, n), dtype=a.dtype)
     work = np.empty(m * n + n, dtype=a.dtype)
-    for qi, ri, ai in zip(q.reshape(-1, m, n), r.reshape(-1, n, n), a.reshape(-1, m, n)):
+    for qi, ri, ai in zip(q.reshape(-1, m, n), r.reshape(-1, n, n), a.reshape(-1, m, n), strict=True):
         _householder_qr_nb(qi, ri, work, ai)
     return q, r
 

@@ -87,7 +87,7 @@ def stamp_lines(stamp: dict) -> list[str]:
         f"output allocation: {stamp.get('alloc', 'inside')} the timing (--alloc)",
         f"versions: python {sw.get('python')}, numpy {sw.get('numpy')}, numba {nb.get('version')}, "
         f"torch {torch.get('version') if torch else 'not installed'}",
-        f"C build: {sw.get('c_build')}",
+        f"C build: {sw.get('c_build')}; run-time paths: {sw.get('c_paths')}",
     ]
 
 

@@ -781,7 +781,8 @@ def _stamp_lines(sweep_dir, df) -> list[str]:
             f"threads: 1 per worker (BLAS, Numba, OpenMP pinned in every worker); {len(workers)} worker "
             f"process(es) wrote rows",
             f"versions: python {sw.get('python')}, numpy {sw.get('numpy')}, "
-            f"numba {(sw.get('numba') or {}).get('version')}, dask {_dask_version()}; C build: {sw.get('c_build')}"]
+            f"numba {(sw.get('numba') or {}).get('version')}, dask {_dask_version()}; C build: {sw.get('c_build')}; "
+            f"run-time paths: {sw.get('c_paths')}"]
 
 
 def _dask_version() -> str:
