@@ -104,6 +104,7 @@ int householder_qr_f32(float *q, float *r, float *work, const float *a, int64_t 
 int householder_qr_f64(double *q, double *r, double *work, const double *a, int64_t m, int64_t n);
 
 /* clip.c: grads is an array of count pointers, sizes their element counts */
+const char *clip_isa(void);  /* the loops chosen at run time: "avx2" or "portable" (+ why) */
 void grad_norm_f32(double *total, const float *const *grads, const int64_t *sizes, int64_t count, int inf_norm);
 void grad_norm_f64(double *total, const double *const *grads, const int64_t *sizes, int64_t count, int inf_norm);
 void scale_arrays_f32(float *const *grads, const int64_t *sizes, int64_t count, double factor);
