@@ -48,6 +48,7 @@ const char *gemm_isa(void);
 
 /* batchnorm.c: x (N, C), statistics per column; mean, rstd (C,) saved for the backward;
  * running_mean, running_var (C,) updated in place with momentum (unbiased variance, N >= 2) */
+const char *batchnorm_isa(void);  /* the loops chosen at run time: "avx2" or "portable" (+ why) */
 void batchnorm_forward_f32(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                            const float *x, const float *gamma, const float *beta,
                            int64_t N, int64_t C, double momentum, double eps);
