@@ -172,7 +172,7 @@ def _forward_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
             mu[j] += np.float64(x[i, j])
     for j in range(C):
         mu[j] /= N
-    for i in range(N - 1, -1, -1):  # the last row first, as csrc/batchnorm.c (it starts on cached rows)
+    for i in range(N):
         for j in range(C):
             d = np.float64(x[i, j]) - mu[j]
             m2[j] += d * d
