@@ -315,34 +315,39 @@ def test_bad_clip_value(backend, clip_value):
 # ---- the C paths (avx2, portable) and Numba agree bit for bit --------------------------------------
 
 def _path_cases():
-    """(dtype name, list of arrays, norm_type) cases over every lane, tail and special value."""
+    """Lists of arrays over every lane, tail and special value, float32 and float64."""
     rng = np.random.default_rng(11)
     cases = []
     for dt in ("float32", "float64"):
         for n in (1, 7, 15, 16, 17, 31, 32, 33, 100, 1025, 4099):
-            cases.append((dt, [rng.standard_normal(n).astype(dt), rng.standard_normal(n % 19 + 1).astype(dt)]))
+            cases.append([rng.standard_normal(n).astype(dt), rng.standard_normal(n % 19 + 1).astype(dt)])
         big = rng.standard_normal(70).astype(dt)
         nan, inf = big.copy(), big.copy()
         nan[37], inf[50] = np.nan, -np.inf
-        cases += [(dt, [nan]), (dt, [inf]), (dt, [big * (1e20 if dt == "float32" else 1e200)])]
+        cases += [[nan], [inf], [big * (1e20 if dt == "float32" else 1e200)]]
         if dt == "float64":
-            cases += [(dt, [big * 1e-200]), (dt, [big * 1e160])]
+            cases += [[big * 1e-200], [big * 1e160]]
     return cases
 
 
-def path_worker() -> dict:
-    """Run in a child process: totals, scaled and clamped arrays on the path DEEPPROP_CLIP_ISA forced."""
+def _path_outputs(backend) -> list:
+    """Totals (both norms), the arrays clipped by norm and by value, as exact text."""
     out = []
-    for dt, grads in _path_cases():
+    for grads in _path_cases():
         for norm_type in NORMS:
-            out.append(repr(kernels.get("clip_grad_norm", "c")([g.copy() for g in grads], 1e30, norm_type)))
+            out.append(repr(kernels.get("clip_grad_norm", backend)([g.copy() for g in grads], 1e30, norm_type)))
         g = [a.copy() for a in grads]
-        kernels.get("clip_grad_norm", "c")(g, 0.3)  # scales unless the total is not finite
+        kernels.get("clip_grad_norm", backend)(g, 0.3)  # scales unless the total is not finite
         out.append([a.tobytes().hex() for a in g])
         g = [a.copy() for a in grads]
-        kernels.get("clip_grad_value", "c")(g, 0.7)
+        kernels.get("clip_grad_value", backend)(g, 0.7)
         out.append([a.tobytes().hex() for a in g])
-    return {"isa": kernels._c.ffi.string(kernels._c.lib.clip_isa()).decode(), "out": out}
+    return out
+
+
+def path_worker() -> dict:
+    """Run in a child process: _path_outputs on the C path DEEPPROP_CLIP_ISA forced."""
+    return {"isa": kernels._c.ffi.string(kernels._c.lib.clip_isa()).decode(), "out": _path_outputs("c")}
 
 
 def _run_path(path):
@@ -368,17 +373,7 @@ def test_c_paths_and_numba_agree_bitwise():
         assert runs["avx2"]["isa"] == "avx2 (forced by DEEPPROP_CLIP_ISA)"
     assert runs["avx2"]["out"] == runs["portable"]["out"]
     if kernels.backends()["numba"] is None:
-        out = []
-        for dt, grads in _path_cases():
-            for norm_type in NORMS:
-                out.append(repr(kernels.get("clip_grad_norm", "numba")([g.copy() for g in grads], 1e30, norm_type)))
-            g = [a.copy() for a in grads]
-            kernels.get("clip_grad_norm", "numba")(g, 0.3)
-            out.append([a.tobytes().hex() for a in g])
-            g = [a.copy() for a in grads]
-            kernels.get("clip_grad_value", "numba")(g, 0.7)
-            out.append([a.tobytes().hex() for a in g])
-        assert out == runs["portable"]["out"]
+        assert _path_outputs("numba") == runs["portable"]["out"]
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--path-worker"]:
