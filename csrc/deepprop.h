@@ -48,6 +48,7 @@ const char *gemm_isa(void);
 
 /* batchnorm.c: x (N, C), statistics per column; mean, rstd (C,) saved for the backward;
  * running_mean, running_var (C,) updated in place with momentum (unbiased variance, N >= 2) */
+const char *batchnorm_isa(void);  /* the loops chosen at run time: "avx2" or "portable" (+ why) */
 void batchnorm_forward_f32(float *y, float *mean, float *rstd, float *running_mean, float *running_var,
                            const float *x, const float *gamma, const float *beta,
                            int64_t N, int64_t C, double momentum, double eps);
@@ -114,6 +115,7 @@ int householder_qr_f64(double *q, double *r, double *work, const double *a, int6
                        int64_t n);
 
 /* clip.c: grads is an array of count pointers, sizes their element counts */
+const char *clip_isa(void);  /* the loops chosen at run time: "avx2" or "portable" (+ why) */
 void grad_norm_f32(double *total, const float *const *grads, const int64_t *sizes, int64_t count, int inf_norm);
 void grad_norm_f64(double *total, const double *const *grads, const int64_t *sizes, int64_t count, int inf_norm);
 void scale_arrays_f32(float *const *grads, const int64_t *sizes, int64_t count, double factor);

@@ -150,7 +150,7 @@ def batchnorm_backward(dy, x, gamma, mean, rstd):
     return dx.astype(x.dtype), sdyx.astype(x.dtype), sdy.astype(x.dtype)
 
 
-# ---- Numba: the same algorithms, float64 accumulators --------------------------------------------
+# ---- Numba: the same algorithms, float64 accumulators, in csrc/batchnorm.c's order (bitwise equal) ---
 
 @njit
 def _update_nb(running, stat, momentum):
@@ -184,23 +184,22 @@ def _forward_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
         rstd[j] = r
         rm[j] = _update_nb(np.float64(rm[j]), mu[j], momentum)
         rv[j] = _update_nb(np.float64(rv[j]), var * unbiased, momentum)
-        m2[j] = r  # m2 now holds rstd in float64
+        m2[j] = r * np.float64(gamma[j])  # m2 now holds rstd * gamma in float64
     for i in range(N):
         for j in range(C):
-            y[i, j] = (np.float64(x[i, j]) - mu[j]) * m2[j] * np.float64(gamma[j]) + np.float64(beta[j])
+            y[i, j] = (np.float64(x[i, j]) - mu[j]) * m2[j] + np.float64(beta[j])
 
 
 @njit
 def _inference_nb(y, x, gamma, beta, rm, rv, eps):
     # x, y: (N, C); the rest (C,)
     N, C = x.shape
-    r = np.empty(C)
+    sc = np.empty(C)
     for j in range(C):
-        r[j] = 1.0 / np.sqrt(np.float64(rv[j]) + eps)
+        sc[j] = 1.0 / np.sqrt(np.float64(rv[j]) + eps) * np.float64(gamma[j])
     for i in range(N):
         for j in range(C):
-            y[i, j] = (np.float64(x[i, j]) - np.float64(rm[j])) * r[j] * np.float64(gamma[j]) \
-                + np.float64(beta[j])
+            y[i, j] = (np.float64(x[i, j]) - np.float64(rm[j])) * sc[j] + np.float64(beta[j])
 
 
 @njit
@@ -215,14 +214,15 @@ def _backward_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
             xh = (np.float64(x[i, j]) - np.float64(mean[j])) * np.float64(rstd[j])
             sdy[j] += g
             sdyx[j] += g * xh
+    coef = np.empty(C)
     for j in range(C):
         dgamma[j] = sdyx[j]
         dbeta[j] = sdy[j]
+        coef[j] = np.float64(gamma[j]) * np.float64(rstd[j]) / N
     for i in range(N):
         for j in range(C):
-            r = np.float64(rstd[j])
-            xh = (np.float64(x[i, j]) - np.float64(mean[j])) * r
-            dx[i, j] = (np.float64(gamma[j]) * r / N) * (N * np.float64(dy[i, j]) - sdy[j] - xh * sdyx[j])
+            xh = (np.float64(x[i, j]) - np.float64(mean[j])) * np.float64(rstd[j])
+            dx[i, j] = coef[j] * ((N * np.float64(dy[i, j]) - sdy[j]) - xh * sdyx[j])
 
 
 def batchnorm_forward_numba(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):

@@ -154,37 +154,51 @@ def clip_grad_value(grads, clip_value):
 
 
 # ---- Numba: per-array jitted partials, combined in Python exactly as csrc/clip.c combines them ------
+# (so C and Numba totals are bitwise equal; tests/test_clip.py checks it)
+
+#: lanes of the one-pass partials: element i goes to lane i % LANES (as csrc/clip.c)
+LANES = 16
+
 
 @njit
-def _partial_nb(x):
-    """x (n,) -> (max|x| NaN-sticky, sum x^2) in float64, four lanes as in csrc/clip.c."""
-    m0 = m1 = m2 = m3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
+def _lane_sum_nb(s):
+    """The 16 lane sums combined in csrc/clip.c's tree (lane_sum)."""
+    t0 = (s[0] + s[4]) + (s[8] + s[12])
+    t1 = (s[1] + s[5]) + (s[9] + s[13])
+    t2 = (s[2] + s[6]) + (s[10] + s[14])
+    t3 = (s[3] + s[7]) + (s[11] + s[15])
+    return (t0 + t2) + (t1 + t3)
+
+
+@njit
+def _partial_nb(x, want_max):
+    """x (n,) -> (max|x| NaN-sticky (0 unless want_max), sum x^2) in float64, 16 lanes: a square then
+    an add per element, max ignoring NaN, a NaN from the (then NaN) sum of squares; as csrc/clip.c."""
+    s = np.zeros(LANES)
+    m = np.zeros(LANES)
     n = x.size
-    i = 0
-    while i + 4 <= n:
-        a0 = abs(np.float64(x[i]))
-        a1 = abs(np.float64(x[i + 1]))
-        a2 = abs(np.float64(x[i + 2]))
-        a3 = abs(np.float64(x[i + 3]))
-        m0 = a0 if (a0 > m0 or a0 != a0) else m0
-        m1 = a1 if (a1 > m1 or a1 != a1) else m1
-        m2 = a2 if (a2 > m2 or a2 != a2) else m2
-        m3 = a3 if (a3 > m3 or a3 != a3) else m3
-        s0 += a0 * a0
-        s1 += a1 * a1
-        s2 += a2 * a2
-        s3 += a3 * a3
-        i += 4
-    while i < n:
-        a = abs(np.float64(x[i]))
-        m0 = a if (a > m0 or a != a) else m0
-        s0 += a * a
-        i += 1
-    m01 = m1 if (m1 > m0 or m1 != m1) else m0
-    m23 = m3 if (m3 > m2 or m3 != m3) else m2
-    m = m23 if (m23 > m01 or m23 != m23) else m01
-    return m, (s0 + s1) + (s2 + s3)
+    body = n - n % LANES
+    if want_max:
+        for i in range(0, body, LANES):
+            for k in range(LANES):
+                d = np.float64(x[i + k])
+                s[k] += d * d
+                a = abs(d)
+                m[k] = a if a > m[k] else m[k]
+    else:
+        for i in range(0, body, LANES):
+            for k in range(LANES):
+                d = np.float64(x[i + k])
+                s[k] += d * d
+    for i in range(body, n):  # the tail: lane i % 16, as the body
+        d = np.float64(x[i])
+        s[i - body] += d * d
+        a = abs(d)
+        m[i - body] = a if a > m[i - body] else m[i - body]
+    ssq = _lane_sum_nb(s)
+    if ssq != ssq:
+        return np.nan, ssq
+    return (m.max() if want_max else 0.0), ssq
 
 
 @njit
@@ -233,11 +247,14 @@ def _nanmax(m: float, a: float) -> float:
 
 def _total_norm_numba(arrays, inf_norm: bool) -> float:
     flats = [g.reshape(-1) for g in arrays]
+    want_max = inf_norm or arrays[0].dtype != np.float32  # float32 squares always fit a double
     amax = ssq = 0.0
     for x in flats:
-        m, s = _partial_nb(x)
+        m, s = _partial_nb(x, want_max)
         amax = _nanmax(amax, m)
         ssq += s
+    if not want_max:
+        return math.sqrt(ssq)
     if inf_norm:
         return amax
     if amax != amax or ssq != ssq:

@@ -4,6 +4,12 @@ Backend-vs-reference agreement on random inputs is tests/test_registry.py's job;
 properties every backend (the reference included) must have.
 """
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -321,3 +327,57 @@ def test_inference_and_backward_bad_input(backend):
         bwd(backend)(dy, x, gamma, mean, rstd.astype(np.float32))
     with pytest.raises(ValueError, match="x"):
         bwd(backend)(dy[:0], x[:0], gamma, mean, rstd)
+
+
+# ---- the C paths (avx2, portable) and Numba agree bit for bit --------------------------------------
+
+PATH_WORKER = """
+import json, numpy as np, kernels
+from kernels import batchnorm as bn
+rng = np.random.default_rng(5)
+out = []
+for dt in ("float32", "float64"):
+    # rows: the 4- and 2-row groups and their tails; columns: vector tails and a 1024-column block + tail
+    for N, C in ((2, 1), (3, 7), (5, 16), (6, 17), (9, 33), (130, 5), (4, 1025), (7, 2050)):
+        x = (rng.standard_normal((N, C)) * 3 + 40).astype(dt)
+        x[N // 2, C // 2] = np.nan if C > 3 else x[N // 2, C // 2]
+        dy = rng.standard_normal((N, C)).astype(dt)
+        g, b = rng.standard_normal(C).astype(dt), rng.standard_normal(C).astype(dt)
+        for be in (["c", "numba"] if BOTH else ["c"]):
+            rm, rv = np.zeros(C, dt), np.ones(C, dt)
+            y, m, r = kernels.get("batchnorm_forward", be)(x, g, b, rm, rv, momentum=0.3)
+            res = [y, m, r, rm, rv, kernels.get("batchnorm_inference", be)(x, g, b, rm, rv)]
+            res += list(kernels.get("batchnorm_backward", be)(dy, x, g, m, r))
+            out.append([be] + [a.tobytes().hex() for a in res])
+print(json.dumps({"isa": kernels._c.ffi.string(kernels._c.lib.batchnorm_isa()).decode(), "out": out}))
+"""
+
+
+def _run_path(path, both=False):
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env.pop("DEEPPROP_BATCHNORM_ISA", None)
+    if path is not None:
+        env["DEEPPROP_BATCHNORM_ISA"] = path
+    proc = subprocess.run([sys.executable, "-c", f"BOTH = {both}\n" + PATH_WORKER], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_c_paths_and_numba_agree_bitwise():
+    runs = {p: _run_path(p) for p in ("portable", "avx2", "sse9")}
+    auto = _run_path(None, both=kernels.backends()["numba"] is None)
+    assert runs["portable"]["isa"] == "portable (forced by DEEPPROP_BATCHNORM_ISA)"
+    widest = auto["isa"]
+    assert widest in ("avx2", "portable")  # what this CPU runs, chosen automatically
+    assert runs["sse9"]["isa"].split()[0] == widest and "ignored" in runs["sse9"]["isa"]
+    if widest == "avx2":
+        assert runs["avx2"]["isa"] == "avx2 (forced by DEEPPROP_BATCHNORM_ISA)"
+    assert runs["avx2"]["out"] == runs["portable"]["out"]
+    c_out = [o for o in auto["out"] if o[0] == "c"]
+    assert c_out == runs["portable"]["out"]
+    nb_out = [["c"] + o[1:] for o in auto["out"] if o[0] == "numba"]
+    if kernels.backends()["numba"] is None:
+        assert nb_out == c_out

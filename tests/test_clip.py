@@ -7,7 +7,12 @@ underflow the dtype do not spoil the total, non-finite totals leave the arrays a
 argument is refused by name.
 """
 
+import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,9 +126,10 @@ def test_empty_arrays_are_ignored(backend, dtype):
     assert norm_fn(backend)([np.empty((2, 0), dtype)], 1.0) == 0.0
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 9, 1025])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 9, 15, 16, 17, 31, 33, 1025])
 def test_every_lane_and_the_tail_count(backend, dtype, n):
-    """One large element at each position of arrays whose length is or is not a multiple of 4."""
+    """One large element at each position of arrays whose length is or is not a multiple of the 16
+    lanes (and of the 8 and 4 elements of the vector loops)."""
     for pos in sorted({0, n // 2, n - 1}):
         g = np.full(n, 0.5, dtype)
         g[pos] = 100.0
@@ -304,3 +310,71 @@ def test_bad_clip_value(backend, clip_value):
     with pytest.raises(ValueError, match="^clip_value"):
         value_fn(backend)([g], clip_value)
     assert np.all(g == 1.0)
+
+
+# ---- the C paths (avx2, portable) and Numba agree bit for bit --------------------------------------
+
+def _path_cases():
+    """Lists of arrays over every lane, tail and special value, float32 and float64."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for dt in ("float32", "float64"):
+        for n in (1, 7, 15, 16, 17, 31, 32, 33, 100, 1025, 4099):
+            cases.append([rng.standard_normal(n).astype(dt), rng.standard_normal(n % 19 + 1).astype(dt)])
+        big = rng.standard_normal(70).astype(dt)
+        nan, inf = big.copy(), big.copy()
+        nan[37], inf[50] = np.nan, -np.inf
+        cases += [[nan], [inf], [big * (1e20 if dt == "float32" else 1e200)]]
+        if dt == "float64":
+            cases += [[big * 1e-200], [big * 1e160]]
+    return cases
+
+
+def _path_outputs(backend) -> list:
+    """Totals (both norms), the arrays clipped by norm and by value, as exact text."""
+    out = []
+    for grads in _path_cases():
+        for norm_type in NORMS:
+            out.append(repr(kernels.get("clip_grad_norm", backend)([g.copy() for g in grads], 1e30, norm_type)))
+        g = [a.copy() for a in grads]
+        kernels.get("clip_grad_norm", backend)(g, 0.3)  # scales unless the total is not finite
+        out.append([a.tobytes().hex() for a in g])
+        g = [a.copy() for a in grads]
+        kernels.get("clip_grad_value", backend)(g, 0.7)
+        out.append([a.tobytes().hex() for a in g])
+    return out
+
+
+def path_worker() -> dict:
+    """Run in a child process: _path_outputs on the C path DEEPPROP_CLIP_ISA forced."""
+    return {"isa": kernels._c.ffi.string(kernels._c.lib.clip_isa()).decode(), "out": _path_outputs("c")}
+
+
+def _run_path(path):
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env.pop("DEEPPROP_CLIP_ISA", None)
+    if path is not None:
+        env["DEEPPROP_CLIP_ISA"] = path
+    proc = subprocess.run([sys.executable, __file__, "--path-worker"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_c_paths_and_numba_agree_bitwise():
+    runs = {p: _run_path(p) for p in ("portable", "avx2", None, "sse9")}
+    assert runs["portable"]["isa"] == "portable (forced by DEEPPROP_CLIP_ISA)"
+    widest = runs[None]["isa"]
+    assert widest in ("avx2", "portable")  # what this CPU runs, chosen automatically
+    assert runs["sse9"]["isa"].split()[0] == widest and "ignored" in runs["sse9"]["isa"]
+    if widest == "avx2":
+        assert runs["avx2"]["isa"] == "avx2 (forced by DEEPPROP_CLIP_ISA)"
+    assert runs["avx2"]["out"] == runs["portable"]["out"]
+    if kernels.backends()["numba"] is None:
+        assert _path_outputs("numba") == runs["portable"]["out"]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--path-worker"]:
+    print(json.dumps(path_worker()))
