@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _c, _check, activations
-from ._numba import njit
-from .activations import ACT_CODES, act_backward_nb, check_activation, forward1
+from . import _c, _check, _nbgemm, activations
+from .activations import ACT_CODES, check_activation
 
 
 def _shapes(x, W):
@@ -111,53 +110,14 @@ def linear_backward(dy, x, W, z=None, activation="identity", alpha=None):
 
 # ---- Numba ---------------------------------------------------------------------------------------
 
-@njit
-def _linear_forward_nb(y, acc, x, W, b, code, alpha):
-    # y, acc (N, M) (acc is z, or y itself); x (N, K); W (K, M); b (M,) (zeros for no bias).
-    # Row i of acc accumulates in the dtype (i-k-j order), then y's row is act(acc's row) in float64.
-    N, K = x.shape
-    M = W.shape[1]
-    for i in range(N):
-        for j in range(M):
-            acc[i, j] = b[j]
-        for k in range(K):
-            xik = x[i, k]
-            for j in range(M):
-                acc[i, j] += xik * W[k, j]
-        for j in range(M):
-            y[i, j] = forward1(np.float64(acc[i, j]), code, alpha)
-
-
-@njit
-def _linear_backward_nb(dx, dW, db, dz, x, W):
-    # dx (N, K), dW (K, M) zeroed by the caller; db (M,); dz (N, M); x (N, K); W (K, M)
-    N, K = x.shape
-    M = W.shape[1]
-    for i in range(N):                 # dx = dz @ W^T: dot products of contiguous rows, in the dtype
-        for k in range(K):
-            s = dx[i, k]
-            for j in range(M):
-                s += dz[i, j] * W[k, j]
-            dx[i, k] = s
-    for i in range(N):                 # dW = x^T @ dz: i-k-j, the inner loop along dW's row
-        for k in range(K):
-            xik = x[i, k]
-            for j in range(M):
-                dW[k, j] += xik * dz[i, j]
-    acc = np.zeros(M, dtype=np.float64)  # db in float64
-    for i in range(N):
-        for j in range(M):
-            acc[j] += dz[i, j]
-    for j in range(M):
-        db[j] = acc[j]
-
-
 def linear_forward_numba(x, W, b=None, activation="identity", alpha=None, keep_preactivation=False):
     x, W, b, code, alpha, keep = _forward_args(x, W, b, activation, alpha, keep_preactivation)
     N, M = x.shape[0], W.shape[1]
     y = np.empty((N, M), dtype=x.dtype)
     z = np.empty_like(y) if keep else y
-    _linear_forward_nb(y, z, x, W, np.zeros(M, x.dtype) if b is None else b, code, alpha)
+    bias = np.empty(0, x.dtype) if b is None else b
+    # z = x @ W + b, then y = act(z) on each finished tile (in place when z is not kept)
+    _nbgemm.gemm(z, x, W, bias, y, code, alpha, keep or code != ACT_CODES["identity"])
     return (y, z) if keep else y
 
 
@@ -165,15 +125,15 @@ def linear_backward_numba(dy, x, W, z=None, activation="identity", alpha=None):
     dy, x, W, z, code, alpha = _backward_args(dy, x, W, z, activation, alpha)
     N, K = x.shape
     M = W.shape[1]
-    if code == ACT_CODES["identity"]:
-        dz = dy
-    else:
-        dz = np.empty_like(dy)
-        act_backward_nb(dz.reshape(-1), dy.reshape(-1), z.reshape(-1), code, alpha)
-    dx = np.zeros((N, K), dtype=x.dtype)
-    dW = np.zeros((K, M), dtype=x.dtype)
+    identity = code == ACT_CODES["identity"]
+    dz = dy if identity else np.empty_like(dy)
     db = np.empty(M, dtype=x.dtype)
-    _linear_backward_nb(dx, dW, db, dz, x, W)
+    _nbgemm.dz_db(dz, db, dy, dy if z is None else z, code, alpha, identity)   # one pass over dz
+    dx = np.empty((N, K), dtype=x.dtype)
+    dW = np.empty((K, M), dtype=x.dtype)
+    none = np.empty(0, x.dtype)
+    _nbgemm.gemm(dx, dz, W.T, none, dx, 0, 0.0, False)    # dz @ W^T: W read through its transpose
+    _nbgemm.gemm(dW, x.T, dz, none, dW, 0, 0.0, False)    # x^T @ dz
     return dx, dW, db
 
 

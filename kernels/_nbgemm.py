@@ -1,0 +1,231 @@
+"""The Numba backend's GEMM: C = op(A) @ op(B) (+ bias) (then an activation), in the BLIS design.
+
+Loops, outermost first, as in csrc/gemm.c (Van Zee & van de Geijn, "BLIS", ACM TOMS 2015):
+  jc over n in NC columns      pack B[pc:pc+kc, jc:jc+nc] into NR-column micro-panels (Bp, L3)
+  pc over k in KC
+  ic over m in MC rows         pack A[ic:ic+mc, pc:pc+kc] into MR-row micro-panels (Ap, L2)
+  jr over nc in NR             one kc x NR micro-panel of Bp stays in L1 across the ir loop
+  ir over mc in MR             micro-kernel: an MR x NR tile in registers, kc rank-1 updates
+A and B are any 2-d arrays (a transposed view is read through its strides by the packing, so
+dz @ W.T and x.T @ dz need no copies). Packing pads the last micro-panels with zeros, so every tail
+runs the same micro-kernel, and only the tile's mr x nr part is stored. The k blocks are balanced
+(k = 257 is two blocks of 129), and so are the m and n blocks (rounded up to MR, NR). The bias is the
+first k block's starting value; the activation (float64, kernels.activations.forward1) is applied to
+each finished tile of the last k block while it is hot in L1.
+
+The micro-kernel (MR x NR = 6 x 16 float32 / 6 x 8 float64: 12 ymm accumulators with AVX2) needs
+what Numba's pipeline does not give plain loops: Numba runs LLVM's loop vectoriser, which only sees
+innermost loops and whose constant 16-iteration loops are fully unrolled into scalars before it runs,
+and not the SLP vectoriser (NUMBA_SLP_VECTORIZE=0), so scalar or array accumulators stay scalar
+(measured ~4-7 GFLOP/s). So two small intrinsics give it vector types: _tile allocates the MR x NR
+accumulator on the stack (an alloca, which LLVM's SROA promotes to registers once the row loop is
+unrolled) and _fmadd_row does one row's rank-1 update, acc[r, :] += a * Bp[bo:bo+NR], as a single
+<NR x T> llvm.fmuladd. fmuladd is a multiply-add that LLVM may fuse into an FMA where the CPU has one
+(here vfmadd231ps/pd on ymm, one rounding instead of two, as in BLAS); it is not fastmath: NaN and inf
+propagate as IEEE arithmetic says. The vector width is LLVM's: Numba compiles for the host CPU, so
+<16 x float> is two ymm with AVX2, one zmm with AVX-512, and four xmm (multiply and add) without AVX.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._numba import njit
+from .activations import backward1, forward1
+
+MR = 6
+NR32, NR64 = 16, 8                 # one tile row = 64 bytes: two ymm registers
+# KC x NR x size (the B micro-panel reused from L1) is 16 KiB; MC x KC x size (packed A, L2) ~144 KiB;
+# KC x NC x size (packed B) 2 MiB, as csrc/gemm.c's avx2 blocking.
+KC = 256
+MC32, MC64 = 144, 72
+NC32, NC64 = 2048, 1024
+
+
+def _nr(dtype):
+    return NR32 if dtype == types.float32 else NR64
+
+
+@intrinsic
+def _tile(typingctx, like):
+    """A pointer to MR x NR elements of like's dtype on the caller's stack (uninitialised)."""
+    dt = like.dtype
+
+    def codegen(context, builder, sig, args):
+        return cgutils.alloca_once(builder, context.get_data_type(dt), size=MR * _nr(dt))
+    return types.CPointer(dt)(like), codegen
+
+
+@intrinsic
+def _fmadd_row(typingctx, acc, r, a, Bp, bo):
+    """acc[r*NR : (r+1)*NR] += a * Bp[bo : bo+NR], as one <NR x T> llvm.fmuladd (a, Bp's dtype)."""
+    dt = Bp.dtype
+    if acc != types.CPointer(dt) or a != dt:
+        return None
+    nr = _nr(dt)
+
+    def codegen(context, builder, sig, args):
+        accp, rv, av, bpv, bov = args
+        lty = context.get_data_type(dt)
+        vty = ir.VectorType(lty, nr)
+        align = lty.get_abi_size(context.target_data)
+        data = context.make_array(sig.args[3])(context, builder, bpv).data
+        bptr = builder.bitcast(builder.gep(data, [bov]), vty.as_pointer())
+        bvec = builder.load(bptr, align=align)
+        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), av, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), nr), [0] * nr))
+        row = builder.mul(rv, ir.Constant(rv.type, nr))
+        cptr = builder.bitcast(builder.gep(accp, [row]), vty.as_pointer())
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+            f"llvm.fmuladd.v{nr}f{8 * align}")
+        builder.store(builder.call(fmuladd, [splat, bvec, builder.load(cptr, align=align)]), cptr,
+                      align=align)
+        return context.get_dummy_value()
+    return types.none(acc, r, a, Bp, bo), codegen
+
+
+@njit
+def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
+    # C[i0:i0+mr, j0:j0+nr] (=, or += unless first) the MR x NR tile sum_p Ap[ao + p*MR + r] * Bp[bo + p*NR + j],
+    # plus bias[j0:j0+nr] when first and bias.size (a constant-folded NR: the tile rows are 64 bytes).
+    NR = 64 // Bp.itemsize
+    accp = _tile(Bp)
+    acc = numba.carray(accp, (MR * NR,))
+    for t in range(MR * NR):
+        acc[t] = 0
+    for p in range(kc):
+        a = ao + p * MR
+        b = bo + p * NR
+        for r in range(MR):
+            _fmadd_row(accp, r, Ap[a + r], Bp, b)
+    for r in range(mr):
+        for j in range(nr):
+            v = acc[r * NR + j]
+            if not first:
+                v += C[i0 + r, j0 + j]
+            elif bias.size:
+                v += bias[j0 + j]
+            C[i0 + r, j0 + j] = v
+
+
+@njit
+def _pack_a(Ap, A, ic, mc, pc, kc):
+    # Ap[q*kc + p*MR + r] = A[ic + q + r, pc + p] for each MR-row micro-panel q, zero past row mc
+    for q in range(0, mc, MR):
+        base = q * kc
+        rows = min(MR, mc - q)
+        if A.strides[1] == A.itemsize:      # rows of A contiguous (x, dz): read along them
+            for r in range(rows):
+                for p in range(kc):
+                    Ap[base + p * MR + r] = A[ic + q + r, pc + p]
+        else:                               # columns contiguous (x.T): read down them
+            for p in range(kc):
+                for r in range(rows):
+                    Ap[base + p * MR + r] = A[ic + q + r, pc + p]
+        for r in range(rows, MR):
+            for p in range(kc):
+                Ap[base + p * MR + r] = 0
+
+
+@njit
+def _pack_b(Bp, B, pc, kc, jc, nc):
+    # Bp[q*kc + p*NR + c] = B[pc + p, jc + q + c] for each NR-column micro-panel q, zero past column nc
+    NR = 64 // Bp.itemsize
+    for q in range(0, nc, NR):
+        base = q * kc
+        cols = min(NR, nc - q)
+        if B.strides[0] == B.itemsize:      # columns of B contiguous (W.T): read down them
+            for c in range(cols):
+                for p in range(kc):
+                    Bp[base + p * NR + c] = B[pc + p, jc + q + c]
+        elif cols == NR:                    # rows contiguous (W, dz), a whole panel
+            for p in range(kc):
+                for c in range(NR):
+                    Bp[base + p * NR + c] = B[pc + p, jc + q + c]
+        else:
+            for p in range(kc):
+                for c in range(cols):
+                    Bp[base + p * NR + c] = B[pc + p, jc + q + c]
+        for c in range(cols, NR):
+            for p in range(kc):
+                Bp[base + p * NR + c] = 0
+
+
+@njit
+def _act_tile(Y, C, i0, j0, mr, nr, code, alpha):
+    # Y[i0:i0+mr, j0:j0+nr] = act(C's tile), in float64 as kernels.activations (Y may be C)
+    for i in range(i0, i0 + mr):
+        for j in range(j0, j0 + nr):
+            Y[i, j] = forward1(np.float64(C[i, j]), code, alpha)
+
+
+@njit
+def gemm(C, A, B, bias, Y, code, alpha, epilogue):
+    """C (m, n) = A (m, k) @ B (k, n) [+ bias (n,) when bias.size], products summed in the dtype;
+    then, when epilogue, Y = act(C) (the activation code, alpha; Y may be C itself). A and B may be
+    any strided views (transposes); C and Y are written whole (k = 0 gives C = bias, or 0)."""
+    m, k = A.shape
+    n = B.shape[1]
+    NR = 64 // C.itemsize
+    MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                C[i, j] = bias[j] if bias.size else 0
+        if epilogue:
+            _act_tile(Y, C, 0, 0, m, n, code, alpha)
+        return
+    # balanced blocks: ceil(k / KC) blocks of (nearly) equal depth, m and n alike rounded up to MR, NR
+    nkb = (k + KC - 1) // KC
+    kcb = (k + nkb - 1) // nkb
+    nnb = (n + NC - 1) // NC
+    ncb = ((n + nnb - 1) // nnb + NR - 1) // NR * NR
+    nmb = (m + MC - 1) // MC
+    mcb = ((m + nmb - 1) // nmb + MR - 1) // MR * MR
+    Bp = np.empty(kcb * ncb, C.dtype)
+    Ap = np.empty(mcb * kcb, C.dtype)
+    for jc in range(0, n, ncb):
+        nc = min(ncb, n - jc)
+        for pc in range(0, k, kcb):
+            kc = min(kcb, k - pc)
+            first = pc == 0
+            last = pc + kc == k
+            _pack_b(Bp, B, pc, kc, jc, nc)
+            for ic in range(0, m, mcb):
+                mc = min(mcb, m - ic)
+                _pack_a(Ap, A, ic, mc, pc, kc)
+                for jr in range(0, nc, NR):
+                    nr = min(NR, nc - jr)
+                    for ir in range(0, mc, MR):
+                        mr = min(MR, mc - ir)
+                        _ukernel(kc, Ap, ir * kc, Bp, jr * kc, C, ic + ir, jc + jr, mr, nr, first, bias)
+                        if last and epilogue:
+                            _act_tile(Y, C, ic + ir, jc + jr, mr, nr, code, alpha)
+
+
+@njit
+def dz_db(dz, db, dy, z, code, alpha, identity):
+    """dz = dy * act'(z) (rounded to the dtype; not written for identity, where dz is dy) and, in the
+    same pass, db[j] = sum over rows of dz's float64 values (summed in float64)."""
+    N, M = dy.shape
+    acc = np.zeros(M, np.float64)
+    for i in range(N):
+        if identity:
+            for j in range(M):
+                acc[j] += dy[i, j]
+        else:
+            for j in range(M):
+                v = backward1(np.float64(dy[i, j]), np.float64(z[i, j]), code, alpha)
+                dz[i, j] = v
+                acc[j] += v
+    for j in range(M):
+        db[j] = acc[j]
