@@ -9,13 +9,14 @@ kernels.activations (prelu has a learnable slope and is not fused here). Arrays 
 float64, one dtype; results are new arrays, nothing is written in place.
 
 Precision: the reference multiplies in float64 (NumPy/BLAS) and rounds once. The Numba and C
-backends accumulate the products in the dtype, like BLAS. Numba runs i-k-j loops (the inner loop over
-the contiguous output row) with the bias as the accumulator's starting value; C runs its own
-BLIS-style GEMM (csrc/gemm.c: packed panels, a register-blocked micro-kernel with FMA chosen at run
-time, see kernels.backend_info()["gemm_isa"]) and adds the bias to each finished tile. Both apply the
-activation in float64 to the finished z, as in kernels.activations (bit for bit its result on z).
-The bias gradient is summed in float64. kernels.verify bounds the error componentwise by
-16 eps (|x|·|W| + |b|).
+backends accumulate the products in the dtype, like BLAS, each in a BLIS-style GEMM (packed panels,
+a register-blocked micro-kernel): C in csrc/gemm.c (FMA kernel chosen at run time, see
+kernels.backend_info()["gemm_isa"]), Numba in kernels/_nbgemm.py (compiled for the host CPU, a
+multiply-add LLVM fuses where the CPU has FMA; the backward reads W.T and x.T through their strides).
+Both add the bias to each tile's first k block and apply the activation in float64 to each finished
+tile of z, as in kernels.activations (bit for bit its result on z). The bias gradient is summed in
+float64 (Numba: in the same pass that forms dz = dy * act'(z)). kernels.verify bounds the error
+componentwise by 16 eps (|x|·|W| + |b|).
 
 Special values: the products follow IEEE arithmetic like BLAS, so NaN (or inf * 0) in row i of x
 gives NaN in row i of z and y only, and NaN in column j of W gives NaN in column j.
