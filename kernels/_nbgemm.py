@@ -51,6 +51,28 @@ def _nr(dtype):
     return NR32 if dtype == types.float32 else NR64
 
 
+def _vector(context, dt):
+    lty = context.get_data_type(dt)
+    nr = _nr(dt)
+    return lty, ir.VectorType(lty, nr), nr, lty.get_abi_size(context.target_data)
+
+
+def _vptr(context, builder, aryty, ary, inds, vty):
+    # a <NR x T>* at ary[inds] (no wraparound: the callers' indices are in range)
+    ptr = cgutils.get_item_pointer(context, builder, aryty, context.make_array(aryty)(context, builder, ary), inds)
+    return builder.bitcast(ptr, vty.as_pointer())
+
+
+@intrinsic
+def _nr_of(typingctx, like):
+    """NR for like's dtype, as a constant LLVM can fold (array.itemsize is a run-time field)."""
+    nr = _nr(like.dtype)
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, nr)
+    return types.intp(like), codegen
+
+
 @intrinsic
 def _tile(typingctx, like):
     """A pointer to MR x NR elements of like's dtype on the caller's stack (uninitialised)."""
@@ -62,40 +84,62 @@ def _tile(typingctx, like):
 
 
 @intrinsic
-def _fmadd_row(typingctx, acc, r, a, Bp, bo):
-    """acc[r*NR : (r+1)*NR] += a * Bp[bo : bo+NR], as one <NR x T> llvm.fmuladd (a, Bp's dtype)."""
+def _fmadd_row(typingctx, acc, r, Ap, ai, Bp, bo):
+    """acc[r*NR : (r+1)*NR] += Ap[ai] * Bp[bo : bo+NR], one <NR x T> llvm.fmuladd (1-d Ap, Bp)."""
     dt = Bp.dtype
-    if acc != types.CPointer(dt) or a != dt:
+    if acc != types.CPointer(dt) or Ap.dtype != dt:
         return None
-    nr = _nr(dt)
 
     def codegen(context, builder, sig, args):
-        accp, rv, av, bpv, bov = args
-        lty = context.get_data_type(dt)
-        vty = ir.VectorType(lty, nr)
-        align = lty.get_abi_size(context.target_data)
-        data = context.make_array(sig.args[3])(context, builder, bpv).data
-        bptr = builder.bitcast(builder.gep(data, [bov]), vty.as_pointer())
-        bvec = builder.load(bptr, align=align)
-        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), av, ir.Constant(ir.IntType(32), 0))
+        accp, rv, apv, aiv, bpv, bov = args
+        lty, vty, nr, align = _vector(context, dt)
+        a = builder.load(cgutils.get_item_pointer(context, builder, sig.args[2],
+                                                  context.make_array(sig.args[2])(context, builder, apv), [aiv]))
+        bvec = builder.load(_vptr(context, builder, sig.args[4], bpv, [bov], vty), align=align)
+        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
         splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
                                        ir.Constant(ir.VectorType(ir.IntType(32), nr), [0] * nr))
-        row = builder.mul(rv, ir.Constant(rv.type, nr))
-        cptr = builder.bitcast(builder.gep(accp, [row]), vty.as_pointer())
-        fmuladd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-            f"llvm.fmuladd.v{nr}f{8 * align}")
-        builder.store(builder.call(fmuladd, [splat, bvec, builder.load(cptr, align=align)]), cptr,
-                      align=align)
+        cptr = builder.bitcast(builder.gep(accp, [builder.mul(rv, ir.Constant(rv.type, nr))]), vty.as_pointer())
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                                 f"llvm.fmuladd.v{nr}f{8 * align}")
+        builder.store(builder.call(fmuladd, [splat, bvec, builder.load(cptr, align=align)]), cptr, align=align)
         return context.get_dummy_value()
-    return types.none(acc, r, a, Bp, bo), codegen
+    return types.none(acc, r, Ap, ai, Bp, bo), codegen
 
 
-@njit
+@intrinsic
+def _store_row(typingctx, acc, r, C, i, j, mode, bias):
+    """C[i, j:j+NR] = acc[r*NR : (r+1)*NR] (mode 0), that + bias[j:j+NR] (mode 1) or C[i, j:j+NR] + that
+    (mode 2), as <NR x T> vectors (2-d C, 1-d bias)."""
+    dt = C.dtype
+    if acc != types.CPointer(dt) or bias.dtype != dt:
+        return None
+
+    def codegen(context, builder, sig, args):
+        accp, rv, cv, iv, jv, modev, biasv = args
+        lty, vty, nr, align = _vector(context, dt)
+        v = builder.load(builder.bitcast(builder.gep(accp, [builder.mul(rv, ir.Constant(rv.type, nr))]),
+                                         vty.as_pointer()), align=align)
+        cptr = _vptr(context, builder, sig.args[2], cv, [iv, jv], vty)
+        with builder.if_else(builder.icmp_signed("==", modev, ir.Constant(modev.type, 2))) as (acc_c, first):
+            with acc_c:
+                builder.store(builder.fadd(builder.load(cptr, align=align), v), cptr, align=align)
+            with first:
+                with builder.if_else(builder.icmp_signed("==", modev, ir.Constant(modev.type, 1))) as (add_b, plain):
+                    with add_b:
+                        bvec = builder.load(_vptr(context, builder, sig.args[6], biasv, [jv], vty), align=align)
+                        builder.store(builder.fadd(v, bvec), cptr, align=align)
+                    with plain:
+                        builder.store(v, cptr, align=align)
+        return context.get_dummy_value()
+    return types.none(acc, r, C, i, j, mode, bias), codegen
+
+
+@njit(inline="always")
 def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
     # C[i0:i0+mr, j0:j0+nr] (=, or += unless first) the MR x NR tile sum_p Ap[ao + p*MR + r] * Bp[bo + p*NR + j],
-    # plus bias[j0:j0+nr] when first and bias.size (a constant-folded NR: the tile rows are 64 bytes).
-    NR = 64 // Bp.itemsize
+    # plus bias[j0:j0+nr] when first and bias.size. Inlined into the caller, whose stack holds the tile.
+    NR = _nr_of(Bp)
     accp = _tile(Bp)
     acc = numba.carray(accp, (MR * NR,))
     for t in range(MR * NR):
@@ -104,15 +148,20 @@ def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
         a = ao + p * MR
         b = bo + p * NR
         for r in range(MR):
-            _fmadd_row(accp, r, Ap[a + r], Bp, b)
-    for r in range(mr):
-        for j in range(nr):
-            v = acc[r * NR + j]
-            if not first:
-                v += C[i0 + r, j0 + j]
-            elif bias.size:
-                v += bias[j0 + j]
-            C[i0 + r, j0 + j] = v
+            _fmadd_row(accp, r, Ap, a + r, Bp, b)
+    if mr == MR and nr == NR:
+        mode = 2 if not first else (1 if bias.size else 0)
+        for r in range(MR):
+            _store_row(accp, r, C, i0 + r, j0, mode, bias)
+    else:
+        for r in range(mr):
+            for j in range(nr):
+                v = acc[r * NR + j]
+                if not first:
+                    v += C[i0 + r, j0 + j]
+                elif bias.size:
+                    v += bias[j0 + j]
+                C[i0 + r, j0 + j] = v
 
 
 @njit
@@ -137,7 +186,7 @@ def _pack_a(Ap, A, ic, mc, pc, kc):
 @njit
 def _pack_b(Bp, B, pc, kc, jc, nc):
     # Bp[q*kc + p*NR + c] = B[pc + p, jc + q + c] for each NR-column micro-panel q, zero past column nc
-    NR = 64 // Bp.itemsize
+    NR = _nr_of(Bp)
     for q in range(0, nc, NR):
         base = q * kc
         cols = min(NR, nc - q)
@@ -173,7 +222,7 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
     any strided views (transposes); C and Y are written whole (k = 0 gives C = bias, or 0)."""
     m, k = A.shape
     n = B.shape[1]
-    NR = 64 // C.itemsize
+    NR = _nr_of(C)
     MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
     if m == 0 or n == 0:
         return
