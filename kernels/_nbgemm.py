@@ -135,6 +135,22 @@ def _store_row(typingctx, acc, r, C, i, j, mode, bias):
     return types.none(acc, r, C, i, j, mode, bias), codegen
 
 
+@intrinsic
+def _copy_row(typingctx, dst, di, src, i, j):
+    """dst[di : di+NR] = src[i, j : j+NR] as one <NR x T> load and store (1-d dst, 2-d src, rows contiguous)."""
+    dt = dst.dtype
+    if src.dtype != dt:
+        return None
+
+    def codegen(context, builder, sig, args):
+        dstv, div, srcv, iv, jv = args
+        lty, vty, nr, align = _vector(context, dt)
+        v = builder.load(_vptr(context, builder, sig.args[2], srcv, [iv, jv], vty), align=align)
+        builder.store(v, _vptr(context, builder, sig.args[0], dstv, [div], vty), align=align)
+        return context.get_dummy_value()
+    return types.none(dst, di, src, i, j), codegen
+
+
 @njit(inline="always")
 def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
     # C[i0:i0+mr, j0:j0+nr] (=, or += unless first) the MR x NR tile sum_p Ap[ao + p*MR + r] * Bp[bo + p*NR + j],
@@ -194,10 +210,9 @@ def _pack_b(Bp, B, pc, kc, jc, nc):
             for c in range(cols):
                 for p in range(kc):
                     Bp[base + p * NR + c] = B[pc + p, jc + q + c]
-        elif cols == NR:                    # rows contiguous (W, dz), a whole panel
+        elif cols == NR and B.strides[1] == B.itemsize:   # rows contiguous (W, dz), whole panel: NR-wide copies
             for p in range(kc):
-                for c in range(NR):
-                    Bp[base + p * NR + c] = B[pc + p, jc + q + c]
+                _copy_row(Bp, base + p * NR, B, pc + p, jc + q)
         else:
             for p in range(kc):
                 for c in range(cols):
