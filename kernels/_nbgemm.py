@@ -222,12 +222,32 @@ def _pack_b(Bp, B, pc, kc, jc, nc):
                 Bp[base + p * NR + c] = 0
 
 
-@njit
-def _act_tile(Y, C, i0, j0, mr, nr, code, alpha):
-    # Y[i0:i0+mr, j0:j0+nr] = act(C's tile), in float64 as kernels.activations (Y may be C)
+@njit(inline="always")
+def _act_tile_of(Y, C, i0, j0, mr, nr, code, alpha):
     for i in range(i0, i0 + mr):
         for j in range(j0, j0 + nr):
             Y[i, j] = forward1(np.float64(C[i, j]), code, alpha)
+
+
+@njit
+def _act_tile(Y, C, i0, j0, mr, nr, code, alpha):
+    # Y[i0:i0+mr, j0:j0+nr] = act(C's tile), in float64 as kernels.activations (Y may be C). One loop per
+    # code, each with the code a constant, so LLVM folds forward1's dispatch out of the loop and can
+    # vectorise the cheap activations (relu's select) instead of branching per element.
+    if code == 0:
+        _act_tile_of(Y, C, i0, j0, mr, nr, 0, alpha)
+    elif code == 1:
+        _act_tile_of(Y, C, i0, j0, mr, nr, 1, alpha)
+    elif code == 2:
+        _act_tile_of(Y, C, i0, j0, mr, nr, 2, alpha)
+    elif code == 3:
+        _act_tile_of(Y, C, i0, j0, mr, nr, 3, alpha)
+    elif code == 4:
+        _act_tile_of(Y, C, i0, j0, mr, nr, 4, alpha)
+    elif code == 5:
+        _act_tile_of(Y, C, i0, j0, mr, nr, 5, alpha)
+    else:
+        _act_tile_of(Y, C, i0, j0, mr, nr, code, alpha)
 
 
 @njit
@@ -276,20 +296,38 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
                             _act_tile(Y, C, ic + ir, jc + jr, mr, nr, code, alpha)
 
 
+@njit(inline="always")
+def _dz_db_of(dz, acc, dy, z, code, alpha):
+    N, M = dy.shape
+    for i in range(N):
+        for j in range(M):
+            v = backward1(np.float64(dy[i, j]), np.float64(z[i, j]), code, alpha)
+            dz[i, j] = v
+            acc[j] += v
+
+
 @njit
 def dz_db(dz, db, dy, z, code, alpha, identity):
     """dz = dy * act'(z) (rounded to the dtype; not written for identity, where dz is dy) and, in the
-    same pass, db[j] = sum over rows of dz's float64 values (summed in float64)."""
+    same pass, db[j] = sum over rows of dz's float64 values (summed in float64). One loop per code, the
+    code a constant in each (as _act_tile)."""
     N, M = dy.shape
     acc = np.zeros(M, np.float64)
-    for i in range(N):
-        if identity:
+    if identity:
+        for i in range(N):
             for j in range(M):
                 acc[j] += dy[i, j]
-        else:
-            for j in range(M):
-                v = backward1(np.float64(dy[i, j]), np.float64(z[i, j]), code, alpha)
-                dz[i, j] = v
-                acc[j] += v
+    elif code == 1:
+        _dz_db_of(dz, acc, dy, z, 1, alpha)
+    elif code == 2:
+        _dz_db_of(dz, acc, dy, z, 2, alpha)
+    elif code == 3:
+        _dz_db_of(dz, acc, dy, z, 3, alpha)
+    elif code == 4:
+        _dz_db_of(dz, acc, dy, z, 4, alpha)
+    elif code == 5:
+        _dz_db_of(dz, acc, dy, z, 5, alpha)
+    else:
+        _dz_db_of(dz, acc, dy, z, code, alpha)
     for j in range(M):
         db[j] = acc[j]
