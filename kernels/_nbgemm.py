@@ -307,16 +307,12 @@ def _dz_db_of(dz, acc, dy, z, code, alpha):
 
 
 @njit
-def dz_db(dz, db, dy, z, code, alpha, identity):
-    """dz = dy * act'(z) (rounded to the dtype; not written for identity, where dz is dy) and, in the
-    same pass, db[j] = sum over rows of dz's float64 values (summed in float64). One loop per code, the
-    code a constant in each (as _act_tile)."""
-    N, M = dy.shape
-    acc = np.zeros(M, np.float64)
-    if identity:
-        for i in range(N):
-            for j in range(M):
-                acc[j] += dy[i, j]
+def dz_db(dz, db, dy, z, code, alpha):
+    """dz = dy * act'(z) (rounded to the dtype) and, in the same pass, db[j] = the sum over rows of dz's
+    float64 values (summed in float64). One loop per code, the code a constant in each (as _act_tile)."""
+    acc = np.zeros(dy.shape[1], np.float64)
+    if code == 0:
+        _dz_db_of(dz, acc, dy, z, 0, alpha)
     elif code == 1:
         _dz_db_of(dz, acc, dy, z, 1, alpha)
     elif code == 2:
@@ -329,5 +325,17 @@ def dz_db(dz, db, dy, z, code, alpha, identity):
         _dz_db_of(dz, acc, dy, z, 5, alpha)
     else:
         _dz_db_of(dz, acc, dy, z, code, alpha)
+    for j in range(db.size):
+        db[j] = acc[j]
+
+
+@njit
+def column_sums(db, dy):
+    """db[j] = the sum over rows of dy, in float64 (identity's db, where dz is dy itself)."""
+    N, M = dy.shape
+    acc = np.zeros(M, np.float64)
+    for i in range(N):
+        for j in range(M):
+            acc[j] += dy[i, j]
     for j in range(M):
         db[j] = acc[j]

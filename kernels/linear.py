@@ -126,10 +126,13 @@ def linear_backward_numba(dy, x, W, z=None, activation="identity", alpha=None):
     dy, x, W, z, code, alpha = _backward_args(dy, x, W, z, activation, alpha)
     N, K = x.shape
     M = W.shape[1]
-    identity = code == ACT_CODES["identity"]
-    dz = dy if identity else np.empty_like(dy)
     db = np.empty(M, dtype=x.dtype)
-    _nbgemm.dz_db(dz, db, dy, dy if z is None else z, code, alpha, identity)   # one pass over dz
+    if code == ACT_CODES["identity"]:   # dz is dy (z is not read)
+        dz = dy
+        _nbgemm.column_sums(db, dy)
+    else:                               # dz = dy * act'(z) and db in one pass
+        dz = np.empty_like(dy)
+        _nbgemm.dz_db(dz, db, dy, z, code, alpha)
     dx = np.empty((N, K), dtype=x.dtype)
     dW = np.empty((K, M), dtype=x.dtype)
     none = np.empty(0, x.dtype)
