@@ -6,8 +6,9 @@ Loops, outermost first, as in csrc/gemm.c (Van Zee & van de Geijn, "BLIS", ACM T
   ic over m in MC rows         pack A[ic:ic+mc, pc:pc+kc] into MR-row micro-panels (Ap, L2)
   jr over nc in NR             one kc x NR micro-panel of Bp stays in L1 across the ir loop
   ir over mc in MR             micro-kernel: an MR x NR tile in registers, kc rank-1 updates
-A and B are any 2-d arrays (a transposed view is read through its strides by the packing, so
-dz @ W.T and x.T @ dz need no copies). Packing pads the last micro-panels with zeros, so every tail
+A and B are C- or F-contiguous (x, W or their transposes): the packing reads them as flat buffers
+with row and column strides, so dz @ W.T and x.T @ dz need no copies and one _gemm is compiled per
+dtype for every layout. Packing pads the last micro-panels with zeros, so every tail
 runs the same micro-kernel, and only the tile's mr x nr part is stored. The k blocks are balanced
 (k = 257 is two blocks of 129), and so are the m and n blocks (rounded up to MR, NR). The bias is the
 first k block's starting value; the activation (float64, kernels.activations.forward1) is applied to
@@ -136,19 +137,19 @@ def _store_row(typingctx, acc, r, C, i, j, mode, bias):
 
 
 @intrinsic
-def _copy_row(typingctx, dst, di, src, i, j):
-    """dst[di : di+NR] = src[i, j : j+NR] as one <NR x T> load and store (1-d dst, 2-d src, rows contiguous)."""
+def _copy_row(typingctx, dst, di, src, si):
+    """dst[di : di+NR] = src[si : si+NR] as one <NR x T> load and store (1-d dst and src)."""
     dt = dst.dtype
     if src.dtype != dt:
         return None
 
     def codegen(context, builder, sig, args):
-        dstv, div, srcv, iv, jv = args
+        dstv, div, srcv, siv = args
         lty, vty, nr, align = _vector(context, dt)
-        v = builder.load(_vptr(context, builder, sig.args[2], srcv, [iv, jv], vty), align=align)
+        v = builder.load(_vptr(context, builder, sig.args[2], srcv, [siv], vty), align=align)
         builder.store(v, _vptr(context, builder, sig.args[0], dstv, [div], vty), align=align)
         return context.get_dummy_value()
-    return types.none(dst, di, src, i, j), codegen
+    return types.none(dst, di, src, si), codegen
 
 
 @njit(inline="always")
@@ -181,42 +182,47 @@ def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
 
 
 @njit
-def _pack_a(Ap, A, ic, mc, pc, kc):
-    # Ap[q*kc + p*MR + r] = A[ic + q + r, pc + p] for each MR-row micro-panel q, zero past row mc
+def _pack_a(Ap, a, ars, acs, ic, mc, pc, kc):
+    # Ap[q*kc + p*MR + r] = A[ic + q + r, pc + p] for each MR-row micro-panel q, zero past row mc,
+    # where A[i, p] = a[i*ars + p*acs]
     for q in range(0, mc, MR):
         base = q * kc
         rows = min(MR, mc - q)
-        if A.strides[1] == A.itemsize:      # rows of A contiguous (x, dz): read along them
+        if acs == 1:                        # rows of A contiguous (x, dz): read along them
             for r in range(rows):
+                row = (ic + q + r) * ars + pc
                 for p in range(kc):
-                    Ap[base + p * MR + r] = A[ic + q + r, pc + p]
+                    Ap[base + p * MR + r] = a[row + p]
         else:                               # columns contiguous (x.T): read down them
             for p in range(kc):
+                col = (ic + q) * ars + (pc + p) * acs
                 for r in range(rows):
-                    Ap[base + p * MR + r] = A[ic + q + r, pc + p]
+                    Ap[base + p * MR + r] = a[col + r * ars]
         for r in range(rows, MR):
             for p in range(kc):
                 Ap[base + p * MR + r] = 0
 
 
 @njit
-def _pack_b(Bp, B, pc, kc, jc, nc):
-    # Bp[q*kc + p*NR + c] = B[pc + p, jc + q + c] for each NR-column micro-panel q, zero past column nc
+def _pack_b(Bp, b, brs, bcs, pc, kc, jc, nc):
+    # Bp[q*kc + p*NR + c] = B[pc + p, jc + q + c] for each NR-column micro-panel q, zero past column nc,
+    # where B[p, j] = b[p*brs + j*bcs]
     NR = _nr_of(Bp)
     for q in range(0, nc, NR):
         base = q * kc
         cols = min(NR, nc - q)
-        if B.strides[0] == B.itemsize:      # columns of B contiguous (W.T): read down them
-            for c in range(cols):
-                for p in range(kc):
-                    Bp[base + p * NR + c] = B[pc + p, jc + q + c]
-        elif cols == NR and B.strides[1] == B.itemsize:   # rows contiguous (W, dz), whole panel: NR-wide copies
+        if bcs == 1 and cols == NR:         # rows contiguous (W, dz), a whole panel: NR-wide copies
             for p in range(kc):
-                _copy_row(Bp, base + p * NR, B, pc + p, jc + q)
-        else:
+                _copy_row(Bp, base + p * NR, b, (pc + p) * brs + jc + q)
+        elif bcs == 1:
             for p in range(kc):
                 for c in range(cols):
-                    Bp[base + p * NR + c] = B[pc + p, jc + q + c]
+                    Bp[base + p * NR + c] = b[(pc + p) * brs + jc + q + c]
+        else:                               # columns contiguous (W.T): read down them
+            for c in range(cols):
+                col = pc * brs + (jc + q + c) * bcs
+                for p in range(kc):
+                    Bp[base + p * NR + c] = b[col + p * brs]
         for c in range(cols, NR):
             for p in range(kc):
                 Bp[base + p * NR + c] = 0
@@ -231,32 +237,38 @@ def _act_tile_of(Y, C, i0, j0, mr, nr, code, alpha):
 
 @njit
 def _act_tile(Y, C, i0, j0, mr, nr, code, alpha):
-    # Y[i0:i0+mr, j0:j0+nr] = act(C's tile), in float64 as kernels.activations (Y may be C). One loop per
-    # code, each with the code a constant, so LLVM folds forward1's dispatch out of the loop and can
-    # vectorise the cheap activations (relu's select) instead of branching per element.
+    # Y[i0:i0+mr, j0:j0+nr] = act(C's tile), in float64 as kernels.activations (Y may be C). The cheap
+    # activations get a loop each with the code a constant, so LLVM folds forward1's dispatch away and
+    # vectorises their selects; the others are dominated by their libm call (and compile once).
     if code == 0:
         _act_tile_of(Y, C, i0, j0, mr, nr, 0, alpha)
-    elif code == 1:
-        _act_tile_of(Y, C, i0, j0, mr, nr, 1, alpha)
-    elif code == 2:
-        _act_tile_of(Y, C, i0, j0, mr, nr, 2, alpha)
     elif code == 3:
         _act_tile_of(Y, C, i0, j0, mr, nr, 3, alpha)
     elif code == 4:
         _act_tile_of(Y, C, i0, j0, mr, nr, 4, alpha)
-    elif code == 5:
-        _act_tile_of(Y, C, i0, j0, mr, nr, 5, alpha)
     else:
         _act_tile_of(Y, C, i0, j0, mr, nr, code, alpha)
 
 
-@njit
+def _flat(A):
+    """(buffer, row stride, column stride) in elements of a C- or F-contiguous 2-d array: a transposed
+    view (x.T, W.T) is read in place, and every layout runs the one compiled _gemm."""
+    if A.flags.c_contiguous:
+        return A.reshape(-1), A.shape[1], 1
+    if A.flags.f_contiguous:
+        return A.T.reshape(-1), 1, A.shape[0]
+    return np.ascontiguousarray(A).reshape(-1), A.shape[1], 1
+
+
 def gemm(C, A, B, bias, Y, code, alpha, epilogue):
     """C (m, n) = A (m, k) @ B (k, n) [+ bias (n,) when bias.size], products summed in the dtype;
-    then, when epilogue, Y = act(C) (the activation code, alpha; Y may be C itself). A and B may be
-    any strided views (transposes); C and Y are written whole (k = 0 gives C = bias, or 0)."""
-    m, k = A.shape
-    n = B.shape[1]
+    then, when epilogue, Y = act(C) (the activation code, alpha; Y may be C itself). C and Y are
+    C-contiguous and written whole (k = 0 gives C = bias, or 0); A and B may be transposed views."""
+    _gemm(C, *_flat(A), A.shape[0], A.shape[1], *_flat(B), B.shape[1], bias, Y, code, alpha, epilogue)
+
+
+@njit
+def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue):
     NR = _nr_of(C)
     MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
     if m == 0 or n == 0:
@@ -283,10 +295,10 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
             kc = min(kcb, k - pc)
             first = pc == 0
             last = pc + kc == k
-            _pack_b(Bp, B, pc, kc, jc, nc)
+            _pack_b(Bp, b, brs, bcs, pc, kc, jc, nc)
             for ic in range(0, m, mcb):
                 mc = min(mcb, m - ic)
-                _pack_a(Ap, A, ic, mc, pc, kc)
+                _pack_a(Ap, a, ars, acs, ic, mc, pc, kc)
                 for jr in range(0, nc, NR):
                     nr = min(NR, nc - jr)
                     for ir in range(0, mc, MR):
@@ -309,20 +321,12 @@ def _dz_db_of(dz, acc, dy, z, code, alpha):
 @njit
 def dz_db(dz, db, dy, z, code, alpha):
     """dz = dy * act'(z) (rounded to the dtype) and, in the same pass, db[j] = the sum over rows of dz's
-    float64 values (summed in float64). One loop per code, the code a constant in each (as _act_tile)."""
+    float64 values (summed in float64). relu and leaky_relu get a loop each, as in _act_tile."""
     acc = np.zeros(dy.shape[1], np.float64)
-    if code == 0:
-        _dz_db_of(dz, acc, dy, z, 0, alpha)
-    elif code == 1:
-        _dz_db_of(dz, acc, dy, z, 1, alpha)
-    elif code == 2:
-        _dz_db_of(dz, acc, dy, z, 2, alpha)
-    elif code == 3:
+    if code == 3:
         _dz_db_of(dz, acc, dy, z, 3, alpha)
     elif code == 4:
         _dz_db_of(dz, acc, dy, z, 4, alpha)
-    elif code == 5:
-        _dz_db_of(dz, acc, dy, z, 5, alpha)
     else:
         _dz_db_of(dz, acc, dy, z, code, alpha)
     for j in range(db.size):
