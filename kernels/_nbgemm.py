@@ -152,6 +152,26 @@ def _copy_row(typingctx, dst, di, src, si):
     return types.none(dst, di, src, si), codegen
 
 
+@intrinsic
+def _prefetch_row(typingctx, C, i, j):
+    """Prefetch (for writing) the NR elements at C[i, j:j+NR] (2-d C): the tile's rows are a matrix row
+    apart, so they are rarely in L1 when the micro-kernel stores them."""
+    def codegen(context, builder, sig, args):
+        cv, iv, jv = args
+        lty, vty, nr, align = _vector(context, C.dtype)
+        i8p = ir.IntType(8).as_pointer()
+        first = builder.bitcast(_vptr(context, builder, sig.args[0], cv, [iv, jv], vty), i8p)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+            "llvm.prefetch.p0")
+        i32 = ir.IntType(32)
+        for off in (0, nr * align - 1):   # the row's first and last byte: one or two cache lines
+            builder.call(prefetch, [builder.gep(first, [ir.Constant(ir.IntType(64), off)]),
+                                    ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(C, i, j), codegen
+
+
 @njit(inline="always")
 def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
     # C[i0:i0+mr, j0:j0+nr] (=, or += unless first) the MR x NR tile sum_p Ap[ao + p*MR + r] * Bp[bo + p*NR + j],
@@ -161,6 +181,9 @@ def _ukernel(kc, Ap, ao, Bp, bo, C, i0, j0, mr, nr, first, bias):
     acc = numba.carray(accp, (MR * NR,))
     for t in range(MR * NR):
         acc[t] = 0
+    if mr == MR and nr == NR:
+        for r in range(MR):
+            _prefetch_row(C, i0 + r, j0)
     for p in range(kc):
         a = ao + p * MR
         b = bo + p * NR
