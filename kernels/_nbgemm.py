@@ -10,9 +10,9 @@ A and B are C- or F-contiguous (x, W or their transposes): the packing reads the
 with row and column strides, so dz @ W.T and x.T @ dz need no copies and one _gemm is compiled per
 dtype for every layout. Packing pads the last micro-panels with zeros, so every tail
 runs the same micro-kernel, and only the tile's mr x nr part is stored. The k blocks are balanced
-(k = 257 is two blocks of 129), and so are the m and n blocks (rounded up to MR, NR). The bias is the
-first k block's starting value; the activation (float64, kernels.activations.forward1) is applied to
-each finished tile of the last k block while it is hot in L1.
+(k = 257 is two blocks of 129), and so are the m and n blocks (rounded up to MR, NR). The bias is added
+in the first k block's store; the activation (float64, kernels.activations.forward1) is applied to
+each finished MC x NR column of tiles of the last k block while it is in L1.
 
 The micro-kernel (MR x NR = 6 x 16 float32 / 6 x 8 float64: 12 ymm accumulators with AVX2) needs
 what Numba's pipeline does not give plain loops: Numba runs LLVM's loop vectoriser, which only sees
@@ -327,8 +327,8 @@ def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue):
                     for ir in range(0, mc, MR):
                         mr = min(MR, mc - ir)
                         _ukernel(kc, Ap, ir * kc, Bp, jr * kc, C, ic + ir, jc + jr, mr, nr, first, bias)
-                        if last and epilogue:
-                            _act_tile(Y, C, ic + ir, jc + jr, mr, nr, code, alpha)
+                    if last and epilogue:   # the mc x NR column of finished tiles, still in L1
+                        _act_tile(Y, C, ic, jc + jr, mc, nr, code, alpha)
 
 
 @njit(inline="always")
