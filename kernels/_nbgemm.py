@@ -33,14 +33,21 @@ GEMM at 1024^3 ~0.8x NumPy/OpenBLAS in float32 and ~0.9x in float64.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from llvmlite import ir as llir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from ._numba import njit
+
+try:
+    import numba
+    from llvmlite import ir as llir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+except ImportError:     # no numba: import kernels still works, the njit functions raise when called
+    numba = llir = types = cgutils = None
+
+    def intrinsic(func):
+        return func
 from .activations import backward1, forward1
 
 MR = 6
