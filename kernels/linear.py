@@ -9,13 +9,14 @@ kernels.activations (prelu has a learnable slope and is not fused here). Arrays 
 float64, one dtype; results are new arrays, nothing is written in place.
 
 Precision: the reference multiplies in float64 (NumPy/BLAS) and rounds once. The Numba and C
-backends accumulate the products in the dtype, like BLAS. Numba runs i-k-j loops (the inner loop over
-the contiguous output row) with the bias as the accumulator's starting value; C runs its own
-BLIS-style GEMM (csrc/gemm.c: packed panels, a register-blocked micro-kernel with FMA chosen at run
-time, see kernels.backend_info()["gemm_isa"]) and adds the bias to each finished tile. Both apply the
-activation in float64 to the finished z, as in kernels.activations (bit for bit its result on z).
-The bias gradient is summed in float64. kernels.verify bounds the error componentwise by
-16 eps (|x|·|W| + |b|).
+backends accumulate the products in the dtype, like BLAS, each in a BLIS-style GEMM (packed panels,
+a register-blocked micro-kernel): C in csrc/gemm.c (FMA kernel chosen at run time, see
+kernels.backend_info()["gemm_isa"]), Numba in kernels/_nbgemm.py (compiled for the host CPU, a
+multiply-add LLVM fuses where the CPU has FMA; the backward reads W.T and x.T through their strides).
+Both add the bias to each tile's first k block and apply the activation in float64 to each finished
+tile of z, as in kernels.activations (bit for bit its result on z). The bias gradient is summed in
+float64 (Numba: in the same pass that forms dz = dy * act'(z)). kernels.verify bounds the error
+componentwise by 16 eps (|x|·|W| + |b|).
 
 Special values: the products follow IEEE arithmetic like BLAS, so NaN (or inf * 0) in row i of x
 gives NaN in row i of z and y only, and NaN in column j of W gives NaN in column j.
@@ -25,9 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _c, _check, activations
-from ._numba import njit
-from .activations import ACT_CODES, act_backward_nb, check_activation, forward1
+from . import _c, _check, _nbgemm, activations
+from .activations import ACT_CODES, check_activation
 
 
 def _shapes(x, W):
@@ -111,53 +111,14 @@ def linear_backward(dy, x, W, z=None, activation="identity", alpha=None):
 
 # ---- Numba ---------------------------------------------------------------------------------------
 
-@njit
-def _linear_forward_nb(y, acc, x, W, b, code, alpha):
-    # y, acc (N, M) (acc is z, or y itself); x (N, K); W (K, M); b (M,) (zeros for no bias).
-    # Row i of acc accumulates in the dtype (i-k-j order), then y's row is act(acc's row) in float64.
-    N, K = x.shape
-    M = W.shape[1]
-    for i in range(N):
-        for j in range(M):
-            acc[i, j] = b[j]
-        for k in range(K):
-            xik = x[i, k]
-            for j in range(M):
-                acc[i, j] += xik * W[k, j]
-        for j in range(M):
-            y[i, j] = forward1(np.float64(acc[i, j]), code, alpha)
-
-
-@njit
-def _linear_backward_nb(dx, dW, db, dz, x, W):
-    # dx (N, K), dW (K, M) zeroed by the caller; db (M,); dz (N, M); x (N, K); W (K, M)
-    N, K = x.shape
-    M = W.shape[1]
-    for i in range(N):                 # dx = dz @ W^T: dot products of contiguous rows, in the dtype
-        for k in range(K):
-            s = dx[i, k]
-            for j in range(M):
-                s += dz[i, j] * W[k, j]
-            dx[i, k] = s
-    for i in range(N):                 # dW = x^T @ dz: i-k-j, the inner loop along dW's row
-        for k in range(K):
-            xik = x[i, k]
-            for j in range(M):
-                dW[k, j] += xik * dz[i, j]
-    acc = np.zeros(M, dtype=np.float64)  # db in float64
-    for i in range(N):
-        for j in range(M):
-            acc[j] += dz[i, j]
-    for j in range(M):
-        db[j] = acc[j]
-
-
 def linear_forward_numba(x, W, b=None, activation="identity", alpha=None, keep_preactivation=False):
     x, W, b, code, alpha, keep = _forward_args(x, W, b, activation, alpha, keep_preactivation)
     N, M = x.shape[0], W.shape[1]
     y = np.empty((N, M), dtype=x.dtype)
     z = np.empty_like(y) if keep else y
-    _linear_forward_nb(y, z, x, W, np.zeros(M, x.dtype) if b is None else b, code, alpha)
+    bias = np.empty(0, x.dtype) if b is None else b
+    # z = x @ W + b, then y = act(z) on each finished tile (in place when z is not kept)
+    _nbgemm.gemm(z, x, W, bias, y, code, alpha, keep or code != ACT_CODES["identity"])
     return (y, z) if keep else y
 
 
@@ -165,15 +126,18 @@ def linear_backward_numba(dy, x, W, z=None, activation="identity", alpha=None):
     dy, x, W, z, code, alpha = _backward_args(dy, x, W, z, activation, alpha)
     N, K = x.shape
     M = W.shape[1]
-    if code == ACT_CODES["identity"]:
-        dz = dy
-    else:
-        dz = np.empty_like(dy)
-        act_backward_nb(dz.reshape(-1), dy.reshape(-1), z.reshape(-1), code, alpha)
-    dx = np.zeros((N, K), dtype=x.dtype)
-    dW = np.zeros((K, M), dtype=x.dtype)
     db = np.empty(M, dtype=x.dtype)
-    _linear_backward_nb(dx, dW, db, dz, x, W)
+    if code == ACT_CODES["identity"]:   # dz is dy (z is not read)
+        dz = dy
+        _nbgemm.column_sums(db, dy)
+    else:                               # dz = dy * act'(z) and db in one pass
+        dz = np.empty_like(dy)
+        _nbgemm.dz_db(dz, db, dy, z, code, alpha)
+    dx = np.empty((N, K), dtype=x.dtype)
+    dW = np.empty((K, M), dtype=x.dtype)
+    none = np.empty(0, x.dtype)
+    _nbgemm.gemm(dx, dz, W.T, none, dx, 0, 0.0, False)    # dz @ W^T: W read through its transpose
+    _nbgemm.gemm(dW, x.T, dz, none, dW, 0, 0.0, False)    # x^T @ dz
     return dx, dW, db
 
 

@@ -309,3 +309,110 @@ def test_activation_and_alpha_are_checked(backend):
     # alpha reaches the activation: leaky slope -1 is |z| on the negative side
     y = f(x, W, b, "leaky_relu", alpha=-1.0)
     np.testing.assert_allclose(y, np.abs(x @ W + b), rtol=1e-13)
+
+
+# ---- the Numba backend's GEMM (kernels._nbgemm) across its tile and block edges --------------------------
+
+needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="numba backend unavailable")
+
+
+def _nbgemm_blocks(dtype):
+    from kernels import _nbgemm
+    f32 = dtype == np.float32
+    return _nbgemm, _nbgemm.MR, (_nbgemm.NR32 if f32 else _nbgemm.NR64), (_nbgemm.MC32 if f32 else _nbgemm.MC64), \
+        _nbgemm.KC, (_nbgemm.NC32 if f32 else _nbgemm.NC64)
+
+
+def _gemm_shapes(dtype):
+    _, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
+    # every tail of the MR x NR tile, two m blocks (MC + 1), two k blocks (KC + 1, balanced), two n blocks
+    return [(1, 1, 1), (MR - 1, 2, NR - 1), (MR, 3, NR), (MR + 1, 5, NR + 1), (2 * MR + 5, KC + 1, 3 * NR + 7),
+            (MC + 1, 9, 2 * NR), (MR + 3, 2 * KC + 3, NR + 2), (3, 4, NC + 1), (MC + MR + 1, KC - 1, NR + 5)]
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["NN", "TN", "NT"])
+def test_numba_gemm_tails_and_blocks_against_float64(dtype, layout):
+    nbg = _nbgemm_blocks(dtype)[0]
+    rng = np.random.default_rng(23)
+    eps = np.finfo(dtype).eps
+    for m, k, n in _gemm_shapes(dtype):
+        A = rng.standard_normal((m, k)).astype(dtype)
+        B = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        # the backward's operands are transposed views: x.T (F order) and W.T
+        a = np.ascontiguousarray(A.T).T if layout[0] == "T" else A
+        b_ = np.ascontiguousarray(B.T).T if layout[1] == "T" else B
+        for bb in (bias, np.empty(0, dtype)):
+            C = np.full((m, n), np.nan, dtype)       # every element must be written
+            nbg.gemm(C, a, b_, bb, C, 0, 0.0, False)
+            want = A.astype(np.float64) @ B.astype(np.float64) + (bb.astype(np.float64) if bb.size else 0)
+            bound = 16 * eps * (np.abs(A.astype(np.float64)) @ np.abs(B.astype(np.float64))
+                                + (np.abs(bb.astype(np.float64)) if bb.size else 0))
+            assert np.all(np.abs(C - want) <= bound), (m, k, n, bb.size)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_gemm_epilogue_writes_act_of_every_element(dtype):
+    nbg, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
+    rng = np.random.default_rng(24)
+    m, k, n = MC + MR + 1, KC + 2, 3 * NR + 1
+    A = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    z = np.full((m, n), np.nan, dtype)
+    y = np.full((m, n), np.nan, dtype)
+    nbg.gemm(z, A, B, b, y, activations.ACT_CODES["elu"], 0.7, True)
+    np.testing.assert_array_equal(y, kernels.get("elu_forward", "numba")(z, alpha=0.7))
+    z_kept = z.copy()
+    nbg.gemm(z, A, B, b, z, activations.ACT_CODES["relu"], 0.0, True)    # in place: y is z itself
+    np.testing.assert_array_equal(z, kernels.get("relu_forward", "numba")(z_kept))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_gemm_nan_and_inf_follow_ieee_like_blas(dtype):
+    # fmuladd may fuse into an FMA, but it is not fastmath: NaN, inf and inf * 0 must propagate
+    nbg, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
+    rng = np.random.default_rng(25)
+    m, k, n = 2 * MR + 1, KC + 5, 2 * NR + 3
+    A = rng.uniform(0.5, 1, (m, k)).astype(dtype)
+    B = rng.uniform(0.5, 1, (k, n)).astype(dtype)
+    A[1, 7] = np.nan                   # row 1: NaN
+    A[MR, KC + 2] = np.inf             # row MR: +inf (in the second k block)
+    A[2 * MR, 3] = np.inf              # last (partial) row: inf * 0 = NaN in column n - 1 only
+    B[3, n - 1] = 0
+    B[9, NR + 1] = -np.inf             # column NR + 1: -inf, and NaN in rows with +inf (inf - inf)
+    C = np.empty((m, n), dtype)
+    nbg.gemm(C, A, B, np.empty(0, dtype), C, 0, 0.0, False)
+    with np.errstate(invalid="ignore"):
+        want = A.astype(np.float64) @ B.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(C), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(C), np.isinf(want))
+    np.testing.assert_array_equal(np.sign(C[np.isinf(C)]), np.sign(want[np.isinf(want)]))
+    assert np.isnan(C[1]).all() and np.isnan(C[2 * MR, n - 1]) and np.isnan(C[MR, NR + 1])
+    assert np.isposinf(C[MR, 0]) and np.isneginf(C[0, NR + 1])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_linear_across_blocks_matches_the_reference(dtype):
+    # forward and both backward products (dz @ W.T, x.T @ dz) past the m, k and n block edges
+    _, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
+    rng = np.random.default_rng(26)
+    N, K, M = MC + 5, KC + 3, 2 * NR + 5
+    x, W, b = _inputs(rng, N, K, M, dtype)
+    dy = rng.standard_normal((N, M)).astype(dtype)
+    y, z = fwd("numba")(x, W, b, "tanh", keep_preactivation=True)
+    yr, zr = fwd("numpy")(x, W, b, "tanh", keep_preactivation=True)
+    eps = np.finfo(dtype).eps
+    x64, W64 = x.astype(np.float64), W.astype(np.float64)
+    assert np.all(np.abs(z - zr.astype(np.float64)) <= 16 * eps * (np.abs(x64) @ np.abs(W64) + np.abs(b) + 1e-300))
+    got = bwd("numba")(dy, x, W, z, "tanh")
+    dz = activations.REFERENCE_BACKWARD["tanh"](dy.astype(np.float64), z.astype(np.float64), None)
+    for g, want, bound in zip(got, (dz @ W64.T, x64.T @ dz, dz.sum(0)),
+                              (np.abs(dz) @ np.abs(W64.T), np.abs(x64.T) @ np.abs(dz), np.abs(dz).sum(0)),
+                              strict=True):
+        assert np.all(np.abs(g - want) <= 16 * eps * bound + 1e-300)
