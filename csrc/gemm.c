@@ -32,10 +32,16 @@
  * ~90 GFLOP/s (peak ~100), float64 ~44 (peak ~50), on a par with or ahead of NumPy; at 128x256x256
  * the packing (bound by reading the operands from L3) is ~8% of the time.
  *
+ * Threads (OpenMP, see "threads" below): a GEMM large enough runs on a team of OMP_NUM_THREADS threads.
+ * All of them pack each B panel and each A block (their micro-panels shared out), then the tiles of the
+ * block (jr-major, shared out in equal contiguous runs); barriers between. Each element of C is still
+ * computed by one micro-kernel call sequence, in the same k order, so the results are bit for bit the
+ * same for any thread count (tests/test_gemm.py). At 1024^3 float32 two threads run ~1.7-1.85x one.
+ *
  * Memory: no malloc (house rule). The packed panels live in thread-local static buffers (at most
  * GEMM_APACK_BYTES + GEMM_BPACK_BYTES per thread that calls a GEMM, allocated by the loader on the
  * thread's first call), so concurrent callers on different threads -- cffi releases the GIL -- never
- * share a buffer. */
+ * share a buffer; a caller's team works in the caller's buffers. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
