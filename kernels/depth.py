@@ -388,6 +388,96 @@ class _Kernels:
         return f
 
 
+class _FastC:
+    """The C backend's fused linear layer and activation, called directly: the hot loop of plain nets
+    whose layers are one linear_forward each (residual none, norm none, any activation but prelu).
+
+    At the harness's shapes the public wrappers' argument checks and ``_c.ptr`` pointers (~10 us a
+    call) are a sizeable part of a layer, so this path skips them -- and only them: every array it
+    hands to C was either allocated here (outputs and scratch: C order, aligned, the net's dtype) or
+    passed ``_arg`` (dtype, shape, C order, alignment; anything else goes through ``_check.array``)
+    just before its pointer is made with ``ffi.from_buffer``. Outputs that do not outlive a layer are
+    reused from layer to layer instead of allocated: the forward's y, the backward's dx (two of each,
+    so that a call's input is never its own output) and dW, db and the dz scratch; the backward pass
+    allocates nothing. The C functions and their arguments are those of ``linear_forward_c``,
+    ``linear_backward_c`` and the activations' C forward, so the results are bit for bit theirs
+    (tests/test_depth.py compares the two paths)."""
+
+    def __init__(self, cfg: Config, alpha):
+        from . import _c
+        from .activations import check_activation
+
+        _c.require()
+        self.dt = np.dtype(cfg.dtype)
+        sfx = _c.suffix(self.dt)
+        self.ffi = _c.ffi
+        self.NULL = _c.ffi.NULL
+        self.ctype = "float[]" if sfx == "f32" else "double[]"
+        self.c_forward = getattr(_c.lib, f"linear_forward_{sfx}")
+        self.c_backward = getattr(_c.lib, f"linear_backward_{sfx}")
+        self.c_act = getattr(_c.lib, f"activation_forward_{sfx}")
+        self.code, self.alpha = check_activation(cfg.activation, alpha)
+        self._bufs = {}
+
+    def _buf(self, key, shape):
+        a = self._bufs.get((key, shape))
+        if a is None:
+            a = self._bufs[(key, shape)] = np.empty(shape, self.dt)
+        return a
+
+    def _other(self, key, shape, avoid):
+        """One of the two buffers (key, shape): the one that is not ``avoid`` (the call's input)."""
+        a = self._buf(key, shape)
+        return a if a is not avoid else self._buf((key, 1), shape)
+
+    def _arg(self, name, a, shape):
+        if not (type(a) is np.ndarray and a.dtype == self.dt and a.shape == shape and a.flags.c_contiguous
+                and a.flags.aligned):
+            from . import _check
+            a = _check.array(name, a, shape=shape, dtype=self.dt)
+        return a
+
+    def forward(self, x, W, b):
+        """(y, z) = (act(x W + b), x W + b); z is a new array (it is stored), y a reused buffer."""
+        p = self.ffi.from_buffer
+        ct = self.ctype
+        N, K = x.shape
+        M = W.shape[1]
+        x = self._arg("x", x, (N, K))
+        W = self._arg("W", W, (K, M))
+        z = np.empty((N, M), self.dt)
+        y = self._other("y", (N, M), x)
+        pb = self.NULL if b is None else p(ct, self._arg("b", b, (M,)))
+        self.c_forward(p(ct, y), p(ct, z), p(ct, x), p(ct, W), pb, N, K, M, self.code, self.alpha)
+        return y, z
+
+    def act(self, z):
+        """act(z) into a reused buffer (the backward's recomputed layer input)."""
+        z = self._arg("z", z, z.shape)
+        y = self._buf("act", z.shape)
+        self.c_act(self.ffi.from_buffer(self.ctype, y), self.ffi.from_buffer(self.ctype, z), z.size, self.code,
+                   self.alpha)
+        return y
+
+    def backward(self, dy, x, W, z, stream):
+        """(dx, dW) of linear_backward into reused buffers, two sets: stream "main" and "shadow"."""
+        p = self.ffi.from_buffer
+        ct = self.ctype
+        N, M = dy.shape
+        K = W.shape[0]
+        dy = self._arg("dy", dy, (N, M))
+        x = self._arg("x", x, (N, K))
+        W = self._arg("W", W, (K, M))
+        z = self._arg("z", z, (N, M))
+        dx = self._other(("dx", stream), (N, K), dy)
+        dW = self._buf(("dW", stream), (K, M))
+        db = self._buf("db", (M,))
+        work = self._buf("work", (N, M))
+        self.c_backward(p(ct, dx), p(ct, dW), p(ct, db), p(ct, work), p(ct, dy), p(ct, x), p(ct, W), p(ct, z),
+                        N, K, M, self.code, self.alpha)
+        return dx, dW
+
+
 @dataclass
 class _Layer:
     W: np.ndarray
@@ -415,6 +505,9 @@ class _Net:
         self.layers: list[_Layer] = []
         self.forward_rescaled = False
         self.backward_rescaled = False
+        # the C fast path for plain nets of fused layers (_FastC)
+        self.fast = (_FastC(cfg, self.alpha) if cfg.backend == "c" and cfg.residual == "none" and self._fused()
+                     else None)
 
     # -- pieces --------------------------------------------------------------------------------
     def _norm_fwd(self, z):
@@ -512,7 +605,10 @@ class _Net:
     def _plain_layer(self, x, W, b, layer):
         cfg, k = self.cfg, self.k
         rec = _Layer(W, b, None)
-        if self._fused():
+        if self.fast is not None:
+            y, z = self.fast.forward(x, W, b)
+            u = z
+        elif self._fused():
             y, z = k("linear_forward")(x, W, b, activation=cfg.activation, alpha=self.alpha,
                                        keep_preactivation=True)
             u = z
@@ -547,7 +643,9 @@ class _Net:
         rec = self.layers[i - 1]
         cfg = self.cfg
         z = rec.store
-        if self._fused():
+        if self.fast is not None:
+            y = self.fast.act(z)
+        elif self._fused():
             y = self._act_fwd(z)
         else:
             u = self._norm_fwd(z)[0] if cfg.norm != "none" else z
@@ -559,13 +657,17 @@ class _Net:
         return y
 
     # -- backward ------------------------------------------------------------------------------
-    def _layer_backward(self, i, dy, x_in):
-        """(dx, dW) of layer i+1 for the gradient dy at its output; x_in is its stored input."""
+    def _layer_backward(self, i, dy, x_in, stream="main"):
+        """(dx, dW) of layer i+1 for the gradient dy at its output; x_in is its stored input. stream:
+        "main" or "shadow" (the fast path's two sets of output buffers: results valid until the next
+        call on the same stream)."""
         cfg, k = self.cfg, self.k
         rec = self.layers[i]
         if cfg.residual == "none":
             dy = self._drop_apply(dy, rec.mask)
             z = rec.store
+            if self.fast is not None:
+                return self.fast.backward(dy, x_in, rec.W, z, stream)
             if self._fused():
                 dx, dW, _ = k("linear_backward")(dy, x_in, rec.W, z, activation=cfg.activation, alpha=self.alpha)
                 return dx, dW
@@ -619,7 +721,7 @@ class _Net:
             nW = _norm(dW)
             ln_W[layer] = _ln(nW) + S + fwd_ln + math.log(s_w)
             if shadow is not None:
-                sdx, sdW = self._layer_backward(i, shadow, x_in)
+                sdx, sdW = self._layer_backward(i, shadow, x_in, "shadow")
                 plain_W[layer] = _norm(sdW) * s_w
                 shadow = sdx
                 if not (np.any(shadow) and np.all(np.isfinite(shadow))):
@@ -1237,6 +1339,16 @@ def _numbers(kind, *, lo=None, hi=None, lo_open=False, hi_open=False, auto=None)
     return parse
 
 
+def _thread_count(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is out of range: expected >= 1")
+    return n
+
+
 def _seeds(text):
     out = []
     for t in _split(text):
@@ -1333,6 +1445,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="kernel backends: numpy, numba, c; auto = the fastest available (c, numba, numpy)")
     r.add_argument("--dtype", type=_choices(DTYPES), default="float32", metavar="LIST",
                    help="float32 or float64. default: float32")
+    r.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+                   help="threads for the C backend's GEMM (OpenMP) and for BLAS (the numpy backend's "
+                   "matrix products); results do not depend on it. default: every usable core")
     r.add_argument("--spectrum", action="store_true",
                    help="Jacobian spectrum mode: mean and spread of the squared singular values of "
                    f"dx^L/dx^0 (width <= {SPECTRUM_MAX_WIDTH}; no batch norm or dropout)")
@@ -1347,6 +1462,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="also plot log10 gradient norm against layer, a line per configuration (matplotlib)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
+
+
+def set_threads(threads: int | None = None):
+    """Runs the C backend's GEMM (an OpenMP team, csrc/gemm.c) and BLAS on ``threads`` threads (None: every
+    usable core) for calls from this thread, through threadpoolctl; returns the limiter, whose
+    ``restore_original_limits()`` undoes it. The GEMM gives the same bits for any thread count."""
+    import threadpoolctl
+
+    from . import _c  # noqa: F401  (loads the C module, and with it the OpenMP runtime threadpoolctl pins)
+    from .machine import usable_cores
+
+    return threadpoolctl.threadpool_limits(limits=int(threads or usable_cores()))
 
 
 def _progress(total, disable):
@@ -1389,6 +1516,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
     seeds = args.seeds
     total = sum(2 * c.depth * len(seeds) for c in configs)
+    from .machine import usable_cores
+
+    threads = args.threads or usable_cores()
+    limiter = set_threads(threads)
     bar = _progress(total, args.no_progress)
     t0 = time.perf_counter()
     runs = []
@@ -1411,10 +1542,12 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        limiter.restore_original_limits()
     elapsed = time.perf_counter() - t0
     sys.stdout.write(format_table(df, args.format, per_layer=args.per_layer, spectrum=args.spectrum))
     if args.format == "table":
-        sys.stdout.write(f"{len(configs)} configurations x {len(seeds)} seeds in {elapsed:.1f} s\n")
+        sys.stdout.write(f"{len(configs)} configurations x {len(seeds)} seeds in {elapsed:.1f} s "
+                         f"on {threads} thread{'s' if threads > 1 else ''}\n")
     if args.plot:
         if args.spectrum:
             plot_spectrum(df, args.plot)
