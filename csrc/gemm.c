@@ -673,9 +673,10 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
     const int64_t mb = round_up(ceil_div(m, ceil_div(m, bk->mc)), bk->mr);                              \
     const int64_t nb = round_up(ceil_div(n, ceil_div(n, bk->nc)), bk->nr);                              \
     const int nt = gemm_team_size(m, n, k);                                                             \
-    /* One team for the whole product. For each B panel: its micro-panels are packed by all threads,  \
-     * barrier; for each A block: its micro-panels likewise, barrier; then the block's tiles are shared \
-     * out (macro_kernel's t0 .. t1), barrier (before the next packing overwrites Ap or Bp). Every      \
+    /* One team for the whole product. Each B panel's micro-panels are packed by all threads, then     \
+     * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's \
+     * t0 .. t1); barrier, unless nothing is packed after (before the next packing overwrites Ap or Bp; \
+     * the region's end waits for all). A small product (one block) costs one barrier and the join. Every \
      * element of C is computed by one thread, by the same micro-kernel call sequence in the same k    \
      * order whatever the team size: the results are bit for bit those of one thread. */              \
     DP_OMP_PARALLEL_NT                                                                                 \
@@ -694,7 +695,6 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                     pack_b_isa_##SFX(isa, NR, Bp + q0 * NR * kc, transb ? B + j * ldb + pc : B + pc * ldb + j, \
                                      ldb, transb, kc, min64(nc, q1 * NR) - q0 * NR);                    \
                 }                                                                                       \
-                DP_OMP_BARRIER();                                                                       \
                 for (int64_t ic = 0; ic < m; ic += mb) {                                                \
                     const int64_t mc = min64(mb, m - ic);                                               \
                     share(ceil_div(mc, MR), th, nth, &q0, &q1);  /* my micro-panels of op(A) */         \
@@ -709,7 +709,7 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                     macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, \
                                        ldc, alpha, beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc, \
                                        t0, t1);                                                         \
-                    DP_OMP_BARRIER();                                                                   \
+                    if (ic + mc < m || pc + kc < k || jc + nc < n) { DP_OMP_BARRIER(); }  /* packing follows */ \
                 }                                                                                       \
             }                                                                                           \
         }                                                                                               \
