@@ -225,9 +225,64 @@ def layer_sigma_w2(cfg: Config) -> np.ndarray:
 
 
 def _seed(seed: int, layer: int, stream: int) -> int:
-    """A kernel seed in [0, 2^64) for (seed, layer, stream), independent of any run order."""
-    ss = np.random.SeedSequence(int(seed), spawn_key=(int(layer), int(stream)))
+    """A kernel seed in [0, 2^64) for (seed, layer, stream), independent of any run order: the first
+    uint64 of numpy.random.SeedSequence(seed, spawn_key=(layer, stream)).generate_state. Computed for
+    1024 layers at a time by _seed_block (the same hash, vectorised: SeedSequence costs ~50 us a call,
+    a layer of a deep net ~1 ms), or by SeedSequence itself beyond the block's word layout."""
+    seed, layer, stream = int(seed), int(layer), int(stream)
+    if 0 <= seed < 2 ** 64 and 0 <= layer < 2 ** 32 and 0 <= stream < 2 ** 32:
+        return int(_seed_block(seed, stream, layer >> 10)[layer & 1023])
+    ss = np.random.SeedSequence(seed, spawn_key=(layer, stream))
     return int(ss.generate_state(1, np.uint64)[0])
+
+
+# numpy.random.SeedSequence's hash (numpy/random/bit_generator.pyx; pool size 4, 32-bit words)
+_SS_INIT_A, _SS_MULT_A = 0x43b0d7e5, 0x931e8875
+_SS_INIT_B, _SS_MULT_B = 0x8b51f9dd, 0x58f38ded
+_SS_MIX_L, _SS_MIX_R = 0xca01f9dd, 0x4973f715
+
+
+@functools.lru_cache(maxsize=256)
+def _seed_block(seed: int, stream: int, block: int) -> np.ndarray:
+    """_seed(seed, layer, stream) for the layers block * 1024 .. + 1023 (uint64). SeedSequence's entropy
+    here is seed's 32-bit words (1 or 2, zero-padded to the pool size 4: a spawn key is present) then the
+    spawn key's words (layer < 2^32 and stream < 2^32: one each), 6 words in all, and its hash constants
+    advance the same way for every layer, so the mixing runs on uint32 arrays across the block."""
+    u32 = np.uint32
+    layers = np.arange(block * 1024, block * 1024 + 1024, dtype=np.uint64)
+    ent = [np.full(1024, (seed >> (32 * i)) & 0xFFFFFFFF, dtype=u32) for i in range(4)]
+    ent += [layers.astype(u32), np.full(1024, stream, dtype=u32)]
+    const = [_SS_INIT_A]
+
+    def hashmix(value):
+        value = value ^ u32(const[0])
+        const[0] = (const[0] * _SS_MULT_A) & 0xFFFFFFFF
+        value = value * u32(const[0])
+        return value ^ (value >> u32(16))
+
+    def mix(x, y):
+        r = u32(_SS_MIX_L) * x - u32(_SS_MIX_R) * y
+        return r ^ (r >> u32(16))
+
+    with np.errstate(over="ignore"):
+        pool = [hashmix(ent[i]) for i in range(4)]
+        for src in range(4):
+            for dst in range(4):
+                if src != dst:
+                    pool[dst] = mix(pool[dst], hashmix(pool[src]))
+        for src in range(4, 6):
+            for dst in range(4):
+                pool[dst] = mix(pool[dst], hashmix(ent[src]))
+        words = []
+        hc = _SS_INIT_B
+        for i in range(2):  # generate_state(1, uint64): two 32-bit words, low first
+            v = pool[i] ^ u32(hc)
+            hc = (hc * _SS_MULT_B) & 0xFFFFFFFF
+            v = v * u32(hc)
+            words.append(v ^ (v >> u32(16)))
+    out = words[0].astype(np.uint64) | (words[1].astype(np.uint64) << np.uint64(32))
+    out.flags.writeable = False
+    return out
 
 
 _W, _B, _DROP, _INPUT, _PROBE = range(5)

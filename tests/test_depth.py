@@ -206,6 +206,17 @@ def test_c_fast_path_equals_the_checked_kernels(kw):
     assert depth._Net(cfg(backend="numba"), 0).fast is None
 
 
+def test_seeds_are_seedsequence_exactly():
+    """_seed's vectorised hash is numpy.random.SeedSequence's, word for word (the streams of every
+    result depend on it): seeds of 1 and 2 words, layers across block edges, every stream, and the
+    SeedSequence fallback beyond 64-bit seeds."""
+    for seed in (0, 1, 12345, 2 ** 32 - 1, 2 ** 32, 2 ** 63 + 5, 2 ** 64 - 1, 2 ** 70 + 3):
+        for layer in (0, 1, 2, 1023, 1024, 1025, 4097, 99_999, 2 ** 32 - 1, 2 ** 32):
+            for stream in range(5):
+                ss = np.random.SeedSequence(seed, spawn_key=(layer, stream))
+                assert depth._seed(seed, layer, stream) == int(ss.generate_state(1, np.uint64)[0]), (seed, layer)
+
+
 # ---- output and the command line ------------------------------------------------------------------
 
 def _parse(argv):
