@@ -335,11 +335,45 @@ def make_weights(k, cfg: Config, layer: int, seed: int):
 
 # ---- small numerics -----------------------------------------------------------------------------
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=1)
+def _c_module():
+    from . import _c
+
+    return _c if _c.lib is not None else None
+
+
+def _sums(a: np.ndarray, c: float = 0.0) -> tuple[float, float]:
+    """(sum(a - c), sum((a - c)^2)) in float64: csrc/depth.c's depth_moments (8 lanes, a fixed order;
+    ~6x cheaper than np.var at a layer's size) when the C module is built, else NumPy (einsum: float64
+    without BLAS threads, which would contend with the GEMM's). The two differ in the last bits."""
+    v = a.reshape(-1)
+    cm = _c_module()
+    if cm is not None and v.size and v.flags.c_contiguous and v.flags.aligned and v.dtype in _FLOATS:
+        out = cm.ffi.new("double[2]")
+        if v.dtype == np.float32:
+            cm.lib.depth_moments_f32(out, cm.ffi.from_buffer("float[]", v), v.size, c)
+        else:
+            cm.lib.depth_moments_f64(out, cm.ffi.from_buffer("double[]", v), v.size, c)
+        return out[0], out[1]
+    d = v.astype(np.float64) - c
+    return float(np.einsum("i->", d)), float(np.einsum("i,i->", d, d))
+
+
+def _var(a: np.ndarray) -> float:
+    """Variance of all of a's elements in float64, two passes like np.var (mean, then the mean square
+    about it); NaN when a holds NaN or inf."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = _sums(a)[0] / a.size
+        return _sums(a, mean)[1] / a.size
+
+
 def _norm(a: np.ndarray) -> float:
     """Euclidean norm in float64 without overflow or underflow of the squares."""
+    s = _sums(a)[1]
     v = a.reshape(-1)
-    # einsum accumulates in float64 without a copy and without BLAS threads (which contend for cores)
-    s = float(np.einsum("i,i->", v, v, dtype=np.float64))
     if 1e-290 < s < 1e290:
         return math.sqrt(s)
     m = float(np.max(np.abs(v))) if v.size else 0.0
@@ -622,7 +656,7 @@ class _Net:
         dead = np.zeros(L + 1)
         logscale = np.zeros(L + 1)  # ln of the forward scale of x^l (true = stored * e^logscale)
         with np.errstate(invalid="ignore", over="ignore"):
-            var[0] = math.log(float(np.var(x, dtype=np.float64)))
+            var[0] = math.log(_var(x))
         shift = 0
         homog = self.track and cfg.homogeneous
         for layer in range(1, L + 1):
@@ -635,14 +669,14 @@ class _Net:
                 sat[layer], dead[layer] = _saturation(cfg.activation, self.alpha, u)
             del u
             with np.errstate(invalid="ignore", over="ignore"):
-                v = float(np.var(y, dtype=np.float64))
+                v = _var(y)
             if homog and v > 0 and math.isfinite(v):
                 e = int(round(0.5 * math.log2(v)))
                 if abs(e) > self.window:
                     y = _pow2(y, e)
                     shift += e
                     self.forward_rescaled = True
-                    v = float(np.var(y, dtype=np.float64))
+                    v = _var(y)
             rec.shift = shift
             # ln Var(x^l) of the true activations (the stored ones are 2^-shift times them)
             var[layer] = (math.log(v) if v > 0 else (-math.inf if v == 0 else math.nan)) + 2 * shift * _LN2

@@ -206,6 +206,32 @@ def test_c_fast_path_equals_the_checked_kernels(kw):
     assert depth._Net(cfg(backend="numba"), 0).fast is None
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_norm_and_var_match_numpy(dtype, monkeypatch):
+    """The harness's statistics (csrc/depth.c when built, NumPy otherwise) against NumPy: every size
+    class of the 8 lanes, an offset mean, tiny and huge values (the scaled norm), zeros, NaN and inf."""
+    rng = np.random.default_rng(3)
+    for use_c in (True, False):
+        if not use_c:
+            monkeypatch.setattr(depth, "_c_module", lambda: None)
+        for n in (1, 7, 8, 9, 33, 1000, 32771):
+            a = (rng.standard_normal(n) * 3 + 5).astype(dtype)
+            assert depth._var(a) == pytest.approx(float(np.var(a.astype(np.float64))), rel=1e-12)
+            assert depth._norm(a) == pytest.approx(float(np.linalg.norm(a.astype(np.float64))), rel=1e-12)
+            assert depth._norm(a.reshape(1, n)) == depth._norm(a)
+        big = np.array([1e200, -3e200, 2e200] if dtype == "float64" else [1e38, -3e38, 2e38], dtype=dtype)
+        assert depth._norm(big) == pytest.approx(math.sqrt(14) * float(big[0]), rel=1e-6)   # squares overflow
+        tiny = np.array([1e-300, 3e-301] if dtype == "float64" else [1e-44, 3e-45], dtype=dtype)
+        t64 = tiny.astype(np.float64)
+        assert depth._norm(tiny) == pytest.approx(float(t64[0]) * float(np.linalg.norm(t64 / t64[0])), rel=1e-6)
+        assert depth._norm(np.zeros(5, dtype)) == 0.0 and depth._var(np.zeros(5, dtype)) == 0.0
+        for bad in (np.nan, np.inf):
+            a = np.array([1.0, bad, 2.0], dtype=dtype)
+            assert math.isnan(depth._var(a))
+            assert math.isnan(depth._norm(a)) if bad != bad else depth._norm(a) == math.inf
+        assert math.isnan(depth._norm(np.array([np.inf, np.nan], dtype=dtype)))
+
+
 def test_seeds_are_seedsequence_exactly():
     """_seed's vectorised hash is numpy.random.SeedSequence's, word for word (the streams of every
     result depend on it): seeds of 1 and 2 words, layers across block edges, every stream, and the
