@@ -157,11 +157,14 @@ static int isa_index(void) {
 /* ---- threads -----------------------------------------------------------------------------------------
  * With OpenMP (csrc/build.py compiles with -fopenmp) a GEMM runs on a team of omp_get_max_threads()
  * threads -- OMP_NUM_THREADS, or omp_set_num_threads / threadpoolctl in the calling thread -- when it
- * has at least DEEPPROP_GEMM_THREAD_MIN_WORK multiply-adds (default GEMM_THREAD_MIN_WORK, about 10 us of
- * one core: below it the team's start and barriers cost more than they save; tests set 0 to thread every
- * shape). Without OpenMP, one thread. Each element of C is computed by one thread in the same order,
- * so the team size never changes a result. */
-#define GEMM_THREAD_MIN_WORK (1 << 19)
+ * has at least DEEPPROP_GEMM_THREAD_MIN_WORK multiply-adds (default GEMM_THREAD_MIN_WORK = 256^3, ~0.2 ms
+ * of one core; tests set 0 to thread every shape). Why so high: a team waits at its barriers for its
+ * slowest thread, and on a machine whose cores are busy with other processes a thread can be descheduled
+ * for milliseconds. Measured at 128 x 256 x 256 (the depth harness's GEMMs, ~0.1 ms each): two threads
+ * ran 1.5x one on a quiet machine but 6x slower than one while other processes kept the cores busy.
+ * Without OpenMP, one thread. Each element of C is computed by one thread in the same order, so the team
+ * size never changes a result. */
+#define GEMM_THREAD_MIN_WORK (1 << 24)
 #ifdef _OPENMP
 #include <omp.h>
 /* a parallel region of nt threads (the local variable nt), none when nt is 1 */
