@@ -1535,8 +1535,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r.add_argument("--dtype", type=_choices(DTYPES), default="float32", metavar="LIST",
                    help="float32 or float64. default: float32")
     r.add_argument("--threads", type=_thread_count, default=None, metavar="N",
-                   help="threads for the C backend's GEMM (OpenMP) and for BLAS (the numpy backend's "
-                   "matrix products); results do not depend on it. default: every usable core")
+                   help="threads for the C backend's GEMM (OpenMP; only products of >= 256^3 multiply-adds "
+                   "use them, see DEEPPROP_GEMM_THREAD_MIN_WORK in csrc/gemm.c) and for BLAS (the numpy "
+                   "backend's matrix products); results do not depend on it. default: every usable core")
     r.add_argument("--spectrum", action="store_true",
                    help="Jacobian spectrum mode: mean and spread of the squared singular values of "
                    f"dx^L/dx^0 (width <= {SPECTRUM_MAX_WIDTH}; no batch norm or dropout)")
