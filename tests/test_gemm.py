@@ -144,7 +144,7 @@ def _env(**extra) -> dict:
                 PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]), **extra)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _run_child(path: str, threads: int = 2) -> dict:
     env = _env(DEEPPROP_GEMM_ISA=path, OMP_NUM_THREADS=str(threads), DEEPPROP_GEMM_THREAD_MIN_WORK="0")
     proc = subprocess.run([sys.executable, __file__, "--worker"], env=env, capture_output=True, text=True,
