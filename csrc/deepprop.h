@@ -144,4 +144,9 @@ double machine_stream_copy(double *a, const double *b, int64_t n, int64_t reps, 
 double machine_stream_triad(double *a, const double *b, const double *c, int64_t n, int64_t reps, double s,
                             int isa);
 
+/* depth.c: the depth harness's per-layer statistics (not a kernel: no reference, no Numba twin).
+ * out[0] = sum(x - c), out[1] = sum((x - c)^2) in double, in a fixed order */
+void depth_moments_f32(double *out, const float *x, int64_t n, double c);
+void depth_moments_f64(double *out, const double *x, int64_t n, double c);
+
 #endif

@@ -32,13 +32,21 @@
  * ~90 GFLOP/s (peak ~100), float64 ~44 (peak ~50), on a par with or ahead of NumPy; at 128x256x256
  * the packing (bound by reading the operands from L3) is ~8% of the time.
  *
+ * Threads (OpenMP, see "threads" below): a GEMM large enough runs on a team of OMP_NUM_THREADS threads.
+ * All of them pack each B panel and each A block (their micro-panels shared out), then the tiles of the
+ * block (jr-major, shared out in equal contiguous runs); barriers between. Each element of C is still
+ * computed by one micro-kernel call sequence, in the same k order, so the results are bit for bit the
+ * same for any thread count (tests/test_gemm.py). At 1024^3 float32 two threads run ~1.7-1.85x one.
+ *
  * Memory: no malloc (house rule). The packed panels live in thread-local static buffers (at most
  * GEMM_APACK_BYTES + GEMM_BPACK_BYTES per thread that calls a GEMM, allocated by the loader on the
  * thread's first call), so concurrent callers on different threads -- cffi releases the GIL -- never
- * share a buffer. */
+ * share a buffer; a caller's team works in the caller's buffers. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gemm.h"
@@ -146,10 +154,78 @@ static int isa_index(void) {
     return s / 3;
 }
 
+/* ---- threads -----------------------------------------------------------------------------------------
+ * With OpenMP (csrc/build.py compiles with -fopenmp) a GEMM runs on a team of omp_get_max_threads()
+ * threads -- OMP_NUM_THREADS, or omp_set_num_threads / threadpoolctl in the calling thread -- when it
+ * has at least DEEPPROP_GEMM_THREAD_MIN_WORK multiply-adds (default GEMM_THREAD_MIN_WORK = 256^3, ~0.2 ms
+ * of one core; tests set 0 to thread every shape). Why so high: a team waits at its barriers for its
+ * slowest thread, and on a machine whose cores are busy with other processes a thread can be descheduled
+ * for milliseconds. Measured at 128 x 256 x 256 (the depth harness's GEMMs, ~0.1 ms each): two threads
+ * ran 1.5x one on a quiet machine but 6x slower than one while other processes kept the cores busy.
+ * Without OpenMP, one thread. Each element of C is computed by one thread in the same order, so the team
+ * size never changes a result. */
+#define GEMM_THREAD_MIN_WORK (1 << 24)
+#ifdef _OPENMP
+#include <omp.h>
+/* a parallel region of nt threads (the local variable nt), none when nt is 1 */
+#define DP_OMP_PARALLEL_NT _Pragma("omp parallel num_threads(nt) if(nt > 1)")
+#define DP_OMP_BARRIER() _Pragma("omp barrier")
+static inline int dp_thread_num(void) { return omp_get_thread_num(); }
+static inline int dp_num_threads(void) { return omp_get_num_threads(); }
+static inline int dp_max_threads(void) { return omp_get_max_threads(); }
+#else
+#define DP_OMP_PARALLEL_NT
+#define DP_OMP_BARRIER() ((void)0)
+static inline int dp_thread_num(void) { return 0; }
+static inline int dp_num_threads(void) { return 1; }
+static inline int dp_max_threads(void) { return 1; }
+#endif
+
+static atomic_llong thread_min_work = -1;   /* -1 until the first call (idempotent, like isa_state) */
+
+/* fork: libgomp's thread pool does not survive it -- a forked child that starts a team after its parent
+ * ran one hangs for ever (Python's default "fork" start method on Linux does exactly that). So, like
+ * OpenBLAS and PyTorch, a pthread_atfork handler notes the fork, and such a child runs every GEMM on its
+ * one thread (the same results: see above). Registered before the first team starts. */
+static atomic_int team_started = 0, forked_after_team = 0;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) {
+    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
+}
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+static int gemm_team_size(int64_t m, int64_t n, int64_t k) {
+    const int nt = dp_max_threads();
+    if (nt <= 1 || atomic_load_explicit(&forked_after_team, memory_order_relaxed)) return 1;
+    long long w = atomic_load_explicit(&thread_min_work, memory_order_relaxed);
+    if (w < 0) {
+        const char *env = getenv("DEEPPROP_GEMM_THREAD_MIN_WORK");
+        char *end = NULL;
+        w = env && env[0] ? strtoll(env, &end, 10) : GEMM_THREAD_MIN_WORK;
+        if (end && (*end != '\0' || w < 0)) w = GEMM_THREAD_MIN_WORK;   /* not a number >= 0: ignored */
+        atomic_store_explicit(&thread_min_work, w, memory_order_relaxed);
+    }
+    if ((double)m * (double)n * (double)k < (double)w) return 1;
+    pthread_once(&atfork_once, register_atfork);
+    atomic_store(&team_started, 1);
+    return nt;
+}
+
 const char *gemm_isa(void) {
+    /* the path, then the threads a large GEMM called from this thread would use now, e.g.
+     * "avx2 (6x16 f32, 6x8 f64); 2 threads (OpenMP)" (in a per-thread buffer: the count may change) */
+    static _Thread_local char text[256];
     isa_index();
     int s = atomic_load_explicit(&isa_state, memory_order_relaxed);
-    return ISA_TEXT[s / 3][s % 3];
+    const int forked = atomic_load(&forked_after_team);
+    const int nt = forked ? 1 : dp_max_threads();
+#ifdef _OPENMP
+    const char *how = forked ? "OpenMP; a fork of a process that ran a team: one thread" : "OpenMP";
+#else
+    const char *how = "built without OpenMP";
+#endif
+    snprintf(text, sizeof text, "%s; %d thread%s (%s)", ISA_TEXT[s / 3][s % 3], nt, nt == 1 ? "" : "s", how);
+    return text;
 }
 
 /* ---- micro-kernels ----------------------------------------------------------------------------------
@@ -522,25 +598,39 @@ DEFINE_PACK_DISPATCH(double, f64)
 
 /* ---- macro-kernel and driver ------------------------------------------------------------------------ */
 
+/* [*lo, *hi): part th of nth of 0 .. count, the parts as equal as integers allow (static, in order) */
+static inline void share(int64_t count, int th, int nth, int64_t *lo, int64_t *hi) {
+    *lo = count * th / nth;
+    *hi = count * (th + 1) / nth;
+}
+
 #define DEFINE_GEMM(T, SFX)                                                                             \
 static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
                                int64_t mc, int64_t nc,                                                  \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
-                               const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0) {        \
+                               const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0,          \
+                               int64_t t0, int64_t t1) {                                                \
     /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
-     * bias != NULL on the first k block only, ep != NULL on the last */                                \
+     * bias != NULL on the first k block only, ep != NULL on the last. Only the tiles t0 .. t1-1 of     \
+     * the block, numbered jr-major (t = jr / NR * n_ir + ir / MR: one B micro-panel stays in L1 across \
+     * the consecutive ir), are computed: a thread's share. */                                          \
     const int MR = bk->mr, NR = bk->nr;                                                                 \
+    const int64_t n_ir = ceil_div(mc, MR);                                                              \
     _Alignas(64) T ct[MAX_MR * MAX_NR];   /* a partial tile, computed whole */                          \
     T bt[MAX_NR];                         /* the bias of a partial tile, zero-padded to NR */           \
-    for (int64_t jr = 0; jr < nc; jr += NR) {                                                           \
+    int64_t jr_bt = -1;                   /* the column panel bt holds */                               \
+    for (int64_t t = t0; t < t1; t++) {                                                                 \
+        const int64_t jr = t / n_ir * NR, ir = t % n_ir * MR;                                           \
         const int64_t nr = min64(NR, nc - jr);                                                          \
         const T *b = Bp + jr * kc;                                                                      \
         const T *bj = bias ? bias + jr : NULL;                                                          \
         if (bias && nr < NR) {                                                                          \
-            for (int64_t j = 0; j < NR; j++) bt[j] = j < nr ? bias[jr + j] : (T)0;                      \
+            if (jr_bt != jr)                                                                            \
+                for (int64_t j = 0; j < NR; j++) bt[j] = j < nr ? bias[jr + j] : (T)0;                  \
+            jr_bt = jr;                                                                                 \
             bj = bt;                                                                                    \
         }                                                                                               \
-        for (int64_t ir = 0; ir < mc; ir += MR) {                                                       \
+        {                                                                                               \
             const int64_t mr = min64(MR, mc - ir);                                                      \
             const T *a = Ap + ir * kc;                                                                  \
             T *c = C + ir * ldc + jr;                                                                   \
@@ -552,8 +642,8 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
                 for (int64_t r = 0; r < mr; r++)                                                        \
                     for (int64_t j = 0; j < nr; j++) {                                                  \
                         T *cj = c + r * ldc + j;                                                        \
-                        const T t = ct[r * NR + j];                                                     \
-                        *cj = beta == (T)0 ? t : (beta == (T)1 ? *cj + t : beta * *cj + t);             \
+                        const T t_ = ct[r * NR + j];                                                    \
+                        *cj = beta == (T)0 ? t_ : (beta == (T)1 ? *cj + t_ : beta * *cj + t_);          \
                     }                                                                                   \
             }                                                                                           \
             if (ep) ep->fn(ep->ctx, i0 + ir, j0 + jr, mr, nr);                                          \
@@ -578,28 +668,52 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
     const int isa = isa_index();                                                                        \
     const blocking *bk = &BLK_##SFX[isa];                                                               \
     const ukernel_##SFX kernel = UK_##SFX[isa];                                                         \
-    T *Ap = (T *)apack, *Bp = (T *)bpack;                                                               \
+    const int MR = bk->mr, NR = bk->nr;                                                                 \
+    /* the calling thread's packing buffers, shared by its team */                                     \
+    T *const Ap = (T *)apack, *const Bp = (T *)bpack;                                                   \
     /* balanced blocks: the fewest of at most KC (MC, NC), equal up to the rounding to MR (NR) */       \
     const int64_t kb = ceil_div(k, ceil_div(k, bk->kc));                                                \
     const int64_t mb = round_up(ceil_div(m, ceil_div(m, bk->mc)), bk->mr);                              \
     const int64_t nb = round_up(ceil_div(n, ceil_div(n, bk->nc)), bk->nr);                              \
-    /* Threads (a later task): split the jc loop (each thread its own B panel) or, for few columns,     \
-     * the ic loop (the B panel packed once and shared, each thread its own A block). The packing      \
-     * buffers are already per thread. */                                                               \
-    for (int64_t jc = 0; jc < n; jc += nb) {                                                            \
-        const int64_t nc = min64(nb, n - jc);                                                           \
-        for (int64_t pc = 0; pc < k; pc += kb) {                                                        \
-            const int64_t kc = min64(kb, k - pc);                                                       \
-            const T beta_pc = pc == 0 ? beta : (T)1;     /* later k blocks accumulate into C */        \
-            const gemm_epilogue *ep_pc = pc + kc >= k ? ep : NULL;                                      \
-            pack_b_isa_##SFX(isa, bk->nr, Bp, transb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, transb, \
-                             kc, nc);                                                                   \
-            for (int64_t ic = 0; ic < m; ic += mb) {                                                    \
-                const int64_t mc = min64(mb, m - ic);                                                   \
-                pack_a_isa_##SFX(isa, bk->mr, Ap, transa ? A + pc * lda + ic : A + ic * lda + pc, lda,  \
-                                 transa, mc, kc);                                                       \
-                macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, ldc, alpha, \
-                                   beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc);         \
+    const int nt = gemm_team_size(m, n, k);                                                             \
+    /* One team for the whole product. Each B panel's micro-panels are packed by all threads, then     \
+     * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's \
+     * t0 .. t1); barrier, unless nothing is packed after (before the next packing overwrites Ap or Bp; \
+     * the region's end waits for all). A small product (one block) costs one barrier and the join. Every \
+     * element of C is computed by one thread, by the same micro-kernel call sequence in the same k    \
+     * order whatever the team size: the results are bit for bit those of one thread. */              \
+    DP_OMP_PARALLEL_NT                                                                                 \
+    {                                                                                                   \
+        const int th = dp_thread_num(), nth = dp_num_threads();                                         \
+        for (int64_t jc = 0; jc < n; jc += nb) {                                                        \
+            const int64_t nc = min64(nb, n - jc);                                                       \
+            for (int64_t pc = 0; pc < k; pc += kb) {                                                    \
+                const int64_t kc = min64(kb, k - pc);                                                   \
+                const T beta_pc = pc == 0 ? beta : (T)1;     /* later k blocks accumulate into C */    \
+                const gemm_epilogue *ep_pc = pc + kc >= k ? ep : NULL;                                  \
+                int64_t q0, q1;                                                                         \
+                share(ceil_div(nc, NR), th, nth, &q0, &q1);  /* my micro-panels of op(B) */             \
+                if (q1 > q0) {                                                                          \
+                    const int64_t j = jc + q0 * NR;                                                     \
+                    pack_b_isa_##SFX(isa, NR, Bp + q0 * NR * kc, transb ? B + j * ldb + pc : B + pc * ldb + j, \
+                                     ldb, transb, kc, min64(nc, q1 * NR) - q0 * NR);                    \
+                }                                                                                       \
+                for (int64_t ic = 0; ic < m; ic += mb) {                                                \
+                    const int64_t mc = min64(mb, m - ic);                                               \
+                    share(ceil_div(mc, MR), th, nth, &q0, &q1);  /* my micro-panels of op(A) */         \
+                    if (q1 > q0) {                                                                      \
+                        const int64_t i = ic + q0 * MR;                                                 \
+                        pack_a_isa_##SFX(isa, MR, Ap + q0 * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
+                                         lda, transa, min64(mc, q1 * MR) - q0 * MR, kc);                \
+                    }                                                                                   \
+                    DP_OMP_BARRIER();                                                                   \
+                    int64_t t0, t1;                                                                     \
+                    share(ceil_div(mc, MR) * ceil_div(nc, NR), th, nth, &t0, &t1);  /* my tiles */      \
+                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, \
+                                       ldc, alpha, beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc, \
+                                       t0, t1);                                                         \
+                    if (ic + mc < m || pc + kc < k || jc + nc < n) { DP_OMP_BARRIER(); }  /* packing follows */ \
+                }                                                                                       \
             }                                                                                           \
         }                                                                                               \
     }                                                                                                   \

@@ -225,9 +225,64 @@ def layer_sigma_w2(cfg: Config) -> np.ndarray:
 
 
 def _seed(seed: int, layer: int, stream: int) -> int:
-    """A kernel seed in [0, 2^64) for (seed, layer, stream), independent of any run order."""
-    ss = np.random.SeedSequence(int(seed), spawn_key=(int(layer), int(stream)))
+    """A kernel seed in [0, 2^64) for (seed, layer, stream), independent of any run order: the first
+    uint64 of numpy.random.SeedSequence(seed, spawn_key=(layer, stream)).generate_state. Computed for
+    1024 layers at a time by _seed_block (the same hash, vectorised: SeedSequence costs ~50 us a call,
+    a layer of a deep net ~1 ms), or by SeedSequence itself beyond the block's word layout."""
+    seed, layer, stream = int(seed), int(layer), int(stream)
+    if 0 <= seed < 2 ** 64 and 0 <= layer < 2 ** 32 and 0 <= stream < 2 ** 32:
+        return int(_seed_block(seed, stream, layer >> 10)[layer & 1023])
+    ss = np.random.SeedSequence(seed, spawn_key=(layer, stream))
     return int(ss.generate_state(1, np.uint64)[0])
+
+
+# numpy.random.SeedSequence's hash (numpy/random/bit_generator.pyx; pool size 4, 32-bit words)
+_SS_INIT_A, _SS_MULT_A = 0x43b0d7e5, 0x931e8875
+_SS_INIT_B, _SS_MULT_B = 0x8b51f9dd, 0x58f38ded
+_SS_MIX_L, _SS_MIX_R = 0xca01f9dd, 0x4973f715
+
+
+@functools.lru_cache(maxsize=256)
+def _seed_block(seed: int, stream: int, block: int) -> np.ndarray:
+    """_seed(seed, layer, stream) for the layers block * 1024 .. + 1023 (uint64). SeedSequence's entropy
+    here is seed's 32-bit words (1 or 2, zero-padded to the pool size 4: a spawn key is present) then the
+    spawn key's words (layer < 2^32 and stream < 2^32: one each), 6 words in all, and its hash constants
+    advance the same way for every layer, so the mixing runs on uint32 arrays across the block."""
+    u32 = np.uint32
+    layers = np.arange(block * 1024, block * 1024 + 1024, dtype=np.uint64)
+    ent = [np.full(1024, (seed >> (32 * i)) & 0xFFFFFFFF, dtype=u32) for i in range(4)]
+    ent += [layers.astype(u32), np.full(1024, stream, dtype=u32)]
+    const = [_SS_INIT_A]
+
+    def hashmix(value):
+        value = value ^ u32(const[0])
+        const[0] = (const[0] * _SS_MULT_A) & 0xFFFFFFFF
+        value = value * u32(const[0])
+        return value ^ (value >> u32(16))
+
+    def mix(x, y):
+        r = u32(_SS_MIX_L) * x - u32(_SS_MIX_R) * y
+        return r ^ (r >> u32(16))
+
+    with np.errstate(over="ignore"):
+        pool = [hashmix(ent[i]) for i in range(4)]
+        for src in range(4):
+            for dst in range(4):
+                if src != dst:
+                    pool[dst] = mix(pool[dst], hashmix(pool[src]))
+        for src in range(4, 6):
+            for dst in range(4):
+                pool[dst] = mix(pool[dst], hashmix(ent[src]))
+        words = []
+        hc = _SS_INIT_B
+        for i in range(2):  # generate_state(1, uint64): two 32-bit words, low first
+            v = pool[i] ^ u32(hc)
+            hc = (hc * _SS_MULT_B) & 0xFFFFFFFF
+            v = v * u32(hc)
+            words.append(v ^ (v >> u32(16)))
+    out = words[0].astype(np.uint64) | (words[1].astype(np.uint64) << np.uint64(32))
+    out.flags.writeable = False
+    return out
 
 
 _W, _B, _DROP, _INPUT, _PROBE = range(5)
@@ -280,11 +335,45 @@ def make_weights(k, cfg: Config, layer: int, seed: int):
 
 # ---- small numerics -----------------------------------------------------------------------------
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=1)
+def _c_module():
+    from . import _c
+
+    return _c if _c.lib is not None else None
+
+
+def _sums(a: np.ndarray, c: float = 0.0) -> tuple[float, float]:
+    """(sum(a - c), sum((a - c)^2)) in float64: csrc/depth.c's depth_moments (8 lanes, a fixed order;
+    ~6x cheaper than np.var at a layer's size) when the C module is built, else NumPy (einsum: float64
+    without BLAS threads, which would contend with the GEMM's). The two differ in the last bits."""
+    v = a.reshape(-1)
+    cm = _c_module()
+    if cm is not None and v.size and v.flags.c_contiguous and v.flags.aligned and v.dtype in _FLOATS:
+        out = cm.ffi.new("double[2]")
+        if v.dtype == np.float32:
+            cm.lib.depth_moments_f32(out, cm.ffi.from_buffer("float[]", v), v.size, c)
+        else:
+            cm.lib.depth_moments_f64(out, cm.ffi.from_buffer("double[]", v), v.size, c)
+        return out[0], out[1]
+    d = v.astype(np.float64) - c
+    return float(np.einsum("i->", d)), float(np.einsum("i,i->", d, d))
+
+
+def _var(a: np.ndarray) -> float:
+    """Variance of all of a's elements in float64, two passes like np.var (mean, then the mean square
+    about it); NaN when a holds NaN or inf."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = _sums(a)[0] / a.size
+        return _sums(a, mean)[1] / a.size
+
+
 def _norm(a: np.ndarray) -> float:
     """Euclidean norm in float64 without overflow or underflow of the squares."""
+    s = _sums(a)[1]
     v = a.reshape(-1)
-    # einsum accumulates in float64 without a copy and without BLAS threads (which contend for cores)
-    s = float(np.einsum("i,i->", v, v, dtype=np.float64))
     if 1e-290 < s < 1e290:
         return math.sqrt(s)
     m = float(np.max(np.abs(v))) if v.size else 0.0
@@ -388,6 +477,96 @@ class _Kernels:
         return f
 
 
+class _FastC:
+    """The C backend's fused linear layer and activation, called directly: the hot loop of plain nets
+    whose layers are one linear_forward each (residual none, norm none, any activation but prelu).
+
+    At the harness's shapes the public wrappers' argument checks and ``_c.ptr`` pointers (~10 us a
+    call) are a sizeable part of a layer, so this path skips them -- and only them: every array it
+    hands to C was either allocated here (outputs and scratch: C order, aligned, the net's dtype) or
+    passed ``_arg`` (dtype, shape, C order, alignment; anything else goes through ``_check.array``)
+    just before its pointer is made with ``ffi.from_buffer``. Outputs that do not outlive a layer are
+    reused from layer to layer instead of allocated: the forward's y, the backward's dx (two of each,
+    so that a call's input is never its own output) and dW, db and the dz scratch; the backward pass
+    allocates nothing. The C functions and their arguments are those of ``linear_forward_c``,
+    ``linear_backward_c`` and the activations' C forward, so the results are bit for bit theirs
+    (tests/test_depth.py compares the two paths)."""
+
+    def __init__(self, cfg: Config, alpha):
+        from . import _c
+        from .activations import check_activation
+
+        _c.require()
+        self.dt = np.dtype(cfg.dtype)
+        sfx = _c.suffix(self.dt)
+        self.ffi = _c.ffi
+        self.NULL = _c.ffi.NULL
+        self.ctype = "float[]" if sfx == "f32" else "double[]"
+        self.c_forward = getattr(_c.lib, f"linear_forward_{sfx}")
+        self.c_backward = getattr(_c.lib, f"linear_backward_{sfx}")
+        self.c_act = getattr(_c.lib, f"activation_forward_{sfx}")
+        self.code, self.alpha = check_activation(cfg.activation, alpha)
+        self._bufs = {}
+
+    def _buf(self, key, shape):
+        a = self._bufs.get((key, shape))
+        if a is None:
+            a = self._bufs[(key, shape)] = np.empty(shape, self.dt)
+        return a
+
+    def _other(self, key, shape, avoid):
+        """One of the two buffers (key, shape): the one that is not ``avoid`` (the call's input)."""
+        a = self._buf(key, shape)
+        return a if a is not avoid else self._buf((key, 1), shape)
+
+    def _arg(self, name, a, shape):
+        if not (type(a) is np.ndarray and a.dtype == self.dt and a.shape == shape and a.flags.c_contiguous
+                and a.flags.aligned):
+            from . import _check
+            a = _check.array(name, a, shape=shape, dtype=self.dt)
+        return a
+
+    def forward(self, x, W, b):
+        """(y, z) = (act(x W + b), x W + b); z is a new array (it is stored), y a reused buffer."""
+        p = self.ffi.from_buffer
+        ct = self.ctype
+        N, K = x.shape
+        M = W.shape[1]
+        x = self._arg("x", x, (N, K))
+        W = self._arg("W", W, (K, M))
+        z = np.empty((N, M), self.dt)
+        y = self._other("y", (N, M), x)
+        pb = self.NULL if b is None else p(ct, self._arg("b", b, (M,)))
+        self.c_forward(p(ct, y), p(ct, z), p(ct, x), p(ct, W), pb, N, K, M, self.code, self.alpha)
+        return y, z
+
+    def act(self, z):
+        """act(z) into a reused buffer (the backward's recomputed layer input)."""
+        z = self._arg("z", z, z.shape)
+        y = self._buf("act", z.shape)
+        self.c_act(self.ffi.from_buffer(self.ctype, y), self.ffi.from_buffer(self.ctype, z), z.size, self.code,
+                   self.alpha)
+        return y
+
+    def backward(self, dy, x, W, z, stream):
+        """(dx, dW) of linear_backward into reused buffers, two sets: stream "main" and "shadow"."""
+        p = self.ffi.from_buffer
+        ct = self.ctype
+        N, M = dy.shape
+        K = W.shape[0]
+        dy = self._arg("dy", dy, (N, M))
+        x = self._arg("x", x, (N, K))
+        W = self._arg("W", W, (K, M))
+        z = self._arg("z", z, (N, M))
+        dx = self._other(("dx", stream), (N, K), dy)
+        dW = self._buf(("dW", stream), (K, M))
+        db = self._buf("db", (M,))
+        work = self._buf("work", (N, M))
+        self.c_backward(p(ct, dx), p(ct, dW), p(ct, db), p(ct, work), p(ct, dy), p(ct, x), p(ct, W), p(ct, z),
+                        N, K, M, self.code, self.alpha)
+        return dx, dW
+
+
 @dataclass
 class _Layer:
     W: np.ndarray
@@ -415,6 +594,9 @@ class _Net:
         self.layers: list[_Layer] = []
         self.forward_rescaled = False
         self.backward_rescaled = False
+        # the C fast path for plain nets of fused layers (_FastC)
+        self.fast = (_FastC(cfg, self.alpha) if cfg.backend == "c" and cfg.residual == "none" and self._fused()
+                     else None)
 
     # -- pieces --------------------------------------------------------------------------------
     def _norm_fwd(self, z):
@@ -474,7 +656,7 @@ class _Net:
         dead = np.zeros(L + 1)
         logscale = np.zeros(L + 1)  # ln of the forward scale of x^l (true = stored * e^logscale)
         with np.errstate(invalid="ignore", over="ignore"):
-            var[0] = math.log(float(np.var(x, dtype=np.float64)))
+            var[0] = math.log(_var(x))
         shift = 0
         homog = self.track and cfg.homogeneous
         for layer in range(1, L + 1):
@@ -487,14 +669,14 @@ class _Net:
                 sat[layer], dead[layer] = _saturation(cfg.activation, self.alpha, u)
             del u
             with np.errstate(invalid="ignore", over="ignore"):
-                v = float(np.var(y, dtype=np.float64))
+                v = _var(y)
             if homog and v > 0 and math.isfinite(v):
                 e = int(round(0.5 * math.log2(v)))
                 if abs(e) > self.window:
                     y = _pow2(y, e)
                     shift += e
                     self.forward_rescaled = True
-                    v = float(np.var(y, dtype=np.float64))
+                    v = _var(y)
             rec.shift = shift
             # ln Var(x^l) of the true activations (the stored ones are 2^-shift times them)
             var[layer] = (math.log(v) if v > 0 else (-math.inf if v == 0 else math.nan)) + 2 * shift * _LN2
@@ -512,7 +694,10 @@ class _Net:
     def _plain_layer(self, x, W, b, layer):
         cfg, k = self.cfg, self.k
         rec = _Layer(W, b, None)
-        if self._fused():
+        if self.fast is not None:
+            y, z = self.fast.forward(x, W, b)
+            u = z
+        elif self._fused():
             y, z = k("linear_forward")(x, W, b, activation=cfg.activation, alpha=self.alpha,
                                        keep_preactivation=True)
             u = z
@@ -547,7 +732,9 @@ class _Net:
         rec = self.layers[i - 1]
         cfg = self.cfg
         z = rec.store
-        if self._fused():
+        if self.fast is not None:
+            y = self.fast.act(z)
+        elif self._fused():
             y = self._act_fwd(z)
         else:
             u = self._norm_fwd(z)[0] if cfg.norm != "none" else z
@@ -559,13 +746,17 @@ class _Net:
         return y
 
     # -- backward ------------------------------------------------------------------------------
-    def _layer_backward(self, i, dy, x_in):
-        """(dx, dW) of layer i+1 for the gradient dy at its output; x_in is its stored input."""
+    def _layer_backward(self, i, dy, x_in, stream="main"):
+        """(dx, dW) of layer i+1 for the gradient dy at its output; x_in is its stored input. stream:
+        "main" or "shadow" (the fast path's two sets of output buffers: results valid until the next
+        call on the same stream)."""
         cfg, k = self.cfg, self.k
         rec = self.layers[i]
         if cfg.residual == "none":
             dy = self._drop_apply(dy, rec.mask)
             z = rec.store
+            if self.fast is not None:
+                return self.fast.backward(dy, x_in, rec.W, z, stream)
             if self._fused():
                 dx, dW, _ = k("linear_backward")(dy, x_in, rec.W, z, activation=cfg.activation, alpha=self.alpha)
                 return dx, dW
@@ -619,7 +810,7 @@ class _Net:
             nW = _norm(dW)
             ln_W[layer] = _ln(nW) + S + fwd_ln + math.log(s_w)
             if shadow is not None:
-                sdx, sdW = self._layer_backward(i, shadow, x_in)
+                sdx, sdW = self._layer_backward(i, shadow, x_in, "shadow")
                 plain_W[layer] = _norm(sdW) * s_w
                 shadow = sdx
                 if not (np.any(shadow) and np.all(np.isfinite(shadow))):
@@ -1237,6 +1428,16 @@ def _numbers(kind, *, lo=None, hi=None, lo_open=False, hi_open=False, auto=None)
     return parse
 
 
+def _thread_count(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is out of range: expected >= 1")
+    return n
+
+
 def _seeds(text):
     out = []
     for t in _split(text):
@@ -1333,6 +1534,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="kernel backends: numpy, numba, c; auto = the fastest available (c, numba, numpy)")
     r.add_argument("--dtype", type=_choices(DTYPES), default="float32", metavar="LIST",
                    help="float32 or float64. default: float32")
+    r.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+                   help="threads for the C backend's GEMM (OpenMP; only products of >= 256^3 multiply-adds "
+                   "use them, see DEEPPROP_GEMM_THREAD_MIN_WORK in csrc/gemm.c) and for BLAS (the numpy "
+                   "backend's matrix products); results do not depend on it. default: every usable core")
     r.add_argument("--spectrum", action="store_true",
                    help="Jacobian spectrum mode: mean and spread of the squared singular values of "
                    f"dx^L/dx^0 (width <= {SPECTRUM_MAX_WIDTH}; no batch norm or dropout)")
@@ -1347,6 +1552,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="also plot log10 gradient norm against layer, a line per configuration (matplotlib)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
+
+
+def set_threads(threads: int | None = None):
+    """Runs the C backend's GEMM (an OpenMP team, csrc/gemm.c) and BLAS on ``threads`` threads (None: every
+    usable core) for calls from this thread, through threadpoolctl; returns the limiter, whose
+    ``restore_original_limits()`` undoes it. The GEMM gives the same bits for any thread count."""
+    import threadpoolctl
+
+    from . import _c  # noqa: F401  (loads the C module, and with it the OpenMP runtime threadpoolctl pins)
+    from .machine import usable_cores
+
+    return threadpoolctl.threadpool_limits(limits=int(threads or usable_cores()))
 
 
 def _progress(total, disable):
@@ -1389,6 +1606,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
     seeds = args.seeds
     total = sum(2 * c.depth * len(seeds) for c in configs)
+    from .machine import usable_cores
+
+    threads = args.threads or usable_cores()
+    limiter = set_threads(threads)
     bar = _progress(total, args.no_progress)
     t0 = time.perf_counter()
     runs = []
@@ -1411,10 +1632,12 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        limiter.restore_original_limits()
     elapsed = time.perf_counter() - t0
     sys.stdout.write(format_table(df, args.format, per_layer=args.per_layer, spectrum=args.spectrum))
     if args.format == "table":
-        sys.stdout.write(f"{len(configs)} configurations x {len(seeds)} seeds in {elapsed:.1f} s\n")
+        sys.stdout.write(f"{len(configs)} configurations x {len(seeds)} seeds in {elapsed:.1f} s "
+                         f"on {threads} thread{'s' if threads > 1 else ''}\n")
     if args.plot:
         if args.spectrum:
             plot_spectrum(df, args.plot)

@@ -166,6 +166,83 @@ def test_backends_give_the_same_table(dtype):
             assert r["status"] == ref["status"]
 
 
+@pytest.mark.skipif("c" not in BACKENDS, reason="C backend not built")
+@pytest.mark.parametrize("kw", [
+    dict(activation="relu", init="he_normal", dtype="float32"),
+    dict(activation="tanh", init="xavier_normal", dtype="float64", sigma_b2=0.05),
+    dict(activation="sigmoid", init="xavier_normal", dtype="float32", depth=90),   # backward rescales: shadow
+    dict(activation="relu", init="normal", dtype="float32", depth=60),             # forward rescales
+    dict(activation="leaky_relu", init="he_uniform", dtype="float64", dropout=0.2),
+    dict(activation="elu", init="orthogonal", dtype="float32", width=(24, 40, 16, 33, 24), depth=4),
+])
+def test_c_fast_path_equals_the_checked_kernels(kw):
+    """Plain fused nets on C run _FastC (direct calls, reused buffers); with it switched off the same
+    net runs the public kernels: every per-layer number must be the same, bit for bit."""
+    c = cfg(**{"width": 48, "batch": 8, "depth": 30, "backend": "c", **kw})
+    out, streams = [], set()
+    for fast in (True, False):
+        for track in (True, False):
+            net = depth._Net(c, 7, track=track)
+            assert net.fast is not None
+            if not fast:
+                net.fast = None
+            net.forward()
+            net.backward()
+            out.append((net.ln_x, net.ln_W, net.plain_x, net.plain_W, net.ln_act_var, net.frac_dead,
+                        net.input_grad.copy()))
+            if fast and track:
+                streams |= {key[0][1] for key in net.fast._bufs if key[0][0] == "dx"}
+                rescaled = net.forward_rescaled or net.backward_rescaled
+    for a, b in zip(out[0] + out[1], out[2] + out[3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    if c.depth == 90:   # the tracked gradient was rescaled and the plain one followed in the shadow stream
+        assert streams == {"main", "shadow"}
+    if c.depth >= 60:
+        assert rescaled
+    # the generic path is still taken where the fast one does not apply
+    assert depth._Net(cfg(backend="c", norm="layer"), 0).fast is None
+    assert depth._Net(cfg(backend="c", activation="prelu"), 0).fast is None
+    assert depth._Net(cfg(backend="c", residual="plain"), 0).fast is None
+    assert depth._Net(cfg(backend="numba"), 0).fast is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_norm_and_var_match_numpy(dtype, monkeypatch):
+    """The harness's statistics (csrc/depth.c when built, NumPy otherwise) against NumPy: every size
+    class of the 8 lanes, an offset mean, tiny and huge values (the scaled norm), zeros, NaN and inf."""
+    rng = np.random.default_rng(3)
+    for use_c in (True, False):
+        if not use_c:
+            monkeypatch.setattr(depth, "_c_module", lambda: None)
+        for n in (1, 7, 8, 9, 33, 1000, 32771):
+            a = (rng.standard_normal(n) * 3 + 5).astype(dtype)
+            assert depth._var(a) == pytest.approx(float(np.var(a.astype(np.float64))), rel=1e-12)
+            assert depth._norm(a) == pytest.approx(float(np.linalg.norm(a.astype(np.float64))), rel=1e-12)
+            assert depth._norm(a.reshape(1, n)) == depth._norm(a)
+        big = np.array([1e200, -3e200, 2e200] if dtype == "float64" else [1e38, -3e38, 2e38], dtype=dtype)
+        assert depth._norm(big) == pytest.approx(math.sqrt(14) * float(big[0]), rel=1e-6)   # squares overflow
+        tiny = np.array([1e-300, 3e-301] if dtype == "float64" else [1e-44, 3e-45], dtype=dtype)
+        t64 = tiny.astype(np.float64)
+        assert depth._norm(tiny) == pytest.approx(float(t64[0]) * float(np.linalg.norm(t64 / t64[0])), rel=1e-6)
+        assert depth._norm(np.zeros(5, dtype)) == 0.0 and depth._var(np.zeros(5, dtype)) == 0.0
+        for bad in (np.nan, np.inf):
+            a = np.array([1.0, bad, 2.0], dtype=dtype)
+            assert math.isnan(depth._var(a))
+            assert math.isnan(depth._norm(a)) if bad != bad else depth._norm(a) == math.inf
+        assert math.isnan(depth._norm(np.array([np.inf, np.nan], dtype=dtype)))
+
+
+def test_seeds_are_seedsequence_exactly():
+    """_seed's vectorised hash is numpy.random.SeedSequence's, word for word (the streams of every
+    result depend on it): seeds of 1 and 2 words, layers across block edges, every stream, and the
+    SeedSequence fallback beyond 64-bit seeds."""
+    for seed in (0, 1, 12345, 2 ** 32 - 1, 2 ** 32, 2 ** 63 + 5, 2 ** 64 - 1, 2 ** 70 + 3):
+        for layer in (0, 1, 2, 1023, 1024, 1025, 4097, 99_999, 2 ** 32 - 1, 2 ** 32):
+            for stream in range(5):
+                ss = np.random.SeedSequence(seed, spawn_key=(layer, stream))
+                assert depth._seed(seed, layer, stream) == int(ss.generate_state(1, np.uint64)[0]), (seed, layer)
+
+
 # ---- output and the command line ------------------------------------------------------------------
 
 def _parse(argv):
@@ -185,12 +262,32 @@ def _parse(argv):
     (["--sigma-w2", "-1"], "out of range"),
     (["--seeds", "a"], "expected seeds"),
     (["--format", "xml"], "invalid choice"),
+    (["--threads", "0"], "out of range"),
+    (["--threads", "two"], "expected an integer"),
 ])
 def test_bad_cli_input_is_an_argparse_error(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:
         _parse(argv)
     assert exc.value.code == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="C backend not built")
+def test_cli_threads_pin_the_gemm_and_are_restored(capsys):
+    """--threads N runs the C GEMM on N threads (the same numbers) and says so; the process's setting
+    is restored afterwards."""
+    before = kernels.backend_info()["gemm_isa"]
+    out = {}
+    for n in (1, 2):
+        args = _parse(["--activation", "relu", "--init", "he_normal", "--depths", "3", "--width", "256",
+                       "--batch", "64", "--backend", "c", "--format", "table", "--no-progress", "--threads",
+                       str(n)])
+        assert depth.main(args) == 0
+        text = capsys.readouterr().out
+        assert text.rstrip().endswith(f"on {n} thread{'s' if n > 1 else ''}")
+        out[n] = text.rsplit("\n", 2)[0].rsplit(" in ", 1)[0]
+        assert kernels.backend_info()["gemm_isa"] == before
+    assert out[1] == out[2]
 
 
 def test_cli_defaults_are_the_canonical_table():

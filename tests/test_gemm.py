@@ -8,8 +8,15 @@ every packing routine (A and B, plain and transposed), every partial tile, every
 and the fused bias + activation store are exercised. The results must meet the componentwise BLAS
 bound |C - C_ref| <= 16 eps (|A|·|B|) against the float64 product, y must be the elementwise
 activation of z bit for bit, and K = 0, N = 0, M = 0 give their documented results.
+
+Threads: the children run with DEEPPROP_GEMM_THREAD_MIN_WORK=0, so every GEMM of every shape runs on
+the OMP_NUM_THREADS team; the results (a digest of every output) must be bit for bit the same for 1, 2
+and 3 threads (3: shares of unequal size, more threads than this machine's cores). A process that ran a
+threaded GEMM must still start spawn and fork children that run one (libgomp's pool dies in a fork).
 """
 
+import functools
+import hashlib
 import json
 import os
 import pathlib
@@ -64,6 +71,7 @@ def worker() -> dict:
 
     rng = np.random.default_rng(2024)
     failures, checked = [], 0
+    digest = hashlib.sha256()
 
     def fail(what, shape, dt, act, detail=""):
         failures.append(f"{what} {shape} {np.dtype(dt).name} {act} {detail}".strip())
@@ -89,6 +97,8 @@ def worker() -> dict:
             if not np.array_equal(linear_forward_c(x, W, b, act, alpha), y):
                 fail("y without z differs", (N, K, M), dt, act)
             dx, dW, db = linear_backward_c(dy, x, W, z, act, alpha)
+            for a in (y, z, dx, dW, db):
+                digest.update(a.tobytes())
             # the GEMMs multiply dz = dy * act'(z) as the backward computes it, in the dtype: the
             # elementwise kernel's result (bit for bit: one formula, act_scalar.h). Against the float64
             # dz, an act' that underflows in float32 (gelu' at z = -20) would fail any relative bound.
@@ -120,16 +130,23 @@ def worker() -> dict:
             if not (db.shape == (M,) and _bound_ok(db, dz.sum(0), np.abs(dz).sum(0), 1)[0]):
                 fail("empty backward: db", (N, K, M), dt, "relu")
             checked += 1
-    return {"isa": kernels.backend_info()["gemm_isa"], "checked": checked, "failures": failures}
+    return {"isa": kernels.backend_info()["gemm_isa"], "checked": checked, "failures": failures,
+            "digest": digest.hexdigest()}
 
 
 PATHS = ("portable", "avx2", "avx2-as-avx512", "avx512")
 
 
-def _run_child(path: str) -> dict:
+def _env(**extra) -> dict:
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, DEEPPROP_GEMM_ISA=path, OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    # passive: idle team threads sleep instead of spinning on the shared cores (3 threads on 2 cores)
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="passive",
+                PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]), **extra)
+
+
+@functools.cache
+def _run_child(path: str, threads: int = 2) -> dict:
+    env = _env(DEEPPROP_GEMM_ISA=path, OMP_NUM_THREADS=str(threads), DEEPPROP_GEMM_THREAD_MIN_WORK="0")
     proc = subprocess.run([sys.executable, __file__, "--worker"], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -149,8 +166,63 @@ def test_linear_on_every_block_edge_under_each_isa_path(path):
         pytest.skip(f"this CPU cannot run the {path} micro-kernels (it compiles; the dispatcher skips it)")
     res = _run_child(path)
     assert res["isa"].split()[0] == path and "forced" in res["isa"], res["isa"]
+    assert "; 2 threads (OpenMP)" in res["isa"], res["isa"]   # every GEMM ran on a team of 2
     assert res["checked"] == 2 * (len(shapes()) + len(EMPTY))
     assert not res["failures"], "\n".join(res["failures"][:20])
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+@pytest.mark.parametrize("path", PATHS)
+def test_thread_count_never_changes_a_result(path):
+    if not _cpu_runs(path):
+        pytest.skip(f"this CPU cannot run the {path} micro-kernels")
+    runs = {t: _run_child(path, t) for t in (1, 2, 3)}
+    for t, res in runs.items():
+        assert f"; {t} thread{'s' if t > 1 else ''} (OpenMP)" in res["isa"], res["isa"]
+        assert not res["failures"], "\n".join(res["failures"][:20])
+    assert runs[1]["digest"] == runs[2]["digest"] == runs[3]["digest"]
+
+
+_FORK_CHILD = """
+import multiprocessing as mp, sys
+import numpy as np
+import kernels
+from kernels.linear import linear_forward_c
+
+def child(q):
+    a = np.full((300, 300), 0.5, np.float32)
+    q.put((float(linear_forward_c(a, a)[7, 7]), kernels.backend_info()["gemm_isa"]))
+
+if __name__ == "__main__":
+    a = np.full((300, 300), 0.5, np.float32)
+    print("parent", float(linear_forward_c(a, a)[7, 7]), kernels.backend_info()["gemm_isa"], flush=True)
+    for method in ("spawn", "fork"):
+        ctx = mp.get_context(method)
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        p.join(60)
+        if p.is_alive():
+            p.kill()
+            print(method, "hung", flush=True)
+            continue
+        print(method, p.exitcode, *q.get(timeout=5), flush=True)
+"""
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_threaded_gemm_then_spawn_and_fork_children(tmp_path):
+    """libgomp's thread pool does not survive fork: a forked child must fall back to one thread
+    (and say so) instead of hanging; a spawned child starts fresh with its own team."""
+    script = tmp_path / "fork_child.py"   # a file: spawn re-imports the child function from it
+    script.write_text(_FORK_CHILD)
+    proc = subprocess.run([sys.executable, str(script)], env=_env(OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert lines["parent"].startswith("75.0 ") and "2 threads (OpenMP)" in lines["parent"], lines
+    assert lines["spawn"].startswith("0 75.0 ") and "2 threads (OpenMP)" in lines["spawn"], lines
+    assert lines["fork"].startswith("0 75.0 ") and "1 thread (OpenMP; a fork" in lines["fork"], lines
 
 
 @pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")

@@ -1,0 +1,45 @@
+/* depth.c -- the depth harness's per-layer statistics (kernels/depth.py: _norm, _var), not a kernel.
+ *
+ * depth_moments: out[0] = sum(x - c), out[1] = sum((x - c)^2), in double, for the harness's gradient norms
+ * (c = 0) and activation variances (two passes: c = 0 for the mean, then c = the mean). Eight independent
+ * accumulators per sum, element i going to lane i % 8 (the tail to lane 0), combined as
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): a fixed order, so the result is the same on every
+ * machine, and the lanes vectorise without -ffast-math (NumPy's float32 -> float64 reductions, einsum
+ * and var, cost ~10x more at the harness's sizes). NaN and Inf propagate as in any IEEE sum; squares of
+ * float64 values beyond 1e154 overflow to inf, which the caller checks (kernels/depth.py's _norm then
+ * takes its scaled path). */
+#include <string.h>
+#include "deepprop.h"
+
+/* the eight lanes as four 2-double vectors (GCC vector extensions: one SSE2 register each on the
+ * baseline x86-64, which keeps all eight accumulators in registers); lane j of vector k holds the
+ * elements i + 2k + j */
+typedef double v2d __attribute__((vector_size(16)));
+typedef float v2f __attribute__((vector_size(8)));
+
+static inline v2d load2_f32(const float *x) { v2f a; memcpy(&a, x, sizeof a); return __builtin_convertvector(a, v2d); }
+static inline v2d load2_f64(const double *x) { v2d a; memcpy(&a, x, sizeof a); return a; }
+
+#define DEFINE_MOMENTS(T, SFX)                                                                          \
+void depth_moments_##SFX(double *out, const T *x, int64_t n, double c) {                               \
+    /* out: (2,); x: (n,) */                                                                            \
+    const v2d cv = {c, c};                                                                              \
+    v2d s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0, q0 = s0, q1 = s0, q2 = s0, q3 = s0;                     \
+    int64_t i = 0;                                                                                      \
+    for (; i + 8 <= n; i += 8) {                                                                        \
+        const v2d d0 = load2_##SFX(x + i) - cv, d1 = load2_##SFX(x + i + 2) - cv;                      \
+        const v2d d2 = load2_##SFX(x + i + 4) - cv, d3 = load2_##SFX(x + i + 6) - cv;                  \
+        s0 += d0; s1 += d1; s2 += d2; s3 += d3;                                                         \
+        q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;                                     \
+    }                                                                                                   \
+    for (; i < n; i++) {                                                                                \
+        const double d = (double)x[i] - c;                                                              \
+        s0[0] += d;                                                                                     \
+        q0[0] += d * d;                                                                                 \
+    }                                                                                                   \
+    out[0] = ((s0[0] + s0[1]) + (s1[0] + s1[1])) + ((s2[0] + s2[1]) + (s3[0] + s3[1]));                 \
+    out[1] = ((q0[0] + q0[1]) + (q1[0] + q1[1])) + ((q2[0] + q2[1]) + (q3[0] + q3[1]));                 \
+}
+
+DEFINE_MOMENTS(float, f32)
+DEFINE_MOMENTS(double, f64)
