@@ -961,6 +961,7 @@ def run_config(cfg: Config, seeds=DEFAULT_SEEDS, *, progress=None, stats: bool =
             "ln_act_var": ln_act_var, "sat": sat, "dead": dead,
             "plain": _plain_outcome(plain_x[0]),
             "rescaled": rescaled,
+            "passes": 2 if fwd_rescaled else 1,   # forward+backward passes run for this seed
         }
         if cfg.clip is not None:
             with np.errstate(invalid="ignore"):
@@ -1771,7 +1772,8 @@ t = time.perf_counter()
 run = depth.run_config(cfg, (0,), stats=False)
 sec = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": sec, "peak_rss_bytes": rss, "log10_ratio": run.summary["log10_input_grad_ratio"]}))
+print(json.dumps({"seconds": sec, "peak_rss_bytes": rss, "log10_ratio": run.summary["log10_input_grad_ratio"],
+                  "passes": run.per_seed[0]["passes"]}))
 """
 
 
@@ -1794,7 +1796,8 @@ def bench(depths=(100, 1000, 10_000), *, width: int = 256, batch: int = 128, bac
             raise RuntimeError(f"bench at depth {d} failed:\n{proc.stderr[-2000:]}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         item = np.dtype(dtype).itemsize
-        rows.append({**kw, "seconds": res["seconds"], "peak_rss_gib": res["peak_rss_bytes"] / 2 ** 30,
+        rows.append({**kw, "seconds": res["seconds"], "passes": res["passes"],
+                     "seconds_per_pass": res["seconds"] / res["passes"], "peak_rss_gib": res["peak_rss_bytes"] / 2 ** 30,
                      "stored_gib": d * (width * width + batch * width) * item / 2 ** 30,
                      "seconds_per_layer": res["seconds"] / d, "log10_input_grad_ratio": res["log10_ratio"]})
     return pd.DataFrame(rows)
