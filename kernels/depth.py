@@ -1797,7 +1797,8 @@ def bench(depths=(100, 1000, 10_000), *, width: int = 256, batch: int = 128, bac
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         item = np.dtype(dtype).itemsize
         rows.append({**kw, "seconds": res["seconds"], "passes": res["passes"],
-                     "seconds_per_pass": res["seconds"] / res["passes"], "peak_rss_gib": res["peak_rss_bytes"] / 2 ** 30,
+                     "seconds_per_pass": res["seconds"] / res["passes"],
+                     "peak_rss_gib": res["peak_rss_bytes"] / 2 ** 30,
                      "stored_gib": d * (width * width + batch * width) * item / 2 ** 30,
                      "seconds_per_layer": res["seconds"] / d, "log10_input_grad_ratio": res["log10_ratio"]})
     return pd.DataFrame(rows)
