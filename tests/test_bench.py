@@ -327,3 +327,30 @@ def test_report_writes_stamped_files_and_calls_the_depth_report(tmp_path, monkey
         assert "matplotlib" in (tmp_path / "README.md").read_text()
     else:
         assert (tmp_path / "speed_residual.png").stat().st_size > 1000
+
+
+def test_report_before_after_joins_two_speed_files(tmp_path, capsys):
+    from kernels import cli
+
+    cols = ",".join(bench.ALL_COLUMNS)
+
+    def speed(path, commit, c_median):
+        row = {c: "" for c in bench.ALL_COLUMNS}
+        rows = []
+        for backend, med in (("numpy", 1.0), ("c", c_median), ("torch", 0.5)):
+            row = dict(row, kernel="relu_forward", backend=backend, dtype="float32", size=16, shape="x=16x1024",
+                       median_s=med, speedup_vs_numpy=1.0 / med, pct_of_limit=10)
+            rows.append(",".join(str(row[c]) for c in bench.ALL_COLUMNS))
+        path.write_text(f"# command: deepprop report\n# commit: {commit}\n{cols}\n" + "\n".join(rows) + "\n")
+
+    out = tmp_path / "results"
+    out.mkdir()
+    speed(tmp_path / "old.csv", "aaaa", 0.5)
+    speed(out / "speed.csv", "bbbb", 0.125)
+    assert cli.main(["report", "--outdir", str(out), "--before", str(tmp_path / "old.csv")]) == 0
+    md = (out / "speed_before_after.md").read_text()
+    assert "- commit: aaaa" in md and "- commit: bbbb" in md
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("| relu_forward")]  # c only: numpy/torch left out
+    assert "| c | float32 | 16 |" in line and "| 4.00x |" in line
+    assert "speed_before_after.md" in (out / "README.md").read_text()
+    assert cli.main(["report", "--outdir", str(out), "--before", str(tmp_path / "missing.csv")]) == 2
