@@ -703,7 +703,7 @@ def aggregate(df: pd.DataFrame, order=None) -> tuple[pd.DataFrame, pd.DataFrame]
     return table, errors
 
 
-def plot_sweep(table: pd.DataFrame, path: str, title: str = "") -> None:
+def plot_sweep(table: pd.DataFrame, path: str, title: str = "", stamp: list[str] | None = None) -> None:
     """log10(input_grad_ratio) against depth, a line per configuration (all columns but depth), the
     mean-field prediction dashed in the same colour."""
     plt = depth._pyplot()
@@ -727,7 +727,10 @@ def plot_sweep(table: pd.DataFrame, path: str, title: str = "") -> None:
         ax.legend(fontsize=6, ncol=2)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if stamp:  # the stamp in a footer and in the PNG's text metadata, as kernels.report's figures
+        fig.subplots_adjust(bottom=0.12 + 0.022 * len(stamp))
+        fig.text(0.01, 0.01, "\n".join(stamp), fontsize=5, va="bottom", family="monospace")
+    fig.savefig(path, dpi=110, metadata={"Description": "\n".join(stamp or [])})
     plt.close(fig)
 
 
@@ -746,12 +749,14 @@ def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bo
         os.makedirs(outdir, exist_ok=True)
         base = Path(outdir)
         stamp = _stamp_lines(sweep_dir, df)
-        (base / "table.csv").write_text(depth.format_table(table, "csv") if not table.empty else "")
+        head = "".join(f"# {line}\n" for line in stamp)  # pandas: read_csv(path, comment="#")
+        (base / "table.csv").write_text(head + (depth.format_table(table, "csv") if not table.empty else ""))
         (base / "table.md").write_text(
             f"# Depth table of the sweep {sweep_dir}\n\n" + "".join(f"- {line}\n" for line in stamp) + "\n"
             + (depth.format_table(table, "markdown") if not table.empty else "(no finished configurations)\n"))
         (base / "runs.md").write_text(runs_markdown(sweep_dir, stamp))
-        errors[["id", "params", "replicate", "seed", "error"]].to_csv(base / "errors.csv", index=False)
+        (base / "errors.csv").write_text(head + errors[["id", "params", "replicate", "seed", "error"]].to_csv(
+            index=False))
         written += [str(base / "table.csv"), str(base / "table.md"), str(base / "runs.md"), str(base / "errors.csv")]
         if plot and not table.empty:
             try:
@@ -759,7 +764,7 @@ def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bo
             except RuntimeError:
                 plot = False
             if plot:
-                plot_sweep(table, str(base / "table.png"), f"sweep {sweep_dir}")
+                plot_sweep(table, str(base / "table.png"), f"sweep {sweep_dir}", stamp)
                 written.append(str(base / "table.png"))
     return text, written
 

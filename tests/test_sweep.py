@@ -191,7 +191,9 @@ def test_report_reproduces_deepprop_depth_csv(tmp_path, capsys):
     assert got == capsys.readouterr().out
     files = tmp_path / "rep"
     assert cli.main(["report", "--sweep", str(tmp_path / "lit"), "--sweep-outdir", str(files)]) == 0
-    assert (files / "table.csv").read_text().startswith("activation,init,")
+    table_csv = (files / "table.csv").read_text()
+    assert table_csv.startswith("# command: deepprop report --sweep")
+    assert "\n".join(ln for ln in table_csv.splitlines() if not ln.startswith("# ")).startswith("activation,init,")
     assert "- command: deepprop report --sweep" in (files / "table.md").read_text()
     runs = (files / "runs.md").read_text()
     assert "- CPU: " in runs and "- BLAS: " in runs and "- threads: " in runs
