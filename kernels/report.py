@@ -218,6 +218,15 @@ def _previous_entries(path: pathlib.Path) -> dict:
     return {name: how for name, how in found if (path.parent / name).exists()}
 
 
+SWEEP_FILES = {
+    "sweep_bench2000/": "issue 6's scale benchmark, 2,000 configurations (depths 10-1000, widths 64-256): "
+                        "`deepprop sweep examples/bench2000.toml --workers 2` (writes sweeps/bench2000/), then "
+                        "`deepprop report --sweep sweeps/bench2000 --sweep-outdir results/sweep_bench2000`: "
+                        "runs.md (wall, compute, overhead of every run), table.csv/md/png (the depth table), "
+                        "errors.csv",
+}
+
+
 def write_readme(path: pathlib.Path, stamp, files: dict, command: str) -> None:
     """results/README.md: how each file is made, and the stamp of the last measuring run (kept from the
     existing README when this command measured nothing, stamp None)."""
@@ -227,6 +236,7 @@ def write_readme(path: pathlib.Path, stamp, files: dict, command: str) -> None:
         i = next((k for k, line in enumerate(text) if line.startswith("Stamp of")), None)
         old_stamp = text[i:] if i is not None else []
     files = {**_previous_entries(path), **files}
+    files.update({k: v for k, v in SWEEP_FILES.items() if (path.parent / k).exists()})
     lines = ["# results/", "", "Generated files only. Regenerate everything with", "", "```sh", "deepprop report",
              "deepprop report --before 651578c:results/speed.csv   # speed_before_after.md (an earlier speed.csv)",
              "```",
