@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "deepprop.h"
+#include "isa_path.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define BN_X86 1
@@ -41,37 +42,7 @@
 
 /* ---- run-time path ------------------------------------------------------------------------------ */
 
-enum { PATH_PORTABLE, PATH_AVX2 };
-static const char *const PATH_TEXT[2][3] = {
-    {"portable", "portable (forced by DEEPPROP_BATCHNORM_ISA)",
-     "portable (DEEPPROP_BATCHNORM_ISA not available here or unknown, ignored)"},
-    {"avx2", "avx2 (forced by DEEPPROP_BATCHNORM_ISA)",
-     "avx2 (DEEPPROP_BATCHNORM_ISA not available here or unknown, ignored)"},
-};
-static atomic_int path_state = -1;  /* path * 3 + how (PATH_TEXT indices); racing first calls agree */
-
-static int path_index(void) {
-    int s = atomic_load_explicit(&path_state, memory_order_relaxed);
-    if (s >= 0) return s / 3;
-    int best = PATH_PORTABLE;
-#if BN_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) best = PATH_AVX2;
-#endif
-    const char *env = getenv("DEEPPROP_BATCHNORM_ISA");
-    if (env == NULL || env[0] == '\0' || strcmp(env, "auto") == 0) s = best * 3;
-    else if (strcmp(env, "portable") == 0) s = PATH_PORTABLE * 3 + 1;
-    else if (strcmp(env, "avx2") == 0 && best >= PATH_AVX2) s = PATH_AVX2 * 3 + 1;
-    else s = best * 3 + 2;
-    atomic_store_explicit(&path_state, s, memory_order_relaxed);
-    return s / 3;
-}
-
-const char *batchnorm_isa(void) {
-    path_index();
-    int s = atomic_load_explicit(&path_state, memory_order_relaxed);
-    return PATH_TEXT[s / 3][s % 3];
-}
+DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
 
 /* PyTorch's (1 - m) * running + m * stat; a term of weight exactly 0 is skipped (no inf * 0 NaN) */
 static inline double bn_momentum_update(double running, double stat, double momentum) {
@@ -166,7 +137,7 @@ ATTR static void bwddx_##SFX##_##ISA(T *restrict dx, const T *restrict dy, const
 #define AVX2 __attribute__((target("avx2")))
 DEFINE_LOOPS(float, f32, avx2, AVX2)
 DEFINE_LOOPS(double, f64, avx2, AVX2)
-#define PICK(name) (path_index() == PATH_AVX2 ? name##_avx2 : name##_portable)
+#define PICK(name) (batchnorm_path() == DP_PATH_AVX2 ? name##_avx2 : name##_portable)
 #else
 #define PICK(name) (name##_portable)
 #endif
@@ -182,7 +153,7 @@ void batchnorm_forward_##SFX(T *y, T *mean, T *rstd, T *running_mean, T *running
     /* y, x: (N, C), N >= 2 (checked in Python); mean, rstd, running_mean, running_var,              \
      * gamma, beta: (C,) */                                                                          \
     const double unbiased = (double)N / (double)(N - 1);                                             \
-    const int avx2 = path_index() == PATH_AVX2;                                                      \
+    const int avx2 = batchnorm_path() == DP_PATH_AVX2;                                                      \
     for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
         const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
         double mu[MAXW], m2[MAXW], sc[MAXW], b[MAXW];                                                \
@@ -209,7 +180,7 @@ void batchnorm_inference_##SFX(T *y, const T *x, const T *gamma, const T *beta, 
                                const T *running_mean, const T *running_var,                          \
                                int64_t N, int64_t C, double eps) {                                   \
     /* y, x: (N, C); gamma, beta, running_mean, running_var: (C,); one pass in row order */          \
-    const int avx2 = path_index() == PATH_AVX2;                                                      \
+    const int avx2 = batchnorm_path() == DP_PATH_AVX2;                                                      \
     for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
         const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
         double mu[MAXW], sc[MAXW], b[MAXW];                                                          \
@@ -225,7 +196,7 @@ void batchnorm_inference_##SFX(T *y, const T *x, const T *gamma, const T *beta, 
 void batchnorm_backward_##SFX(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,                   \
                               const T *gamma, const T *mean, const T *rstd, int64_t N, int64_t C) {  \
     /* dx, dy, x: (N, C), N >= 1; dgamma, dbeta, gamma, mean, rstd: (C,) */                          \
-    const int avx2 = path_index() == PATH_AVX2;                                                      \
+    const int avx2 = batchnorm_path() == DP_PATH_AVX2;                                                      \
     for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
         const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
         double sdy[MAXW], sdyx[MAXW], mu[MAXW], r[MAXW], coef[MAXW];                                 \

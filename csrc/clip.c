@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "deepprop.h"
+#include "isa_path.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CLIP_X86 1
@@ -43,37 +44,7 @@
 
 /* ---- run-time path ------------------------------------------------------------------------------ */
 
-enum { PATH_PORTABLE, PATH_AVX2 };
-static const char *const PATH_TEXT[2][3] = {
-    {"portable", "portable (forced by DEEPPROP_CLIP_ISA)",
-     "portable (DEEPPROP_CLIP_ISA not available here or unknown, ignored)"},
-    {"avx2", "avx2 (forced by DEEPPROP_CLIP_ISA)",
-     "avx2 (DEEPPROP_CLIP_ISA not available here or unknown, ignored)"},
-};
-static atomic_int path_state = -1;  /* path * 3 + how (PATH_TEXT indices); racing first calls agree */
-
-static int path_index(void) {
-    int s = atomic_load_explicit(&path_state, memory_order_relaxed);
-    if (s >= 0) return s / 3;
-    int best = PATH_PORTABLE;
-#if CLIP_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) best = PATH_AVX2;
-#endif
-    const char *env = getenv("DEEPPROP_CLIP_ISA");
-    if (env == NULL || env[0] == '\0' || strcmp(env, "auto") == 0) s = best * 3;
-    else if (strcmp(env, "portable") == 0) s = PATH_PORTABLE * 3 + 1;
-    else if (strcmp(env, "avx2") == 0 && best >= PATH_AVX2) s = PATH_AVX2 * 3 + 1;
-    else s = best * 3 + 2;
-    atomic_store_explicit(&path_state, s, memory_order_relaxed);
-    return s / 3;
-}
-
-const char *clip_isa(void) {
-    path_index();
-    int s = atomic_load_explicit(&path_state, memory_order_relaxed);
-    return PATH_TEXT[s / 3][s % 3];
-}
+DP_DEFINE_ISA_PATH(clip, "DEEPPROP_CLIP_ISA", 0)
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
@@ -234,7 +205,7 @@ AVX2 static void clamp_avx2_f64(double *x, int64_t n, double clip) {
     }
     clamp_portable_f64(x + i, n - i, clip);
 }
-#define PICK(avx2, portable) (path_index() == PATH_AVX2 ? (avx2) : (portable))
+#define PICK(avx2, portable) (clip_path() == DP_PATH_AVX2 ? (avx2) : (portable))
 #else
 #define PICK(avx2, portable) (portable)
 #endif

@@ -26,46 +26,15 @@
 #include <string.h>
 #include "deepprop.h"
 #include "philox.h"
+#include "isa_path.h"
 
 /* ---- the path (philox.h) ------------------------------------------------------------------------- */
 
-static const char *const RNG_TEXT[2][3] = {
-    /* [path][0]: chosen automatically; [1]: forced by DEEPPROP_RNG_ISA; [2]: DEEPPROP_RNG_ISA asked for a
-     * path this CPU does not run, or an unknown one: ignored */
-    {"portable", "portable (forced by DEEPPROP_RNG_ISA)", "portable (DEEPPROP_RNG_ISA not available here or unknown, ignored)"},
-    {"avx2", "avx2 (forced by DEEPPROP_RNG_ISA)", "avx2 (DEEPPROP_RNG_ISA not available here or unknown, ignored)"},
-};
+DP_DEFINE_ISA_PATH(rng, "DEEPPROP_RNG_ISA", 1)  /* the AVX2 Box-Muller math uses FMA */
 
-/* -1 until the first call, then path * 3 + how (RNG_TEXT's indices); racing first calls agree */
-static atomic_int rng_state = -1;
-
-static int rng_decide(void) {
-    int best = DP_RNG_PORTABLE;
-#if DP_RNG_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = DP_RNG_AVX2;
-#endif
-    const char *env = getenv("DEEPPROP_RNG_ISA");
-    if (env == NULL || env[0] == '\0' || strcmp(env, "auto") == 0) return best * 3;
-    int want = strcmp(env, "portable") == 0 ? DP_RNG_PORTABLE : strcmp(env, "avx2") == 0 ? DP_RNG_AVX2 : -1;
-    if (want < 0 || want > best) return best * 3 + 2;
-    return want * 3 + 1;
-}
-
-int dp_rng_path(void) {
-    int s = atomic_load_explicit(&rng_state, memory_order_relaxed);
-    if (s < 0) {
-        s = rng_decide();
-        atomic_store_explicit(&rng_state, s, memory_order_relaxed);
-    }
-    return s / 3;
-}
-
-const char *rng_isa(void) {
-    dp_rng_path();
-    int s = atomic_load_explicit(&rng_state, memory_order_relaxed);
-    return RNG_TEXT[s / 3][s % 3];
-}
+_Static_assert((int)DP_RNG_AVX2 == (int)DP_PATH_AVX2 && (int)DP_RNG_PORTABLE == (int)DP_PATH_PORTABLE,
+               "philox.h and isa_path.h number the paths alike");
+int dp_rng_path(void) { return rng_path(); }
 
 /* ---- portable ------------------------------------------------------------------------------------- */
 
