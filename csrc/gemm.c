@@ -42,7 +42,6 @@
  * GEMM_APACK_BYTES + GEMM_BPACK_BYTES per thread that calls a GEMM, allocated by the loader on the
  * thread's first call), so concurrent callers on different threads -- cffi releases the GIL -- never
  * share a buffer; a caller's team works in the caller's buffers. */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gemm.h"
+#include "team.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define DP_X86 1
@@ -172,31 +172,17 @@ static int isa_index(void) {
 #define DP_OMP_BARRIER() _Pragma("omp barrier")
 static inline int dp_thread_num(void) { return omp_get_thread_num(); }
 static inline int dp_num_threads(void) { return omp_get_num_threads(); }
-static inline int dp_max_threads(void) { return omp_get_max_threads(); }
 #else
 #define DP_OMP_PARALLEL_NT
 #define DP_OMP_BARRIER() ((void)0)
 static inline int dp_thread_num(void) { return 0; }
 static inline int dp_num_threads(void) { return 1; }
-static inline int dp_max_threads(void) { return 1; }
 #endif
 
 static atomic_llong thread_min_work = -1;   /* -1 until the first call (idempotent, like isa_state) */
 
-/* fork: libgomp's thread pool does not survive it -- a forked child that starts a team after its parent
- * ran one hangs for ever (Python's default "fork" start method on Linux does exactly that). So, like
- * OpenBLAS and PyTorch, a pthread_atfork handler notes the fork, and such a child runs every GEMM on its
- * one thread (the same results: see above). Registered before the first team starts. */
-static atomic_int team_started = 0, forked_after_team = 0;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) {
-    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
-}
-static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
-
+/* the team for an m x n x k product; fork safety and the thread count: csrc/team.c */
 static int gemm_team_size(int64_t m, int64_t n, int64_t k) {
-    const int nt = dp_max_threads();
-    if (nt <= 1 || atomic_load_explicit(&forked_after_team, memory_order_relaxed)) return 1;
     long long w = atomic_load_explicit(&thread_min_work, memory_order_relaxed);
     if (w < 0) {
         const char *env = getenv("DEEPPROP_GEMM_THREAD_MIN_WORK");
@@ -205,10 +191,7 @@ static int gemm_team_size(int64_t m, int64_t n, int64_t k) {
         if (end && (*end != '\0' || w < 0)) w = GEMM_THREAD_MIN_WORK;   /* not a number >= 0: ignored */
         atomic_store_explicit(&thread_min_work, w, memory_order_relaxed);
     }
-    if ((double)m * (double)n * (double)k < (double)w) return 1;
-    pthread_once(&atfork_once, register_atfork);
-    atomic_store(&team_started, 1);
-    return nt;
+    return dp_team_size((double)m * (double)n * (double)k, (double)w);
 }
 
 const char *gemm_isa(void) {
@@ -217,14 +200,7 @@ const char *gemm_isa(void) {
     static _Thread_local char text[256];
     isa_index();
     int s = atomic_load_explicit(&isa_state, memory_order_relaxed);
-    const int forked = atomic_load(&forked_after_team);
-    const int nt = forked ? 1 : dp_max_threads();
-#ifdef _OPENMP
-    const char *how = forked ? "OpenMP; a fork of a process that ran a team: one thread" : "OpenMP";
-#else
-    const char *how = "built without OpenMP";
-#endif
-    snprintf(text, sizeof text, "%s; %d thread%s (%s)", ISA_TEXT[s / 3][s % 3], nt, nt == 1 ? "" : "s", how);
+    snprintf(text, sizeof text, "%s; %s", ISA_TEXT[s / 3][s % 3], dp_team_text());
     return text;
 }
 
