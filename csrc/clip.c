@@ -22,6 +22,14 @@
  * (intrinsics, __attribute__((target)), used when __builtin_cpu_supports says the CPU and OS run
  * it), and portable C that the compiler vectorises for the baseline ISA. Both do the same operations
  * in the same order: their results are bitwise equal (tests/test_clip.py checks it).
+ *
+ * Threads (OpenMP; team.h decides: omp_get_max_threads() threads from CLIP_THREAD_MIN_VALUES values on,
+ * one below, where starting a team costs more than it saves): the norm's per-array partials are
+ * computed by a team, array by array (dynamic schedule: arrays differ in size), into a buffer, and then
+ * combined in array order as above; scaling and clamping split each array into contiguous slices, one
+ * per thread. Nothing is split differently for a different team size, so the results are bit for bit
+ * those of one thread (tests/test_clip.py checks 1 vs 2 threads). One array's norm runs on one thread:
+ * splitting it would change its lane order, which the Numba path mirrors.
  */
 #include <float.h>
 #include <math.h>
@@ -30,6 +38,7 @@
 #include <string.h>
 #include "deepprop.h"
 #include "isa_path.h"
+#include "team.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CLIP_X86 1
@@ -41,6 +50,14 @@
 #define CLIP_BIG 1e150
 #define CLIP_SMALL 1e-150
 #define LANES 16
+/* ~4 MB of float32, a few hundred microseconds of one core; DEEPPROP_CLIP_THREAD_MIN_VALUES overrides
+ * it (the tests set 0 to thread every call) */
+#define CLIP_THREAD_MIN_VALUES (1 << 20)
+static atomic_llong thread_min_values = -1;
+static int clip_team_size(double values) {
+    return dp_team_size(values, (double)dp_team_min_work(&thread_min_values, "DEEPPROP_CLIP_THREAD_MIN_VALUES",
+                                                         CLIP_THREAD_MIN_VALUES));
+}
 
 /* ---- run-time path ------------------------------------------------------------------------------ */
 
@@ -210,6 +227,23 @@ AVX2 static void clamp_avx2_f64(double *x, int64_t n, double clip) {
 #define PICK(avx2, portable) (portable)
 #endif
 
+/* ---- threads: this thread's slot in the team, and its slice of n elements ------------------------ */
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline void team_slot(int64_t *t, int64_t *tn) { *t = omp_get_thread_num(); *tn = omp_get_num_threads(); }
+#else
+static inline void team_slot(int64_t *t, int64_t *tn) { *t = 0; *tn = 1; }
+#endif
+/* contiguous slices, cut at multiples of 16 elements (whole cache lines of float32 when x is aligned) */
+static inline void slice(int64_t *lo, int64_t *hi, int64_t n, int64_t t, int64_t tn) {
+    const int64_t blocks = (n + 15) / 16;
+    *lo = blocks * t / tn * 16;
+    *hi = blocks * (t + 1) / tn * 16;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
 /* ---- the family --------------------------------------------------------------------------------- */
 
 #define DEFINE_CLIP(T, SFX)                                                                         \
@@ -246,13 +280,24 @@ void grad_norm_##SFX(double *total, const T *const *grads, const int64_t *sizes,
                      int inf_norm) {                                                                \
     /* grads[k]: (sizes[k],), k < count -> *total = 2-norm (or max|x| if inf_norm) of them all */   \
     const int want_max = inf_norm || sizeof(T) != sizeof(float);                                    \
-    double amax = 0.0, ssq = 0.0;                                                                   \
-    for (int64_t k = 0; k < count; k++) {                                                           \
-        double m, s;                                                                                \
-        partial_##SFX(&m, &s, grads[k], sizes[k], want_max);                                        \
-        amax = nanmax(amax, m);                                                                     \
-        ssq += s;                                                                                   \
+    double amax = 0.0, ssq = 0.0, values = 0.0;                                                     \
+    for (int64_t k = 0; k < count; k++) values += (double)sizes[k];                                 \
+    const int nt = count > 1 ? clip_team_size(values) : 1;                                          \
+    double *part = nt > 1 ? malloc(2 * (size_t)count * sizeof(double)) : NULL;                      \
+    if (part) {               /* partials by a team, combined below in array order as on one thread */ \
+        _Pragma("omp parallel for num_threads(nt) schedule(dynamic, 1)")                            \
+        for (int64_t k = 0; k < count; k++)                                                         \
+            partial_##SFX(&part[2 * k], &part[2 * k + 1], grads[k], sizes[k], want_max);            \
+        for (int64_t k = 0; k < count; k++) { amax = nanmax(amax, part[2 * k]); ssq += part[2 * k + 1]; } \
+    } else {                                                                                        \
+        for (int64_t k = 0; k < count; k++) {                                                       \
+            double m, s;                                                                            \
+            partial_##SFX(&m, &s, grads[k], sizes[k], want_max);                                    \
+            amax = nanmax(amax, m);                                                                 \
+            ssq += s;                                                                               \
+        }                                                                                           \
     }                                                                                               \
+    free(part);                                                                                     \
     if (inf_norm) { *total = amax; return; }                                                        \
     if (!want_max) { *total = sqrt(ssq); return; }  /* float32: NaN, inf and all else from ssq */   \
     int need_scaled;                                                                                \
@@ -267,11 +312,31 @@ void grad_norm_##SFX(double *total, const T *const *grads, const int64_t *sizes,
 void scale_arrays_##SFX(T *const *grads, const int64_t *sizes, int64_t count, double factor) {      \
     /* grads[k]: (sizes[k],) *= factor, each element in double and rounded once */                  \
     void (*scale)(T *, int64_t, double) = PICK(scale_avx2_##SFX, scale_portable_##SFX);             \
-    for (int64_t k = 0; k < count; k++) scale(grads[k], sizes[k], factor);                          \
+    double values = 0.0;                                                                            \
+    for (int64_t k = 0; k < count; k++) values += (double)sizes[k];                                 \
+    const int nt = clip_team_size(values);                                                          \
+    _Pragma("omp parallel num_threads(nt) if(nt > 1)")                                              \
+    {                                                                                               \
+        int64_t t, tn;                                                                              \
+        team_slot(&t, &tn);                                                                         \
+        for (int64_t k = 0; k < count; k++) {                                                       \
+            int64_t lo, hi;                                                                         \
+            slice(&lo, &hi, sizes[k], t, tn);                                                       \
+            if (hi > lo) scale(grads[k] + lo, hi - lo, factor);                                     \
+        }                                                                                           \
+    }                                                                                               \
 }                                                                                                   \
 void clip_value_##SFX(T *x, int64_t n, double clip) {                                               \
     /* x: (n,) clamped to [-clip, clip] in place; NaN stays NaN (both comparisons are false) */     \
-    PICK(clamp_avx2_##SFX, clamp_portable_##SFX)(x, n, clip);                                       \
+    void (*clamp)(T *, int64_t, double) = PICK(clamp_avx2_##SFX, clamp_portable_##SFX);             \
+    const int nt = clip_team_size((double)n);                                                       \
+    _Pragma("omp parallel num_threads(nt) if(nt > 1)")                                              \
+    {                                                                                               \
+        int64_t t, tn, lo, hi;                                                                      \
+        team_slot(&t, &tn);                                                                         \
+        slice(&lo, &hi, n, t, tn);                                                                  \
+        if (hi > lo) clamp(x + lo, hi - lo, clip);                                                  \
+    }                                                                                               \
 }
 
 DEFINE_CLIP(float, f32)

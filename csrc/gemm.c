@@ -183,14 +183,7 @@ static atomic_llong thread_min_work = -1;   /* -1 until the first call (idempote
 
 /* the team for an m x n x k product; fork safety and the thread count: csrc/team.c */
 static int gemm_team_size(int64_t m, int64_t n, int64_t k) {
-    long long w = atomic_load_explicit(&thread_min_work, memory_order_relaxed);
-    if (w < 0) {
-        const char *env = getenv("DEEPPROP_GEMM_THREAD_MIN_WORK");
-        char *end = NULL;
-        w = env && env[0] ? strtoll(env, &end, 10) : GEMM_THREAD_MIN_WORK;
-        if (end && (*end != '\0' || w < 0)) w = GEMM_THREAD_MIN_WORK;   /* not a number >= 0: ignored */
-        atomic_store_explicit(&thread_min_work, w, memory_order_relaxed);
-    }
+    const long long w = dp_team_min_work(&thread_min_work, "DEEPPROP_GEMM_THREAD_MIN_WORK", GEMM_THREAD_MIN_WORK);
     return dp_team_size((double)m * (double)n * (double)k, (double)w);
 }
 

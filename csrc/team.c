@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include "team.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -49,4 +50,16 @@ const char *dp_team_text(void) {
 #endif
     snprintf(text, sizeof text, "%d thread%s (%s)", nt, nt == 1 ? "" : "s", how);
     return text;
+}
+
+long long dp_team_min_work(_Atomic long long *cache, const char *env, long long dflt) {
+    long long w = atomic_load_explicit(cache, memory_order_relaxed);
+    if (w < 0) {   /* racing first calls compute the same value */
+        const char *text = getenv(env);
+        char *end = NULL;
+        w = text && text[0] ? strtoll(text, &end, 10) : dflt;
+        if (end && (*end != '\0' || w < 0)) w = dflt;   /* not a number >= 0: ignored */
+        atomic_store_explicit(cache, w, memory_order_relaxed);
+    }
+    return w;
 }

@@ -9,6 +9,10 @@
  * too small, the module was built without OpenMP, or this process is a fork of one that ran a team. */
 int dp_team_size(double work, double min_work);
 
+/* the minimum work for a team from the environment variable env (a whole number >= 0; unset, empty or
+ * anything else: dflt), read on the first call and kept in *cache (initialised to -1 by the caller) */
+long long dp_team_min_work(_Atomic long long *cache, const char *env, long long dflt);
+
 /* 1 in a forked child of a process that had started a team (its kernels then run on one thread) */
 int dp_team_forked(void);
 

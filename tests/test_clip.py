@@ -347,12 +347,17 @@ def _path_outputs(backend) -> list:
 
 def path_worker() -> dict:
     """Run in a child process: _path_outputs on the C path DEEPPROP_CLIP_ISA forced."""
-    return {"isa": kernels._c.ffi.string(kernels._c.lib.clip_isa()).decode(), "out": _path_outputs("c")}
+    return {"isa": kernels._c.ffi.string(kernels._c.lib.clip_isa()).decode(), "out": _path_outputs("c"),
+            "team": kernels._c.ffi.string(kernels._c.lib.gemm_isa()).decode().split("; ", 1)[1]}
 
 
-def _run_path(path):
+def _run_path(path, threads=1):
+    """The C outputs in a child with the path forced (None: automatic) on `threads` OpenMP threads,
+    every call threaded (DEEPPROP_CLIP_THREAD_MIN_VALUES=0) when threads > 1."""
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive",
+               DEEPPROP_CLIP_THREAD_MIN_VALUES="0" if threads > 1 else "")
     env.pop("DEEPPROP_CLIP_ISA", None)
     if path is not None:
         env["DEEPPROP_CLIP_ISA"] = path
@@ -374,6 +379,18 @@ def test_c_paths_and_numba_agree_bitwise():
     assert runs["avx2"]["out"] == runs["portable"]["out"]
     if kernels.backends()["numba"] is None:
         assert _path_outputs("numba") == runs["portable"]["out"]
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+@pytest.mark.parametrize("path", ["portable", None])
+def test_thread_count_never_changes_a_result(path):
+    """Every call on a team of 2 and of 3 (all calls threaded) gives one thread's bits: the norm's
+    per-array partials are combined in array order, scaling and clamping are elementwise."""
+    one = _run_path(path, threads=1)["out"]
+    for t in (2, 3):
+        run = _run_path(path, threads=t)
+        assert run["team"] == f"{t} threads (OpenMP)", run["team"]   # the module could start a team of t
+        assert run["out"] == one
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--path-worker"]:
