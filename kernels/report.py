@@ -30,7 +30,8 @@ from .cli import parse_sizes
 SPEED_FILES = {
     "speed.csv": "every (kernel, backend, dtype, size) row of `deepprop bench`, all columns; '# ' lines on "
                  "top carry the stamp (pandas: `read_csv(path, comment='#')`)",
-    "speed.md": "the rows as tables per kernel family, the machine's limits, and what each kernel is timed on",
+    "speed.md": "the rows as tables per kernel family, the machine's limits, and what each kernel is timed on; "
+                "with copies of targets.md's graded table and speed_before_after.md's tables (issue 5's record)",
     "speed_<family>.png": "per kernel family: speed-up over NumPy (median times) against size n, one line per "
                           "backend, solid float32 / dashed float64, one panel per kernel",
 }
@@ -322,6 +323,64 @@ def write_before_after(outdir: pathlib.Path, before_csv, command: str) -> dict:
             "speed work, from git history; no measurement of its own)"}
 
 
+# ---- speed.md holds issue 5's record: the graded targets and the before/after, copied from their files ----
+
+_EMBED = {  # key: (file, heading, what it is)
+    "targets": ("targets.md", "Speed targets (issue 5)",
+                "graded by `deepprop bench --targets`; the workloads, the stamp and the raw times are in "
+                "[targets.md](targets.md) and targets.csv"),
+    "before_after": ("speed_before_after.md", "Before and after the speed work",
+                     "copied from [speed_before_after.md](speed_before_after.md), which quotes both runs' stamps"),
+}
+
+
+def _section_of(key: str, text: str) -> list[str]:
+    """The part of a generated file that speed.md carries, with the commit and date of its stamp."""
+    lines = text.splitlines()
+    stamp = [ln[2:] for ln in lines if ln.startswith(("- commit:", "- date:"))]
+    runs = [", ".join(stamp[i:i + 2]) for i in range(0, len(stamp), 2)]
+    said = (f"Measured in the run of {runs[0]}." if len(runs) == 1 else
+            f"Before: the run of {runs[0]}; after: the run of {runs[1]}." if len(runs) >= 2 else "Unstamped.")
+    if key == "targets":
+        start = next((i for i, ln in enumerate(lines) if ln.startswith("**") and "targets met" in ln), None)
+        end = next((i for i, ln in enumerate(lines) if ln.startswith("## Workloads")), len(lines))
+    else:
+        start = next((i for i, ln in enumerate(lines) if ln.startswith("factor = ")), None)
+        end = len(lines)
+    if start is None:
+        return []
+    body = [("#" + ln) if ln.startswith("## ") else ln for ln in lines[start:end]]
+    return [said, ""] + body
+
+
+def embed_issue5_sections(outdir) -> None:
+    """Copy targets.md's graded table and speed_before_after.md's tables into speed.md, between markers, so
+    that speed.md holds issue 5's record whichever of the files was regenerated last (each is copied as it
+    is now; one missing leaves its section out)."""
+    outdir = pathlib.Path(outdir)
+    speed_md = outdir / "speed.md"
+    if not speed_md.exists():
+        return
+    text = speed_md.read_text()
+    for key in _EMBED:  # drop the old copies
+        begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
+        if begin in text and end in text:
+            a, b = text.index(begin), text.index(end) + len(end)
+            text = text[:a].rstrip("\n") + "\n\n" + text[b:].lstrip("\n")
+    blocks = []
+    for key, (fname, heading, what) in _EMBED.items():
+        src = outdir / fname
+        body = _section_of(key, src.read_text()) if src.exists() else []
+        if body:
+            blocks.append("\n".join([f"<!-- begin {key} -->", f"## {heading}", "", f"_{what}._", "", *body,
+                                      f"<!-- end {key} -->"]))
+    if blocks:
+        at = text.find("\n## ")   # before the first family's section
+        at = len(text) if at < 0 else at + 1
+        text = text[:at] + "\n\n".join(blocks) + "\n\n" + text[at:]
+    speed_md.write_text(text)
+
+
 # ---- the command ----------------------------------------------------------------------------------------------
 
 def report(outdir="results", kernels=None, threads=None, sizes=None, blas_coretype="auto", repeat=5, min_time=0.1,
@@ -368,6 +427,7 @@ def report(outdir="results", kernels=None, threads=None, sizes=None, blas_corety
                     kind = {".csv": "table (CSV)", ".md": "table (Markdown)", ".png": "plot"}.get(p.suffix, "file")
                     files[p.name] = (f"depth harness (kernels.depth.report): {title}, {kind}" if title
                                      else f"depth harness (kernels.depth.report): {kind}")
+    embed_issue5_sections(outdir)
     write_readme(outdir / "README.md", stamp, {**files, "README.md": "this file, by `deepprop report`"}, command)
     return files
 
@@ -420,6 +480,7 @@ def main(args) -> int:
                   f"{outdir / 'speed.csv'}", file=sys.stderr)
             return 2
         files = write_before_after(outdir, before, command)
+        embed_issue5_sections(outdir)
         write_readme(outdir / "README.md", None, files, command)
         print(f"wrote {outdir / 'speed_before_after.md'}")
         return 0

@@ -354,3 +354,21 @@ def test_report_before_after_joins_two_speed_files(tmp_path, capsys):
     assert "| c | float32 | 16 |" in line and "| 4.00x |" in line
     assert "speed_before_after.md" in (out / "README.md").read_text()
     assert cli.main(["report", "--outdir", str(out), "--before", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_speed_md_carries_the_targets_and_the_before_after_once(tmp_path):
+    from kernels import report
+
+    (tmp_path / "speed.md").write_text("# Kernel speed\n\n- commit: cccc\n\n## linear\n\nrows\n")
+    (tmp_path / "targets.md").write_text("# Speed targets\n\n- commit: tttt\n- date: d1\n\n**1 of 2 targets met.**"
+                                         "\n\n| target | met |\n|---|---|\n| x | yes |\n\n## Workloads\n\nw\n")
+    (tmp_path / "speed_before_after.md").write_text("# B/A\n\n- commit: aaaa\n- date: d0\n\n- commit: bbbb\n"
+                                                    "- date: d2\n\nfactor = before / after\n\n## clip\n\n| c |\n")
+    report.embed_issue5_sections(tmp_path)
+    once = (tmp_path / "speed.md").read_text()
+    report.embed_issue5_sections(tmp_path)   # regenerating one file re-copies, never duplicates
+    assert (tmp_path / "speed.md").read_text() == once
+    assert once.count("## Speed targets (issue 5)") == 1 and "**1 of 2 targets met.**" in once
+    assert "| x | yes |" in once and "Workloads" not in once and "commit: tttt, date: d1" in once
+    assert "Before: the run of commit: aaaa, date: d0; after: the run of commit: bbbb, date: d2." in once
+    assert "### clip" in once and once.index("### clip") < once.index("## linear")
