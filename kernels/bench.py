@@ -30,8 +30,9 @@ How a figure is made
     once loaded (threadpoolctl.threadpool_limits, numba.set_num_threads, torch.set_num_threads); the
     child reports what it then sees. Of the C kernels the GEMM (linear_*, qr's updates; from 256^3
     multiply-adds; kernels.backend_info()["gemm_isa"] says how many) and gradient clipping (from 2^20
-    values) are threaded (OpenMP, csrc/team.c); the others are single-threaded, as are NumPy's elementwise operations and the Numba kernels but
-    dropout's (prange): N pins the pools that exist, and pct_of_limit is against what N threads could do.
+    values) are threaded (OpenMP, csrc/team.c); the others are single-threaded, as are NumPy's
+    elementwise operations and the Numba kernels but dropout's (prange): N pins the pools that exist,
+    and pct_of_limit is against what N threads could do.
   * OPENBLAS_CORETYPE: ``--blas-coretype env`` (default) leaves the environment as it is, ``auto``
     removes the variable from every child's environment before NumPy loads (OpenBLAS then picks the
     kernels it detects for this CPU: the fair NumPy baseline), NAME sets it. Every row records the
