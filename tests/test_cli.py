@@ -81,3 +81,15 @@ def test_bench_harness_reports_time_and_peak_memory_per_depth(capsys):
     df = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(df["depth"]) == [2, 5]
     assert (df["seconds"] > 0).all() and (df["peak_rss_gib"] > 0).all() and (df["threads"] >= 1).all()
+
+
+def test_every_help_text_renders(capsys):
+    """argparse formats help lazily: a stray % in one option's text crashes only --help of its command."""
+    parser = cli.build_parser()
+    commands = list(parser._subparsers._group_actions[0].choices)
+    assert {"bench", "report", "check", "info"} <= set(commands)
+    for argv in [[]] + [[c] for c in commands]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main([*argv, "--help"])
+        assert exc.value.code == 0, argv
+        assert "usage: deepprop" in capsys.readouterr().out
