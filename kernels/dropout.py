@@ -35,7 +35,9 @@ ones); p = 1 drops everything: the scale is taken as 0 (not 1/0) and y = dx = 0 
 
 The Numba kernels run in parallel (numba.prange over chunks of 4096 elements, whole mask bytes, so
 no two threads write one byte); the results do not depend on the thread count. The C kernels run an
-AVX2 path where the CPU has it (csrc/dropout.c; ``kernels.init.rng_isa()`` names it), bit-identical.
+AVX2 path where the CPU has it (csrc/dropout.c; ``kernels.init.rng_isa()`` names it), bit-identical,
+and calls of at least 2**18 elements on omp_get_max_threads() OpenMP threads (OMP_NUM_THREADS or
+threadpoolctl), split at 64-element boundaries; the results do not depend on the thread count either.
 Arguments, for every backend alike: p a finite real in [0, 1] (ValueError, NaN included); seed an
 integer in [0, 2**64) (ValueError when negative, TypeError when not an integer); offset an integer
 >= 0 with offset + n <= 2**64; x, dy float32/float64 arrays of any shape (copied to C order if

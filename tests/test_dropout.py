@@ -408,16 +408,23 @@ _PATH_CASES = [(n, p, seed, offset)
                for p, seed, offset in ((0.5, 3, 0), (0.3, 2**64 - 1, 1), (0.9, 2**63 + 7, 2),
                                        (0.1, 12345, 3), (0.0, 5, 6), (1.0, 5, 7),
                                        (0.6, 77, 4 * (2**32 - 5) + 1))]  # the block crosses 2^32 mid-vector
+# longer runs (many 64-element groups, split between threads), p = 0.75 and 0.2: scales 4 and 1.25 are
+# floats (the float32 multiply), 0.9 and 1/3 are not (the double one)
+_PATH_CASES += [(n, p, seed, offset) for n in (10_001, 70_000)
+                for p, seed, offset in ((0.75, 1, 0), (0.2, 2, 4 * (2**32 - 300) + 3), (0.9, 3, 2), (1 / 3, 4, 1))]
 
 _PATH_CODE = """
 import json, numpy as np
 from kernels import dropout, init
 cases = json.loads(%r)
-out = {"isa": init.rng_isa(), "r": []}
+from kernels import _c
+out = {"isa": init.rng_isa(), "team": _c.ffi.string(_c.lib.gemm_isa()).decode(), "r": []}
 for n, p, seed, offset in cases:
     x = np.random.default_rng(n).standard_normal(n)
     x[::5] = np.inf
     x[1::7] = np.nan
+    x[2::11] = 3e38   # float32: x * 2 (p = 0.5) or x * 4 overflows to Inf
+    x[3::13] = 1e-45  # float32: a subnormal
     row = {"mask": dropout.dropout_mask_c(n, p, seed, offset).tolist()}
     for dt in ("float32", "float64"):
         xd = x.astype(dt)
@@ -431,23 +438,25 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("path", ["portable", "avx2"])
-def test_each_c_path_is_bit_identical_to_the_reference(path):
-    """Each path, forced with DEEPPROP_RNG_ISA in a fresh process: masks, forward, backward (mask and
-    regenerated) bit for bit, on every tail length, unaligned offsets, a counter crossing 2^32, p = 0
-    and 1, Inf/NaN inputs, both dtypes."""
+@pytest.mark.parametrize("path,threads", [("portable", 1), ("avx2", 1), ("portable", 2), ("avx2", 2)])
+def test_each_c_path_is_bit_identical_to_the_reference(path, threads):
+    """Each path, forced with DEEPPROP_RNG_ISA in a fresh process, on 1 and 2 OpenMP threads (every
+    call of more than 64 elements threaded: DEEPPROP_DROPOUT_THREAD_MIN=0): masks, forward, backward
+    (mask and regenerated) bit for bit, on every tail length, unaligned offsets, a counter crossing
+    2^32, p = 0 and 1, float and non-float scales, Inf/NaN/overflow/subnormal inputs, both dtypes."""
     if kernels.backends()["c"] is not None:
         pytest.skip(kernels.backends()["c"])
     if path == "avx2" and kernels._c.lib.machine_isa() < 1:
         pytest.skip("this CPU does not run the avx2 path")
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, DEEPPROP_RNG_ISA=path,
+    env = dict(os.environ, DEEPPROP_RNG_ISA=path, OMP_NUM_THREADS=str(threads), DEEPPROP_DROPOUT_THREAD_MIN="0",
                PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", _PATH_CODE % json.dumps(_PATH_CASES)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["isa"].startswith(f"{path} (forced"), res["isa"]
+    assert f"; {threads} thread" in res["team"], res["team"]  # OMP_NUM_THREADS reached the C module
     for (n, p, seed, offset), row in zip(_PATH_CASES, res["r"], strict=True):
         what = f"n={n} p={p} seed={seed} offset={offset}"
         ref = dropout.dropout_mask(n, p, seed, offset)
@@ -455,6 +464,8 @@ def test_each_c_path_is_bit_identical_to_the_reference(path):
         x = np.random.default_rng(n).standard_normal(n)
         x[::5] = np.inf
         x[1::7] = np.nan
+        x[2::11] = 3e38
+        x[3::13] = 1e-45
         for dt in ("float32", "float64"):
             y_ref, m_ref = dropout.dropout_forward(x.astype(dt), p, seed, offset)
             assert row["fmask" + dt] == m_ref.tolist(), what
