@@ -279,6 +279,30 @@ def test_float32_rounds_once_from_float64(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("p", [0.5, 0.75, 0.2, 2**-40, 0.3])
+def test_float32_with_a_float_scale_is_bit_identical(backend, p):
+    """Numba and C multiply float32 data in float32 when 1 / (1 - p) is a float (2, 4, 1.25; 2**-40
+    gives threshold 0 with a scale just above 1, not a float: the double path, as for 0.3); the result
+    must be the reference's float64 multiply rounded once, bit for bit, overflow to Inf, subnormals,
+    Inf and NaN included, forward and both backwards, over several chunks and a tail."""
+    n = 9000
+    x = np.random.default_rng(6).standard_normal(n).astype(np.float32)
+    x[::9] = 3e38
+    x[1::9] = -3.3e38
+    x[2::9] = 1e-45
+    x[3::9] = -2.5e-40
+    x[4::17] = np.inf
+    x[5::19] = np.nan
+    y_ref, m_ref = dropout.dropout_forward(x, p, 31, 5)
+    y, m = get("dropout_forward", backend)(x, p, 31, 5)
+    np.testing.assert_array_equal(m, m_ref)
+    assert y.tobytes() == y_ref.tobytes()
+    back = get("dropout_backward", backend)
+    assert back(x, p, mask=m_ref).tobytes() == y_ref.tobytes()
+    assert back(x, p, seed=31, offset=5).tobytes() == y_ref.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_backward_with_mask_equals_regeneration(backend, dtype):
     rng = np.random.default_rng(3)
