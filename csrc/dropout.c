@@ -38,10 +38,6 @@ _Static_assert((int)DP_RNG_AVX2 == (int)DP_PATH_AVX2 && (int)DP_RNG_PORTABLE == 
                "philox.h and isa_path.h number the paths alike");
 int dp_rng_path(void) { return rng_path(); }
 
-/* outputs of at least this many bytes (the whole call's, not a thread's share) are "big": the avx2 path
- * writes them with streaming stores (see dp_use_nt) */
-#define DP_DROPOUT_NT_BYTES ((int64_t)4 << 20)
-
 /* ---- portable ------------------------------------------------------------------------------------- */
 
 /* keep bits of mask byte b (elements 8b .. min(8b + 8, n) - 1): one Philox call per 4-element block */
@@ -109,24 +105,7 @@ static inline void dp_store_word(uint8_t *mask, int64_t g, uint64_t bits, int64_
  * rounded once -- the exact product of two 24-bit significands has 48 bits, so the double product is
  * exact (no overflow or underflow in double either) and both round that exact value once, to the same
  * float, Inf on overflow included; otherwise the double multiply, as the portable path. */
-DP_AVX2_INLINE void dp_store8_avx2_f32(float *y, __m256 v, int nt) {
-    if (nt) { /* 16-byte aligned (numpy's big arrays are 16 mod 64, so not the 32 of _mm256_stream_ps) */
-        _mm_stream_ps(y, _mm256_castps256_ps128(v));
-        _mm_stream_ps(y + 4, _mm256_extractf128_ps(v, 1));
-    } else {
-        _mm256_storeu_ps(y, v);
-    }
-}
-DP_AVX2_INLINE void dp_store4_avx2_f64(double *y, __m256d v, int nt) {
-    if (nt) {
-        _mm_stream_pd(y, _mm256_castpd256_pd128(v));
-        _mm_stream_pd(y + 2, _mm256_extractf128_pd(v, 1));
-    } else {
-        _mm256_storeu_pd(y, v);
-    }
-}
-DP_AVX2_INLINE void dp_apply8_avx2_f32(float *y, const float *x, __m256i keep, __m256 sf, __m256d sd, int fexact,
-                                       int nt) {
+DP_AVX2_INLINE void dp_apply8_avx2_f32(float *y, const float *x, __m256i keep, __m256 sf, __m256d sd, int fexact) {
     __m256 xv = _mm256_loadu_ps(x), yv;
     if (fexact) {
         yv = _mm256_mul_ps(xv, sf);
@@ -135,21 +114,14 @@ DP_AVX2_INLINE void dp_apply8_avx2_f32(float *y, const float *x, __m256i keep, _
         __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1)), sd));
         yv = _mm256_set_m128(hi, lo);
     }
-    dp_store8_avx2_f32(y, _mm256_and_ps(yv, _mm256_castsi256_ps(keep)), nt);
+    _mm256_storeu_ps(y, _mm256_and_ps(yv, _mm256_castsi256_ps(keep)));
 }
-DP_AVX2_INLINE void dp_apply8_avx2_f64(double *y, const double *x, __m256i keep, __m256 sf, __m256d sd, int fexact,
-                                       int nt) {
+DP_AVX2_INLINE void dp_apply8_avx2_f64(double *y, const double *x, __m256i keep, __m256 sf, __m256d sd, int fexact) {
     __m256i k0 = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(keep));      /* 32-bit lanes 0-3 -> 64-bit */
     __m256i k1 = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(keep, 1)); /* lanes 4-7 */
-    dp_store4_avx2_f64(y, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x), sd), _mm256_castsi256_pd(k0)), nt);
-    dp_store4_avx2_f64(y + 4, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x + 4), sd), _mm256_castsi256_pd(k1)), nt);
+    _mm256_storeu_pd(y, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x), sd), _mm256_castsi256_pd(k0)));
+    _mm256_storeu_pd(y + 4, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x + 4), sd), _mm256_castsi256_pd(k1)));
 }
-
-/* streaming (non-temporal) stores of y: for outputs of at least DP_DROPOUT_NT_BYTES, which leave the
- * caches anyway -- they save the read of each line before it is written (measured on this machine, 1
- * thread, 16M float32: ~13.3 -> 12.4 ms preallocated, ~20.1 -> 19.3 ms into a fresh array), where y's
- * 8-element runs start 16-byte aligned; smaller outputs stay in the cache for the next layer. */
-static inline int dp_use_nt(const void *y0, int big) { return big && y0 && (uintptr_t)y0 % 16 == 0; }
 
 /* lane masks of 8 keep bits: lane l all ones iff bit l */
 DP_AVX2_INLINE __m256i dp_lanes8_avx2(unsigned bits8) {
@@ -163,11 +135,9 @@ DP_AVX2_INLINE __m256i dp_lanes8_avx2(unsigned bits8) {
  * 64G - s + 63 with s = offset % 4 (a mask need not start on a block): groups inside [0, n) are applied
  * from the lane masks, the first and last ones element by element from the bits; mask word g (elements
  * 64g .. 64g + 63) is (K_g >> s) | (K_(g+1) << (64 - s)), written one group late. y == NULL: the mask
- * only; mask == NULL: y only (the backward regenerating the mask). big: the call's output has at least
- * DP_DROPOUT_NT_BYTES (streaming stores). */
+ * only; mask == NULL: y only (the backward regenerating the mask). scale == 0: y = 0. */
 DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int64_t n, uint64_t seed,
-                                    uint64_t offset, uint64_t threshold, double scale, int dbl, int fexact,
-                                    int big) {
+                                    uint64_t offset, uint64_t threshold, double scale, int dbl, int fexact) {
     float *yf = (float *)yv;
     double *yd = (double *)yv;
     const float *xf = (const float *)xv;
@@ -180,8 +150,6 @@ DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int
     const unsigned s = (unsigned)(offset & 3u);
     const uint64_t q0 = offset >> 2;
     const int64_t ng = (n + (int64_t)s + 63) / 64;
-    /* y + 64G - s, where the groups inside [0, n) start: aligned as y - s */
-    const int nt = yv && dp_use_nt(dbl ? (const void *)(yd - s) : (const void *)(yf - s), big);
     uint64_t prev = 0;
     for (int64_t G = 0; G < ng; G++) {
         __m256i lanes[8];
@@ -189,8 +157,8 @@ DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int
         const int64_t base = 64 * G - (int64_t)s;
         if (yv && base >= 0 && base + 64 <= n) {
             for (int k = 0; k < 8; k++) {
-                if (dbl) dp_apply8_avx2_f64(yd + base + 8 * k, xd + base + 8 * k, lanes[k], sf, sd, fexact, nt);
-                else dp_apply8_avx2_f32(yf + base + 8 * k, xf + base + 8 * k, lanes[k], sf, sd, fexact, nt);
+                if (dbl) dp_apply8_avx2_f64(yd + base + 8 * k, xd + base + 8 * k, lanes[k], sf, sd, fexact);
+                else dp_apply8_avx2_f32(yf + base + 8 * k, xf + base + 8 * k, lanes[k], sf, sd, fexact);
             }
         } else if (yv) {
             int64_t lo = base > 0 ? base : 0, hi = base + 64 < n ? base + 64 : n;
@@ -205,7 +173,6 @@ DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int
     }
     /* the last word, unless the loop wrote it: its bits from group ng lie past n (64 ng - s >= n) */
     if (mask && ng > 0 && 64 * (ng - 1) < n) dp_store_word(mask, ng - 1, prev >> s, n);
-    if (nt) _mm_sfence(); /* the streaming stores ordered before whatever follows */
 }
 
 /* the mask of elements offset .. offset + n - 1; threshold 0 keeps and 2^32 drops all, no word drawn */
@@ -216,41 +183,38 @@ DP_AVX2 static void dropout_mask_avx2(uint8_t *mask, int64_t n, uint64_t seed, u
         if (threshold == 0 && n % 8) mask[nbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
         return;
     }
-    dp_dropout_avx2(NULL, mask, NULL, n, seed, offset, threshold, 0.0, 0, 0, 0);
+    dp_dropout_avx2(NULL, mask, NULL, n, seed, offset, threshold, 0.0, 0, 0);
 }
 
 /* y = x * scale where the packed mask keeps, 0 elsewhere (0 everywhere for scale == 0); MASK == NULL:
  * every element kept (threshold 0) */
 #define DEFINE_DROPOUT_AVX2(T, SFX, DBL)                                                               \
 DP_AVX2_INLINE void dropout_apply_avx2_##SFX##_(T *y, const T *x, const uint8_t *mask, int64_t n,     \
-                                               double scale, int fexact, int big) {                  \
+                                               double scale, int fexact) {                           \
     const __m256 sf = _mm256_set1_ps((float)scale);                                                  \
     const __m256d sd = _mm256_set1_pd(scale);                                                        \
-    const int nt = dp_use_nt(y, big);                                                                \
     int64_t full = n / 8;                                                                            \
     for (int64_t b = 0; b < full; b++)                                                               \
-        dp_apply8_avx2_##SFX(y + 8 * b, x + 8 * b, dp_lanes8_avx2(mask ? mask[b] : 0xFFu), sf, sd, fexact, nt); \
+        dp_apply8_avx2_##SFX(y + 8 * b, x + 8 * b, dp_lanes8_avx2(mask ? mask[b] : 0xFFu), sf, sd, fexact); \
     for (int64_t i = 8 * full; i < n; i++)                                                           \
         y[i] = !mask || (mask[i / 8] >> (i % 8)) & 1u ? (T)((double)x[i] * scale) : (T)0;            \
-    if (nt) _mm_sfence();                                                                            \
 }                                                                                                    \
-DP_AVX2 static void dropout_apply_avx2_##SFX(T *y, const T *x, const uint8_t *mask, int64_t n, double scale, \
-                                             int big) {                                              \
+DP_AVX2 static void dropout_apply_avx2_##SFX(T *y, const T *x, const uint8_t *mask, int64_t n, double scale) { \
     if (scale == 0.0) memset(y, 0, (size_t)n * sizeof(T));                                           \
-    else if (!(DBL) && (double)(float)scale == scale) dropout_apply_avx2_##SFX##_(y, x, mask, n, scale, 1, big); \
-    else dropout_apply_avx2_##SFX##_(y, x, mask, n, scale, 0, big);                                  \
+    else if (!(DBL) && (double)(float)scale == scale) dropout_apply_avx2_##SFX##_(y, x, mask, n, scale, 1); \
+    else dropout_apply_avx2_##SFX##_(y, x, mask, n, scale, 0);                                       \
 }                                                                                                    \
 /* forward (mask != NULL) or backward regenerating the mask (mask == NULL) */                        \
 DP_AVX2 static void dropout_regen_avx2_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed, \
-                                             uint64_t offset, uint64_t threshold, double scale, int big) { \
+                                             uint64_t offset, uint64_t threshold, double scale) {    \
     if (threshold == 0 || threshold >= 4294967296u || scale == 0.0) { /* no word needed for y */     \
         if (mask) dropout_mask_avx2(mask, n, seed, offset, threshold);                               \
-        if (threshold == 0 && scale != 0.0) dropout_apply_avx2_##SFX(y, x, NULL, n, scale, big);     \
+        if (threshold == 0 && scale != 0.0) dropout_apply_avx2_##SFX(y, x, NULL, n, scale);          \
         else memset(y, 0, (size_t)n * sizeof(T));                                                    \
     } else if (!(DBL) && (double)(float)scale == scale) {                                            \
-        dp_dropout_avx2(y, mask, x, n, seed, offset, threshold, scale, DBL, 1, big);                 \
+        dp_dropout_avx2(y, mask, x, n, seed, offset, threshold, scale, DBL, 1);                      \
     } else {                                                                                         \
-        dp_dropout_avx2(y, mask, x, n, seed, offset, threshold, scale, DBL, 0, big);                 \
+        dp_dropout_avx2(y, mask, x, n, seed, offset, threshold, scale, DBL, 0);                      \
     }                                                                                                \
 }
 DEFINE_DROPOUT_AVX2(float, f32, 0)
@@ -343,8 +307,8 @@ static void dropout_mask_one(uint8_t *mask, int64_t n, uint64_t seed, uint64_t o
 #if DP_RNG_X86
 #define DP_DROPOUT_AVX2_CALL(SFX, Y, MASK, IN, X)                                                    \
     if (dp_rng_path() == DP_RNG_AVX2) {                                                              \
-        if (IN) dropout_apply_avx2_##SFX(Y, X, IN, n, scale, big);                                   \
-        else dropout_regen_avx2_##SFX(Y, MASK, X, n, seed, offset, threshold, scale, big);           \
+        if (IN) dropout_apply_avx2_##SFX(Y, X, IN, n, scale);                                        \
+        else dropout_regen_avx2_##SFX(Y, MASK, X, n, seed, offset, threshold, scale);                \
         return;                                                                                      \
     }
 #else
@@ -353,7 +317,7 @@ static void dropout_mask_one(uint8_t *mask, int64_t n, uint64_t seed, uint64_t o
 
 #define DEFINE_DROPOUT_ONE(T, SFX)                                                                   \
 static void dropout_forward_one_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed,     \
-                                      uint64_t offset, uint64_t threshold, double scale, int big) {  \
+                                      uint64_t offset, uint64_t threshold, double scale) {           \
     DP_DROPOUT_AVX2_CALL(SFX, y, mask, NULL, x)                                                      \
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);                                       \
     int64_t nbytes = (n + 7) / 8;                                                                    \
@@ -366,7 +330,7 @@ static void dropout_forward_one_##SFX(T *y, uint8_t *mask, const T *x, int64_t n
     }                                                                                                \
 }                                                                                                    \
 static void dropout_backward_one_##SFX(T *dx, const T *dy, const uint8_t *mask, int64_t n, uint64_t seed, \
-                                       uint64_t offset, uint64_t threshold, double scale, int big) { \
+                                       uint64_t offset, uint64_t threshold, double scale) {          \
     DP_DROPOUT_AVX2_CALL(SFX, dx, NULL, mask, dy)                                                    \
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);                                       \
     int64_t nbytes = (n + 7) / 8;                                                                    \
@@ -395,16 +359,14 @@ void dropout_mask(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint
 void dropout_forward_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed, uint64_t offset, \
                            uint64_t threshold, double scale) {                                       \
     /* y, x: (n,); mask: (ceil(n / 8),) */                                                           \
-    const int big = n * (int64_t)sizeof(T) >= DP_DROPOUT_NT_BYTES;                                   \
     DP_DROPOUT_SHARED(n, dropout_forward_one_##SFX(y + lo, mask + lo / 8, x + lo, hi - lo, seed,     \
-                                                   offset + (uint64_t)lo, threshold, scale, big));   \
+                                                   offset + (uint64_t)lo, threshold, scale));        \
 }                                                                                                    \
 void dropout_backward_##SFX(T *dx, const T *dy, const uint8_t *mask, int64_t n, uint64_t seed,       \
                             uint64_t offset, uint64_t threshold, double scale) {                     \
     /* dx, dy: (n,); mask: (ceil(n / 8),) or NULL (regenerated from seed, offset, threshold) */      \
-    const int big = n * (int64_t)sizeof(T) >= DP_DROPOUT_NT_BYTES;                                   \
     DP_DROPOUT_SHARED(n, dropout_backward_one_##SFX(dx + lo, dy + lo, mask ? mask + lo / 8 : NULL,   \
-                                                    hi - lo, seed, offset + (uint64_t)lo, threshold, scale, big)); \
+                                                    hi - lo, seed, offset + (uint64_t)lo, threshold, scale)); \
 }
 DEFINE_DROPOUT(float, f32)
 DEFINE_DROPOUT(double, f64)

@@ -306,9 +306,9 @@ def test_float32_with_a_float_scale_is_bit_identical(backend, p):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset", [0, 4 * 2**32 + 2])
 def test_large_calls_are_bit_identical(backend, dtype, offset):
-    """Over 4 MB of output: the C AVX2 path's streaming stores of y (offset % 4 == 0: y's 8-element
-    runs 16-byte aligned) or its plain stores (offset % 4 == 2), on the team of threads the process
-    has; forward, backward with the mask and regenerated, bit for bit with the reference."""
+    """A million elements (over the C threading threshold, many Numba chunks), on the team of threads
+    the process has, offsets aligned to a block and not: forward, backward with the mask and
+    regenerated, bit for bit with the reference."""
     n = (1 << 20) + 77
     x = np.random.default_rng(8).standard_normal(n).astype(dtype)
     x[::1001] = np.inf
