@@ -16,10 +16,14 @@
  *             x * scale or 0 for y straight from the registers, and movemask gathers them into the 64
  *             keep bits of the mask (shifted by offset % 4: the mask need not start on a block).
  *             Measured on this Zen 3 core (1 thread, float32, an L2-resident 16K elements in a loop):
- *             forward ~0.68 ns/element, mask only the same (the Philox is the cost, ~2 cycles/element:
- *             ~80 vector operations per 16 elements on ~4 vector pipes), the apply from a mask ~0.1; the
- *             portable path ~9.5, 4.8, 4.5. At 16M elements (64 MB in, a fresh 64 MB out) the page faults
- *             of the new output (~7 ms, huge pages) come on top on one thread.
+ *             forward ~0.68 ns/element (was 0.90 as a mask pass, then an apply pass, in blocks), mask
+ *             only ~0.63 (the Philox is the cost, ~2 cycles/element: ~90 vector operations per 16
+ *             elements on 4 vector pipes), the apply from a mask ~0.12 (was 0.27: the float multiply);
+ *             the portable path ~9.5, 4.8, 4.5. At 16M elements (64 MB in, 64 MB out): ~13.5 ms into a
+ *             preallocated y, ~20 ms into a fresh one -- the page faults of a fresh 64 MB (the kernel
+ *             zeroing 2 MB huge pages) take ~7.5 ms of that on this machine, whoever touches them.
+ *             Streaming stores of y were tried: ~0.8 ms slower into a fresh array (its lines were just
+ *             zeroed through the cache), faster only into a preallocated one; not used.
  * Large calls run on OpenMP threads (see "threads" below), bit-identical for every team size.
  * threshold 0 (p = 0) keeps and 2^32 (p = 1) drops everything without drawing a word, on both paths. */
 #include <pthread.h>
