@@ -8,19 +8,25 @@
  * Inf or NaN), and so is everything when scale == 0 (p = 1), so Inf * 0 never makes a NaN.
  *
  * Two paths, bit-identical (the mask is integer arithmetic, the scaling one double multiply and one
- * rounding on both):
+ * rounding on both -- or, for float32 and a scale that is a float, the float multiply, which is that):
  *   portable  scalar: one Philox call per 4-element block, a byte of the mask at a time;
- *   avx2      64 elements at a time: 16 Philox calls on 4 64-bit lanes x 4 (philox.h), the 64 words
- *             put in element order, compared with the threshold in 32-bit lanes (xor of the sign bit
- *             turns the unsigned compare into a signed one) and gathered by movemask into 64 keep
- *             bits; those are shifted by offset % 4 (the mask need not start on a block) and stored
- *             as 8 mask bytes. The forward works in blocks of DP_DROPOUT_BLOCK elements: the block's
- *             mask, then the apply from it (still in L1) -- each mask byte expanded into a lane mask
- *             that selects x * scale or 0. Two short loops overlap in the core where one long loop
- *             was bound by Philox's latency. Measured on this Zen 3 core (1 thread, float32, 16M
- *             elements, output preallocated): forward ~1.0-1.3 ns/element, mask ~0.7, backward with a
- *             mask ~0.3 in cache (bound by memory at 16M); the portable path ~9.5, 4.8, 4.5.
+ *   avx2      one pass, 64 elements at a time: 16 Philox calls on 4 64-bit lanes x 4 (philox.h), the 64
+ *             words put in element order and compared with the threshold in 32-bit lanes (xor of the
+ *             sign bit turns the unsigned compare into a signed one); the compare's lane masks select
+ *             x * scale or 0 for y straight from the registers, and movemask gathers them into the 64
+ *             keep bits of the mask (shifted by offset % 4: the mask need not start on a block).
+ *             Measured on this Zen 3 core (1 thread, float32, an L2-resident 16K elements in a loop):
+ *             forward ~0.68 ns/element (was 0.90 as a mask pass, then an apply pass, in blocks), mask
+ *             only ~0.63 (the Philox is the cost, ~2 cycles/element: ~90 vector operations per 16
+ *             elements on 4 vector pipes), the apply from a mask ~0.12 (was 0.27: the float multiply);
+ *             the portable path ~9.5, 4.8, 4.5. At 16M elements (64 MB in, 64 MB out): ~13.5 ms into a
+ *             preallocated y, ~20 ms into a fresh one -- the page faults of a fresh 64 MB (the kernel
+ *             zeroing 2 MB huge pages) take ~7.5 ms of that on this machine, whoever touches them.
+ *             Streaming stores of y were tried: ~0.8 ms slower into a fresh array (its lines were just
+ *             zeroed through the cache), faster only into a preallocated one; not used.
+ * Large calls run on OpenMP threads (see "threads" below), bit-identical for every team size.
  * threshold 0 (p = 0) keeps and 2^32 (p = 1) drops everything without drawing a word, on both paths. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +69,9 @@ static inline unsigned dp_dropout_byte(int64_t b, int64_t n, uint32_t k0, uint32
 /* ---- avx2 ------------------------------------------------------------------------------------------ */
 #if DP_RNG_X86
 
-/* keep bits of the 64 elements j = 4q .. 4q + 63 (bit t: element 4q + t), 1 <= threshold < 2^32 */
-DP_AVX2_INLINE uint64_t dp_keep64_avx2(uint64_t q, const dp_philox_keys *ks, __m256i tflip) {
+/* keep bits of the 64 elements j = 4q .. 4q + 63 (bit t: element 4q + t), 1 <= threshold < 2^32, and
+ * their lane masks in element order (lanes[k], 32-bit lane l: element 4q + 8k + l, all ones = kept) */
+DP_AVX2_INLINE uint64_t dp_keep64_avx2(uint64_t q, const dp_philox_keys *ks, __m256i tflip, __m256i lanes[8]) {
     __m256i c[4][4];
     dp_philox_run_avx2_x4(c, ks, q, 0u, 0u);
     const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
@@ -77,107 +84,219 @@ DP_AVX2_INLINE uint64_t dp_keep64_avx2(uint64_t q, const dp_philox_keys *ks, __m
         __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b);
         __m256i e0 = _mm256_permute2x128_si256(lo, hi, 0x20), e1 = _mm256_permute2x128_si256(lo, hi, 0x31);
         /* kept: w >= t, i.e. w > t - 1 unsigned, i.e. (w ^ 2^31) > (t - 1) ^ 2^31 signed */
-        unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
-            _mm256_cmpgt_epi32(_mm256_xor_si256(e0, sign), tflip)));
-        unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
-            _mm256_cmpgt_epi32(_mm256_xor_si256(e1, sign), tflip)));
+        lanes[2 * v] = _mm256_cmpgt_epi32(_mm256_xor_si256(e0, sign), tflip);
+        lanes[2 * v + 1] = _mm256_cmpgt_epi32(_mm256_xor_si256(e1, sign), tflip);
+        unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lanes[2 * v]));
+        unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lanes[2 * v + 1]));
         bits |= (uint64_t)(m0 | m1 << 8) << (16 * v);
     }
     return bits;
 }
 
-/* the mask of elements offset .. offset + n - 1, 64 at a time: the j-aligned 64-bit words of keep
- * bits are shifted by s = offset % 4 into element order, carrying the next word's low bits */
-DP_AVX2 static void dropout_mask_avx2(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold) {
-    int64_t nbytes = (n + 7) / 8;
-    if (threshold == 0 || threshold >= 4294967296u) { /* keep all / drop all, no word drawn */
-        memset(mask, threshold == 0 ? 0xFF : 0x00, (size_t)nbytes);
-        if (threshold == 0 && n % 8) mask[nbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
+/* mask word g (bits = keep flags of elements 64g .. 64g + 63) to its bytes; padding bits past n are 0 */
+static inline void dp_store_word(uint8_t *mask, int64_t g, uint64_t bits, int64_t n) {
+    int64_t left = n - 64 * g;
+    if (left >= 64) {
+        memcpy(mask + 8 * g, &bits, 8); /* little-endian x86: byte k = bits 8k .. 8k + 7 */
         return;
     }
-    dp_philox_keys ks;
-    dp_philox_keys_avx2(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
-    const __m256i tflip = _mm256_set1_epi32((int)((uint32_t)(threshold - 1u) ^ 0x80000000u));
-    uint64_t q = offset >> 2;
-    unsigned s = (unsigned)(offset & 3u);
-    uint64_t cur = dp_keep64_avx2(q, &ks, tflip);
-    for (int64_t i = 0; i < n; i += 64, q += 16) {
-        uint64_t bits = cur;
-        if (s) {
-            uint64_t next = dp_keep64_avx2(q + 16, &ks, tflip);
-            bits = (cur >> s) | (next << (64 - s));
-            cur = next;
-        } else if (i + 64 < n) {
-            cur = dp_keep64_avx2(q + 16, &ks, tflip);
-        }
-        if (n - i >= 64) {
-            memcpy(mask + i / 8, &bits, 8); /* little-endian x86: byte k = bits 8k .. 8k + 7 */
-        } else {
-            if ((n - i) % 64) bits &= (UINT64_C(1) << (n - i)) - 1u; /* padding bits 0 */
-            for (int64_t k = 0; 8 * k < n - i; k++) mask[i / 8 + k] = (uint8_t)(bits >> (8 * k));
-        }
-    }
+    bits &= (UINT64_C(1) << left) - 1u;
+    for (int64_t k = 0; 8 * k < left; k++) mask[8 * g + k] = (uint8_t)(bits >> (8 * k));
 }
 
-/* lane masks of keep bits: lane l all ones iff bit l */
+/* y[0:8] = x * scale where lane l of keep is all ones, +0 elsewhere. f32 with a scale that is a float
+ * (FEXACT: 2 for p = 0.5, 1 for p = 0, 4, 1.25, ...): one float multiply, which IS the double multiply
+ * rounded once -- the exact product of two 24-bit significands has 48 bits, so the double product is
+ * exact (no overflow or underflow in double either) and both round that exact value once, to the same
+ * float, Inf on overflow included; otherwise the double multiply, as the portable path. */
+DP_AVX2_INLINE void dp_apply8_avx2_f32(float *y, const float *x, __m256i keep, __m256 sf, __m256d sd, int fexact) {
+    __m256 xv = _mm256_loadu_ps(x), yv;
+    if (fexact) {
+        yv = _mm256_mul_ps(xv, sf);
+    } else {
+        __m128 lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xv)), sd));
+        __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1)), sd));
+        yv = _mm256_set_m128(hi, lo);
+    }
+    _mm256_storeu_ps(y, _mm256_and_ps(yv, _mm256_castsi256_ps(keep)));
+}
+DP_AVX2_INLINE void dp_apply8_avx2_f64(double *y, const double *x, __m256i keep, __m256 sf, __m256d sd, int fexact) {
+    __m256i k0 = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(keep));      /* 32-bit lanes 0-3 -> 64-bit */
+    __m256i k1 = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(keep, 1)); /* lanes 4-7 */
+    _mm256_storeu_pd(y, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x), sd), _mm256_castsi256_pd(k0)));
+    _mm256_storeu_pd(y + 4, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x + 4), sd), _mm256_castsi256_pd(k1)));
+}
+
+/* lane masks of 8 keep bits: lane l all ones iff bit l */
 DP_AVX2_INLINE __m256i dp_lanes8_avx2(unsigned bits8) {
     const __m256i pat = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits8), pat), pat);
 }
-DP_AVX2_INLINE __m256i dp_lanes4_avx2(unsigned bits4) {
-    const __m256i pat = _mm256_setr_epi64x(1, 2, 4, 8);
-    return _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(bits4), pat), pat);
-}
 
-/* y[0:8] = x * scale (double, rounded once) where kept (bit l of bits8), 0 elsewhere */
-DP_AVX2_INLINE void dp_apply8_avx2_f32(float *y, const float *x, unsigned bits8, __m256d sc) {
-    __m256 xv = _mm256_loadu_ps(x);
-    __m128 lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xv)), sc));
-    __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1)), sc));
-    _mm256_storeu_ps(y, _mm256_and_ps(_mm256_set_m128(hi, lo), _mm256_castsi256_ps(dp_lanes8_avx2(bits8))));
-}
-DP_AVX2_INLINE void dp_apply8_avx2_f64(double *y, const double *x, unsigned bits8, __m256d sc) {
-    for (int g = 0; g < 2; g++) {
-        __m256d yv = _mm256_mul_pd(_mm256_loadu_pd(x + 4 * g), sc);
-        _mm256_storeu_pd(y + 4 * g, _mm256_and_pd(yv, _mm256_castsi256_pd(dp_lanes4_avx2(bits8 >> (4 * g)))));
+/* One pass, 64 elements at a time: a group's 16 Philox calls give its 64 keep bits (the mask) and its
+ * lane masks, which select x * scale or 0 for y straight from the registers -- no second pass over a
+ * mask. Group G holds the elements j = 4q .. 4q + 63, q = offset / 4 + 16G, i.e. i = 64G - s ..
+ * 64G - s + 63 with s = offset % 4 (a mask need not start on a block): groups inside [0, n) are applied
+ * from the lane masks, the first and last ones element by element from the bits; mask word g (elements
+ * 64g .. 64g + 63) is (K_g >> s) | (K_(g+1) << (64 - s)), written one group late. y == NULL: the mask
+ * only; mask == NULL: y only (the backward regenerating the mask). scale == 0: y = 0. */
+DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int64_t n, uint64_t seed,
+                                    uint64_t offset, uint64_t threshold, double scale, int dbl, int fexact) {
+    float *yf = (float *)yv;
+    double *yd = (double *)yv;
+    const float *xf = (const float *)xv;
+    const double *xd = (const double *)xv;
+    dp_philox_keys ks;
+    dp_philox_keys_avx2(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
+    const __m256i tflip = _mm256_set1_epi32((int)((uint32_t)(threshold - 1u) ^ 0x80000000u));
+    const __m256 sf = _mm256_set1_ps((float)scale);
+    const __m256d sd = _mm256_set1_pd(scale);
+    const unsigned s = (unsigned)(offset & 3u);
+    const uint64_t q0 = offset >> 2;
+    const int64_t ng = (n + (int64_t)s + 63) / 64;
+    uint64_t prev = 0;
+    for (int64_t G = 0; G < ng; G++) {
+        __m256i lanes[8];
+        const uint64_t bits = dp_keep64_avx2(q0 + 16u * (uint64_t)G, &ks, tflip, lanes);
+        const int64_t base = 64 * G - (int64_t)s;
+        if (yv && base >= 0 && base + 64 <= n) {
+            for (int k = 0; k < 8; k++) {
+                if (dbl) dp_apply8_avx2_f64(yd + base + 8 * k, xd + base + 8 * k, lanes[k], sf, sd, fexact);
+                else dp_apply8_avx2_f32(yf + base + 8 * k, xf + base + 8 * k, lanes[k], sf, sd, fexact);
+            }
+        } else if (yv) {
+            int64_t lo = base > 0 ? base : 0, hi = base + 64 < n ? base + 64 : n;
+            for (int64_t i = lo; i < hi; i++) {
+                int kept = (int)((bits >> (i - base)) & 1u);
+                if (dbl) yd[i] = kept ? xd[i] * scale : 0.0;
+                else yf[i] = kept ? (float)((double)xf[i] * scale) : 0.0f;
+            }
+        }
+        if (mask && G > 0) dp_store_word(mask, G - 1, s ? (prev >> s) | (bits << (64 - s)) : prev, n);
+        prev = bits;
     }
+    /* the last word, unless the loop wrote it: its bits from group ng lie past n (64 ng - s >= n) */
+    if (mask && ng > 0 && 64 * (ng - 1) < n) dp_store_word(mask, ng - 1, prev >> s, n);
 }
 
-/* y = x * scale where the packed mask keeps, 0 elsewhere (0 everywhere for scale == 0) */
-#define DEFINE_DROPOUT_AVX2(T, SFX)                                                                    \
-DP_AVX2 static void dropout_apply_avx2_##SFX(T *y, const T *x, const uint8_t *mask, int64_t n, double scale) { \
-    const __m256d sc = _mm256_set1_pd(scale);                                                        \
+/* the mask of elements offset .. offset + n - 1; threshold 0 keeps and 2^32 drops all, no word drawn */
+DP_AVX2 static void dropout_mask_avx2(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold) {
+    int64_t nbytes = (n + 7) / 8;
+    if (threshold == 0 || threshold >= 4294967296u) {
+        memset(mask, threshold == 0 ? 0xFF : 0x00, (size_t)nbytes);
+        if (threshold == 0 && n % 8) mask[nbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
+        return;
+    }
+    dp_dropout_avx2(NULL, mask, NULL, n, seed, offset, threshold, 0.0, 0, 0);
+}
+
+/* y = x * scale where the packed mask keeps, 0 elsewhere (0 everywhere for scale == 0); MASK == NULL:
+ * every element kept (threshold 0) */
+#define DEFINE_DROPOUT_AVX2(T, SFX, DBL)                                                               \
+DP_AVX2_INLINE void dropout_apply_avx2_##SFX##_(T *y, const T *x, const uint8_t *mask, int64_t n,     \
+                                               double scale, int fexact) {                           \
+    const __m256 sf = _mm256_set1_ps((float)scale);                                                  \
+    const __m256d sd = _mm256_set1_pd(scale);                                                        \
     int64_t full = n / 8;                                                                            \
     for (int64_t b = 0; b < full; b++)                                                               \
-        dp_apply8_avx2_##SFX(y + 8 * b, x + 8 * b, scale == 0.0 ? 0u : mask[b], sc);                 \
+        dp_apply8_avx2_##SFX(y + 8 * b, x + 8 * b, dp_lanes8_avx2(mask ? mask[b] : 0xFFu), sf, sd, fexact); \
     for (int64_t i = 8 * full; i < n; i++)                                                           \
-        y[i] = (mask[i / 8] >> (i % 8)) & 1u && scale != 0.0 ? (T)((double)x[i] * scale) : (T)0;     \
+        y[i] = !mask || (mask[i / 8] >> (i % 8)) & 1u ? (T)((double)x[i] * scale) : (T)0;            \
 }                                                                                                    \
-/* forward (mask != NULL) or backward regenerating the mask (mask == NULL), DP_DROPOUT_BLOCK elements \
- * at a time: the block's mask (from the words), then the apply from the mask, still in L1 */        \
+DP_AVX2 static void dropout_apply_avx2_##SFX(T *y, const T *x, const uint8_t *mask, int64_t n, double scale) { \
+    if (scale == 0.0) memset(y, 0, (size_t)n * sizeof(T));                                           \
+    else if (!(DBL) && (double)(float)scale == scale) dropout_apply_avx2_##SFX##_(y, x, mask, n, scale, 1); \
+    else dropout_apply_avx2_##SFX##_(y, x, mask, n, scale, 0);                                       \
+}                                                                                                    \
+/* forward (mask != NULL) or backward regenerating the mask (mask == NULL) */                        \
 DP_AVX2 static void dropout_regen_avx2_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed, \
                                              uint64_t offset, uint64_t threshold, double scale) {    \
-    uint8_t local[DP_DROPOUT_BLOCK / 8];                                                             \
-    for (int64_t i0 = 0; i0 < n; i0 += DP_DROPOUT_BLOCK) {                                           \
-        int64_t m = n - i0 < DP_DROPOUT_BLOCK ? n - i0 : DP_DROPOUT_BLOCK;                           \
-        uint8_t *mk = mask ? mask + i0 / 8 : local;                                                  \
-        dropout_mask_avx2(mk, m, seed, offset + (uint64_t)i0, threshold);                            \
-        dropout_apply_avx2_##SFX(y + i0, x + i0, mk, m, scale);                                      \
+    if (threshold == 0 || threshold >= 4294967296u || scale == 0.0) { /* no word needed for y */     \
+        if (mask) dropout_mask_avx2(mask, n, seed, offset, threshold);                               \
+        if (threshold == 0 && scale != 0.0) dropout_apply_avx2_##SFX(y, x, NULL, n, scale);          \
+        else memset(y, 0, (size_t)n * sizeof(T));                                                    \
+    } else if (!(DBL) && (double)(float)scale == scale) {                                            \
+        dp_dropout_avx2(y, mask, x, n, seed, offset, threshold, scale, DBL, 1);                      \
+    } else {                                                                                         \
+        dp_dropout_avx2(y, mask, x, n, seed, offset, threshold, scale, DBL, 0);                      \
     }                                                                                                \
 }
-#define DP_DROPOUT_BLOCK 2048 /* elements, a multiple of 64 */
-DEFINE_DROPOUT_AVX2(float, f32)
-DEFINE_DROPOUT_AVX2(double, f64)
+DEFINE_DROPOUT_AVX2(float, f32, 0)
+DEFINE_DROPOUT_AVX2(double, f64, 1)
 #endif
 
-/* ---- the exported kernels ------------------------------------------------------------------------- */
+/* ---- threads ----------------------------------------------------------------------------------------
+ * A call of at least DEEPPROP_DROPOUT_THREAD_MIN elements (default DROPOUT_THREAD_MIN = 2^18, ~0.15 ms
+ * of one core; tests set 0 to thread every call) runs on a team of omp_get_max_threads() threads
+ * (OMP_NUM_THREADS, or omp_set_num_threads / threadpoolctl in the calling thread), as csrc/gemm.c does;
+ * smaller calls never start a team. Thread t of nt takes a contiguous run of whole 64-element groups
+ * (whole mask words, so no two threads write one byte) and runs the one-thread code on it with the
+ * offset moved along: every element is still the same function of (seed, offset + i), so the results
+ * are bit for bit the same for every team size (and each thread first-touches its share of the fresh
+ * output, so the page faults are split too). fork: as in gemm.c, a forked child of a process that ran
+ * a team runs on one thread (libgomp's pool does not survive fork). */
+#define DROPOUT_THREAD_MIN (INT64_C(1) << 18)
+#ifdef _OPENMP
+#include <omp.h>
+#define DP_OMP_PARALLEL_NT _Pragma("omp parallel num_threads(nt) if(nt > 1)")
+static inline int dp_thread_num(void) { return omp_get_thread_num(); }
+static inline int dp_num_threads(void) { return omp_get_num_threads(); }
+static inline int dp_max_threads(void) { return omp_get_max_threads(); }
+#else
+#define DP_OMP_PARALLEL_NT
+static inline int dp_thread_num(void) { return 0; }
+static inline int dp_num_threads(void) { return 1; }
+static inline int dp_max_threads(void) { return 1; }
+#endif
 
-void philox4x32_10(uint32_t *out, const uint32_t *ctr, const uint32_t *key) {
-    dp_philox4x32_10(out, ctr[0], ctr[1], ctr[2], ctr[3], key[0], key[1]);
+static atomic_llong thread_min = -1; /* -1 until the first call (idempotent, like the path) */
+static atomic_int team_started = 0, forked_after_team = 0;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) {
+    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
+}
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+static int dropout_team_size(int64_t n) {
+    const int nt = dp_max_threads();
+    if (nt <= 1 || atomic_load_explicit(&forked_after_team, memory_order_relaxed)) return 1;
+    long long m = atomic_load_explicit(&thread_min, memory_order_relaxed);
+    if (m < 0) {
+        const char *env = getenv("DEEPPROP_DROPOUT_THREAD_MIN");
+        char *end = NULL;
+        m = env && env[0] ? strtoll(env, &end, 10) : DROPOUT_THREAD_MIN;
+        if (end && (*end != '\0' || m < 0)) m = DROPOUT_THREAD_MIN; /* not a number >= 0: ignored */
+        atomic_store_explicit(&thread_min, m, memory_order_relaxed);
+    }
+    if (n < m || n <= 64) return 1;
+    pthread_once(&atfork_once, register_atfork);
+    atomic_store(&team_started, 1);
+    return nt;
 }
 
-void dropout_mask(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold) {
-    /* mask: (ceil(n / 8),) */
+/* thread t's elements [lo, hi) of n: groups t * g / nt .. (t + 1) * g / nt of g = ceil(n / 64),
+ * without the overflow of t * g */
+static inline void dp_share(int64_t n, int t, int nt, int64_t *lo, int64_t *hi) {
+    int64_t g = (n + 63) / 64, per = g / nt, extra = g % nt;
+    int64_t g0 = t * per + (t < extra ? t : extra), g1 = g0 + per + (t < extra);
+    *lo = 64 * g0;
+    *hi = 64 * g1 < n ? 64 * g1 : n;
+}
+
+/* BODY on the elements [lo, hi) of each thread's share of N */
+#define DP_DROPOUT_SHARED(N, BODY)                                                                   \
+    do {                                                                                             \
+        const int nt = dropout_team_size(N);                                                         \
+        DP_OMP_PARALLEL_NT {                                                                         \
+            int64_t lo, hi;                                                                          \
+            dp_share(N, dp_thread_num(), dp_num_threads(), &lo, &hi);                                \
+            if (lo < hi) { BODY; }                                                                   \
+        }                                                                                            \
+    } while (0)
+
+/* ---- one thread's range: the path ------------------------------------------------------------------ */
+
+static void dropout_mask_one(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold) {
 #if DP_RNG_X86
     if (dp_rng_path() == DP_RNG_AVX2) {
         dropout_mask_avx2(mask, n, seed, offset, threshold);
@@ -200,10 +319,9 @@ void dropout_mask(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint
 #define DP_DROPOUT_AVX2_CALL(SFX, Y, MASK, IN, X)
 #endif
 
-#define DEFINE_DROPOUT(T, SFX)                                                                       \
-void dropout_forward_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed, uint64_t offset, \
-                           uint64_t threshold, double scale) {                                       \
-    /* y, x: (n,); mask: (ceil(n / 8),) */                                                           \
+#define DEFINE_DROPOUT_ONE(T, SFX)                                                                   \
+static void dropout_forward_one_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed,     \
+                                      uint64_t offset, uint64_t threshold, double scale) {           \
     DP_DROPOUT_AVX2_CALL(SFX, y, mask, NULL, x)                                                      \
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);                                       \
     int64_t nbytes = (n + 7) / 8;                                                                    \
@@ -215,9 +333,8 @@ void dropout_forward_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t 
             y[i] = ((byte >> (i - lo)) & 1u) && scale != 0.0 ? (T)((double)x[i] * scale) : (T)0;     \
     }                                                                                                \
 }                                                                                                    \
-void dropout_backward_##SFX(T *dx, const T *dy, const uint8_t *mask, int64_t n, uint64_t seed,       \
-                            uint64_t offset, uint64_t threshold, double scale) {                     \
-    /* dx, dy: (n,); mask: (ceil(n / 8),) or NULL (regenerated from seed, offset, threshold) */      \
+static void dropout_backward_one_##SFX(T *dx, const T *dy, const uint8_t *mask, int64_t n, uint64_t seed, \
+                                       uint64_t offset, uint64_t threshold, double scale) {          \
     DP_DROPOUT_AVX2_CALL(SFX, dx, NULL, mask, dy)                                                    \
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);                                       \
     int64_t nbytes = (n + 7) / 8;                                                                    \
@@ -228,6 +345,32 @@ void dropout_backward_##SFX(T *dx, const T *dy, const uint8_t *mask, int64_t n, 
             dx[i] = ((byte >> (i - lo)) & 1u) && scale != 0.0 ? (T)((double)dy[i] * scale) : (T)0;   \
     }                                                                                                \
 }
+DEFINE_DROPOUT_ONE(float, f32)
+DEFINE_DROPOUT_ONE(double, f64)
 
+/* ---- the exported kernels ------------------------------------------------------------------------- */
+
+void philox4x32_10(uint32_t *out, const uint32_t *ctr, const uint32_t *key) {
+    dp_philox4x32_10(out, ctr[0], ctr[1], ctr[2], ctr[3], key[0], key[1]);
+}
+
+void dropout_mask(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold) {
+    /* mask: (ceil(n / 8),) */
+    DP_DROPOUT_SHARED(n, dropout_mask_one(mask + lo / 8, hi - lo, seed, offset + (uint64_t)lo, threshold));
+}
+
+#define DEFINE_DROPOUT(T, SFX)                                                                       \
+void dropout_forward_##SFX(T *y, uint8_t *mask, const T *x, int64_t n, uint64_t seed, uint64_t offset, \
+                           uint64_t threshold, double scale) {                                       \
+    /* y, x: (n,); mask: (ceil(n / 8),) */                                                           \
+    DP_DROPOUT_SHARED(n, dropout_forward_one_##SFX(y + lo, mask + lo / 8, x + lo, hi - lo, seed,     \
+                                                   offset + (uint64_t)lo, threshold, scale));        \
+}                                                                                                    \
+void dropout_backward_##SFX(T *dx, const T *dy, const uint8_t *mask, int64_t n, uint64_t seed,       \
+                            uint64_t offset, uint64_t threshold, double scale) {                     \
+    /* dx, dy: (n,); mask: (ceil(n / 8),) or NULL (regenerated from seed, offset, threshold) */      \
+    DP_DROPOUT_SHARED(n, dropout_backward_one_##SFX(dx + lo, dy + lo, mask ? mask + lo / 8 : NULL,   \
+                                                    hi - lo, seed, offset + (uint64_t)lo, threshold, scale)); \
+}
 DEFINE_DROPOUT(float, f32)
 DEFINE_DROPOUT(double, f64)

@@ -279,6 +279,50 @@ def test_float32_rounds_once_from_float64(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("p", [0.5, 0.75, 0.2, 2**-40, 0.3])
+def test_float32_with_a_float_scale_is_bit_identical(backend, p):
+    """Numba and C multiply float32 data in float32 when 1 / (1 - p) is a float (2, 4, 1.25; 2**-40
+    gives threshold 0 with a scale just above 1, not a float: the double path, as for 0.3); the result
+    must be the reference's float64 multiply rounded once, bit for bit, overflow to Inf, subnormals,
+    Inf and NaN included, forward and both backwards, over several chunks and a tail."""
+    n = 9000
+    x = np.random.default_rng(6).standard_normal(n).astype(np.float32)
+    x[::9] = 3e38
+    x[1::9] = -3.3e38
+    x[2::9] = 1e-45
+    x[3::9] = -2.5e-40
+    x[4::17] = np.inf
+    x[5::19] = np.nan
+    y_ref, m_ref = dropout.dropout_forward(x, p, 31, 5)
+    y, m = get("dropout_forward", backend)(x, p, 31, 5)
+    np.testing.assert_array_equal(m, m_ref)
+    assert y.tobytes() == y_ref.tobytes()
+    back = get("dropout_backward", backend)
+    assert back(x, p, mask=m_ref).tobytes() == y_ref.tobytes()
+    assert back(x, p, seed=31, offset=5).tobytes() == y_ref.tobytes()
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 4 * 2**32 + 2])
+def test_large_calls_are_bit_identical(backend, dtype, offset):
+    """A million elements (over the C threading threshold, many Numba chunks), on the team of threads
+    the process has, offsets aligned to a block and not: forward, backward with the mask and
+    regenerated, bit for bit with the reference."""
+    n = (1 << 20) + 77
+    x = np.random.default_rng(8).standard_normal(n).astype(dtype)
+    x[::1001] = np.inf
+    x[7::999] = np.nan
+    y_ref, m_ref = dropout.dropout_forward(x, 0.5, 2**63 + 9, offset)
+    y, m = get("dropout_forward", backend)(x, 0.5, 2**63 + 9, offset)
+    np.testing.assert_array_equal(m, m_ref)
+    assert y.tobytes() == y_ref.tobytes()
+    back = get("dropout_backward", backend)
+    assert back(x, 0.5, mask=m_ref).tobytes() == y_ref.tobytes()
+    assert back(x, 0.5, seed=2**63 + 9, offset=offset).tobytes() == y_ref.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_backward_with_mask_equals_regeneration(backend, dtype):
     rng = np.random.default_rng(3)
@@ -408,16 +452,23 @@ _PATH_CASES = [(n, p, seed, offset)
                for p, seed, offset in ((0.5, 3, 0), (0.3, 2**64 - 1, 1), (0.9, 2**63 + 7, 2),
                                        (0.1, 12345, 3), (0.0, 5, 6), (1.0, 5, 7),
                                        (0.6, 77, 4 * (2**32 - 5) + 1))]  # the block crosses 2^32 mid-vector
+# longer runs (many 64-element groups, split between threads), p = 0.75 and 0.2: scales 4 and 1.25 are
+# floats (the float32 multiply), 0.9 and 1/3 are not (the double one)
+_PATH_CASES += [(n, p, seed, offset) for n in (10_001, 70_000)
+                for p, seed, offset in ((0.75, 1, 0), (0.2, 2, 4 * (2**32 - 300) + 3), (0.9, 3, 2), (1 / 3, 4, 1))]
 
 _PATH_CODE = """
 import json, numpy as np
 from kernels import dropout, init
 cases = json.loads(%r)
-out = {"isa": init.rng_isa(), "r": []}
+from kernels import _c
+out = {"isa": init.rng_isa(), "team": _c.ffi.string(_c.lib.gemm_isa()).decode(), "r": []}
 for n, p, seed, offset in cases:
     x = np.random.default_rng(n).standard_normal(n)
     x[::5] = np.inf
     x[1::7] = np.nan
+    x[2::11] = 3e38   # float32: x * 2 (p = 0.5) or x * 4 overflows to Inf
+    x[3::13] = 1e-45  # float32: a subnormal
     row = {"mask": dropout.dropout_mask_c(n, p, seed, offset).tolist()}
     for dt in ("float32", "float64"):
         xd = x.astype(dt)
@@ -431,23 +482,25 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("path", ["portable", "avx2"])
-def test_each_c_path_is_bit_identical_to_the_reference(path):
-    """Each path, forced with DEEPPROP_RNG_ISA in a fresh process: masks, forward, backward (mask and
-    regenerated) bit for bit, on every tail length, unaligned offsets, a counter crossing 2^32, p = 0
-    and 1, Inf/NaN inputs, both dtypes."""
+@pytest.mark.parametrize("path,threads", [("portable", 1), ("avx2", 1), ("portable", 2), ("avx2", 2)])
+def test_each_c_path_is_bit_identical_to_the_reference(path, threads):
+    """Each path, forced with DEEPPROP_RNG_ISA in a fresh process, on 1 and 2 OpenMP threads (every
+    call of more than 64 elements threaded: DEEPPROP_DROPOUT_THREAD_MIN=0): masks, forward, backward
+    (mask and regenerated) bit for bit, on every tail length, unaligned offsets, a counter crossing
+    2^32, p = 0 and 1, float and non-float scales, Inf/NaN/overflow/subnormal inputs, both dtypes."""
     if kernels.backends()["c"] is not None:
         pytest.skip(kernels.backends()["c"])
     if path == "avx2" and kernels._c.lib.machine_isa() < 1:
         pytest.skip("this CPU does not run the avx2 path")
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, DEEPPROP_RNG_ISA=path,
+    env = dict(os.environ, DEEPPROP_RNG_ISA=path, OMP_NUM_THREADS=str(threads), DEEPPROP_DROPOUT_THREAD_MIN="0",
                PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", _PATH_CODE % json.dumps(_PATH_CASES)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["isa"].startswith(f"{path} (forced"), res["isa"]
+    assert f"; {threads} thread" in res["team"], res["team"]  # OMP_NUM_THREADS reached the C module
     for (n, p, seed, offset), row in zip(_PATH_CASES, res["r"], strict=True):
         what = f"n={n} p={p} seed={seed} offset={offset}"
         ref = dropout.dropout_mask(n, p, seed, offset)
@@ -455,6 +508,8 @@ def test_each_c_path_is_bit_identical_to_the_reference(path):
         x = np.random.default_rng(n).standard_normal(n)
         x[::5] = np.inf
         x[1::7] = np.nan
+        x[2::11] = 3e38
+        x[3::13] = 1e-45
         for dt in ("float32", "float64"):
             y_ref, m_ref = dropout.dropout_forward(x.astype(dt), p, seed, offset)
             assert row["fmask" + dt] == m_ref.tolist(), what
