@@ -26,13 +26,13 @@
  *             zeroed through the cache), faster only into a preallocated one; not used.
  * Large calls run on OpenMP threads (see "threads" below), bit-identical for every team size.
  * threshold 0 (p = 0) keeps and 2^32 (p = 1) drops everything without drawing a word, on both paths. */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "deepprop.h"
 #include "philox.h"
 #include "isa_path.h"
+#include "team.h"
 
 /* ---- the path (philox.h) ------------------------------------------------------------------------- */
 
@@ -233,7 +233,7 @@ DEFINE_DROPOUT_AVX2(double, f64, 1)
  * (whole mask words, so no two threads write one byte) and runs the one-thread code on it with the
  * offset moved along: every element is still the same function of (seed, offset + i), so the results
  * are bit for bit the same for every team size (and each thread first-touches its share of the fresh
- * output, so the page faults are split too). fork: as in gemm.c, a forked child of a process that ran
+ * output, so the page faults are split too). fork: csrc/team.c, a forked child of a process that ran
  * a team runs on one thread (libgomp's pool does not survive fork). */
 #define DROPOUT_THREAD_MIN (INT64_C(1) << 18)
 #ifdef _OPENMP
@@ -241,37 +241,19 @@ DEFINE_DROPOUT_AVX2(double, f64, 1)
 #define DP_OMP_PARALLEL_NT _Pragma("omp parallel num_threads(nt) if(nt > 1)")
 static inline int dp_thread_num(void) { return omp_get_thread_num(); }
 static inline int dp_num_threads(void) { return omp_get_num_threads(); }
-static inline int dp_max_threads(void) { return omp_get_max_threads(); }
 #else
 #define DP_OMP_PARALLEL_NT
 static inline int dp_thread_num(void) { return 0; }
 static inline int dp_num_threads(void) { return 1; }
-static inline int dp_max_threads(void) { return 1; }
 #endif
 
 static atomic_llong thread_min = -1; /* -1 until the first call (idempotent, like the path) */
-static atomic_int team_started = 0, forked_after_team = 0;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) {
-    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
-}
-static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
+/* the team for n elements; the thread count and fork safety: csrc/team.c */
 static int dropout_team_size(int64_t n) {
-    const int nt = dp_max_threads();
-    if (nt <= 1 || atomic_load_explicit(&forked_after_team, memory_order_relaxed)) return 1;
-    long long m = atomic_load_explicit(&thread_min, memory_order_relaxed);
-    if (m < 0) {
-        const char *env = getenv("DEEPPROP_DROPOUT_THREAD_MIN");
-        char *end = NULL;
-        m = env && env[0] ? strtoll(env, &end, 10) : DROPOUT_THREAD_MIN;
-        if (end && (*end != '\0' || m < 0)) m = DROPOUT_THREAD_MIN; /* not a number >= 0: ignored */
-        atomic_store_explicit(&thread_min, m, memory_order_relaxed);
-    }
-    if (n < m || n <= 64) return 1;
-    pthread_once(&atfork_once, register_atfork);
-    atomic_store(&team_started, 1);
-    return nt;
+    if (n <= 64) return 1;
+    return dp_team_size((double)n, (double)dp_team_min_work(&thread_min, "DEEPPROP_DROPOUT_THREAD_MIN",
+                                                             DROPOUT_THREAD_MIN));
 }
 
 /* thread t's elements [lo, hi) of n: groups t * g / nt .. (t + 1) * g / nt of g = ceil(n / 64),
