@@ -22,8 +22,8 @@
  * compiled twice, for AVX2 (__attribute__((target)), chosen at run time when the CPU runs it) and for
  * the baseline ISA. No FMA contraction (-std=c11): the two give the same bits, and so does the Numba
  * backend, which runs the same loops in the same order. batchnorm_isa() says which path runs;
- * DEEPPROP_BATCHNORM_ISA=portable|avx2 forces one. Column blocks are independent: the unit to split
- * across threads.
+ * DEEPPROP_BATCHNORM_ISA=portable|avx2 forces one. Large calls run on an OpenMP team (see "threads"):
+ * the statistics passes split by columns, the output passes by rows, the same bits for any team size.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -43,6 +43,73 @@
 /* ---- run-time path ------------------------------------------------------------------------------ */
 
 DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
+
+/* ---- threads -------------------------------------------------------------------------------------
+ * With OpenMP (csrc/build.py compiles with -fopenmp) a call on at least DEEPPROP_BATCHNORM_THREAD_MIN_WORK
+ * elements (default BN_THREAD_MIN_WORK = 2^20, about a millisecond of one core; tests set 0 to thread
+ * every shape) runs on a team of omp_get_max_threads() threads (OMP_NUM_THREADS, or threadpoolctl /
+ * omp_set_num_threads in the calling thread); smaller calls never start a team (a thread descheduled at
+ * the barrier made small GEMMs 6x slower on a busy machine, csrc/gemm.c). The team splits the statistics
+ * passes by columns (thread t owns a contiguous range of whole 8-column groups and sums them over all
+ * rows, in row order) and, after one barrier, the output passes by rows (elementwise: every output
+ * element is the same expression of the same statistics). No reduction crosses threads, so the results
+ * are bit for bit those of one thread, for any team size. fork: as in csrc/gemm.c, libgomp's pool does
+ * not survive it, so a child forked after a team ran stays on one thread (a pthread_atfork handler notes
+ * the fork). */
+#define BN_THREAD_MIN_WORK (1 << 20)
+#ifdef _OPENMP
+#include <omp.h>
+#include <pthread.h>
+#define BN_OMP_PARALLEL_NT _Pragma("omp parallel num_threads(nt)")
+#define BN_OMP_BARRIER() _Pragma("omp barrier")
+static inline int bn_thread_num(void) { return omp_get_thread_num(); }
+static inline int bn_num_threads(void) { return omp_get_num_threads(); }
+
+static atomic_llong thread_min_work = -1;   /* -1 until the first call (idempotent, like the path) */
+static atomic_int team_started = 0, forked_after_team = 0;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) {
+    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
+}
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+static int bn_team_size(int64_t N, int64_t C) {
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || atomic_load_explicit(&forked_after_team, memory_order_relaxed)) return 1;
+    long long w = atomic_load_explicit(&thread_min_work, memory_order_relaxed);
+    if (w < 0) {
+        const char *env = getenv("DEEPPROP_BATCHNORM_THREAD_MIN_WORK");
+        char *end = NULL;
+        w = env && env[0] ? strtoll(env, &end, 10) : BN_THREAD_MIN_WORK;
+        if (end && (*end != '\0' || w < 0)) w = BN_THREAD_MIN_WORK;   /* not a number >= 0: ignored */
+        atomic_store_explicit(&thread_min_work, w, memory_order_relaxed);
+    }
+    if ((double)N * (double)C < (double)w) return 1;
+    if (nt > (C + 7) / 8) nt = (int)((C + 7) / 8);   /* a thread's columns: at least one 8-column group */
+    if (nt > N) nt = (int)N;
+    if (nt <= 1) return 1;
+    pthread_once(&atfork_once, register_atfork);
+    atomic_store(&team_started, 1);
+    return nt;
+}
+#else
+#define BN_OMP_PARALLEL_NT
+#define BN_OMP_BARRIER() ((void)0)
+static inline int bn_thread_num(void) { return 0; }
+static inline int bn_num_threads(void) { return 1; }
+static int bn_team_size(int64_t N, int64_t C) { (void)N; (void)C; return 1; }
+#endif
+
+/* thread t of nt: columns [*c0, *c1) in whole 8-column groups, rows [*r0, *r1) */
+static void bn_share(int t, int nt, int64_t N, int64_t C, int64_t *c0, int64_t *c1, int64_t *r0, int64_t *r1) {
+    const int64_t groups = (C + 7) / 8;
+    *c0 = groups * t / nt * 8;
+    *c1 = groups * (t + 1) / nt * 8;
+    if (*c0 > C) *c0 = C;
+    if (*c1 > C) *c1 = C;
+    *r0 = N * t / nt;
+    *r1 = N * (t + 1) / nt;
+}
 
 /* PyTorch's (1 - m) * running + m * stat; a term of weight exactly 0 is skipped (no inf * 0 NaN) */
 static inline double bn_momentum_update(double running, double stat, double momentum) {
@@ -147,40 +214,91 @@ DEFINE_LOOPS(double, f64, portable, )
 /* ---- the family --------------------------------------------------------------------------------- */
 
 #define DEFINE_BATCHNORM(T, SFX)                                                                     \
+static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mean, T *rstd, T *running_mean,    \
+                            T *running_var, const T *x, const T *gamma, const T *beta, int64_t N,     \
+                            int64_t C, int64_t nb, double momentum, double eps) {                     \
+    /* the statistics of one column block (x, gamma, ... at its first column; nb <= MAXW columns):   \
+     * the two passes over x, then mean, rstd, the running statistics and y's mu, sc = rstd * gamma, \
+     * b = beta in double */                                                                         \
+    const double unbiased = (double)N / (double)(N - 1);                                             \
+    double m2[MAXW];                                                                                 \
+    for (int64_t k = 0; k < nb; k++) { mu[k] = 0.0; m2[k] = 0.0; }                                   \
+    PICK(colsum_##SFX)(mu, x, N, C, nb);                                                             \
+    for (int64_t k = 0; k < nb; k++) mu[k] /= (double)N;                                             \
+    PICK(colssd_##SFX)(m2, mu, x, N, C, nb);                                                         \
+    for (int64_t k = 0; k < nb; k++) {                                                               \
+        const double var = m2[k] / (double)N;                                                        \
+        const double r = 1.0 / sqrt(var + eps);                                                      \
+        sc[k] = r * (double)gamma[k];                                                                \
+        b[k] = (double)beta[k];                                                                      \
+        mean[k] = (T)mu[k];                                                                          \
+        rstd[k] = (T)r;                                                                              \
+        running_mean[k] = (T)bn_momentum_update((double)running_mean[k], mu[k], momentum);           \
+        running_var[k] = (T)bn_momentum_update((double)running_var[k], var * unbiased, momentum);    \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void bwd_block_##SFX(double *sdy, double *sdyx, double *mu, double *r, double *coef,          \
+                            T *dgamma, T *dbeta, const T *dy, const T *x, const T *gamma,             \
+                            const T *mean, const T *rstd, int64_t N, int64_t C, int64_t nb) {         \
+    /* the sums of one column block (pointers at its first column, nb <= MAXW columns), dgamma and  \
+     * dbeta, and dx's per-column mu, r, coef = gamma * r / N in double */                           \
+    for (int64_t k = 0; k < nb; k++) {                                                               \
+        sdy[k] = 0.0; sdyx[k] = 0.0;                                                                 \
+        mu[k] = (double)mean[k];                                                                     \
+        r[k] = (double)rstd[k];                                                                      \
+        coef[k] = (double)gamma[k] * r[k] / (double)N;                                               \
+    }                                                                                                \
+    PICK(bwdsums_##SFX)(sdy, sdyx, dy, x, mu, r, N, C, nb);                                          \
+    for (int64_t k = 0; k < nb; k++) {                                                               \
+        dgamma[k] = (T)sdyx[k];                                                                      \
+        dbeta[k] = (T)sdy[k];                                                                        \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
 void batchnorm_forward_##SFX(T *y, T *mean, T *rstd, T *running_mean, T *running_var,                \
                              const T *x, const T *gamma, const T *beta,                              \
                              int64_t N, int64_t C, double momentum, double eps) {                    \
     /* y, x: (N, C), N >= 2 (checked in Python); mean, rstd, running_mean, running_var,              \
      * gamma, beta: (C,) */                                                                          \
-    const double unbiased = (double)N / (double)(N - 1);                                             \
-    const int avx2 = batchnorm_path() == DP_PATH_AVX2;                                                      \
-    for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
-        const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
-        double mu[MAXW], m2[MAXW], sc[MAXW], b[MAXW];                                                \
-        for (int64_t k = 0; k < nb; k++) { mu[k] = 0.0; m2[k] = 0.0; }                               \
-        (avx2 ? PICK(colsum_##SFX) : colsum_##SFX##_portable)(mu, x + j0, N, C, nb);                 \
-        for (int64_t k = 0; k < nb; k++) mu[k] /= (double)N;                                         \
-        (avx2 ? PICK(colssd_##SFX) : colssd_##SFX##_portable)(m2, mu, x + j0, N, C, nb);             \
-        for (int64_t k = 0; k < nb; k++) {                                                           \
-            const int64_t j = j0 + k;                                                                \
-            const double var = m2[k] / (double)N;                                                    \
-            const double r = 1.0 / sqrt(var + eps);                                                  \
-            sc[k] = r * (double)gamma[j];                                                            \
-            b[k] = (double)beta[j];                                                                  \
-            mean[j] = (T)mu[k];                                                                      \
-            rstd[j] = (T)r;                                                                          \
-            running_mean[j] = (T)bn_momentum_update((double)running_mean[j], mu[k], momentum);       \
-            running_var[j] = (T)bn_momentum_update((double)running_var[j], var * unbiased, momentum);\
+    int nt = bn_team_size(N, C);                                                                     \
+    double *par = nt > 1 ? malloc(3 * (size_t)C * sizeof(double)) : NULL;                            \
+    if (par == NULL) {   /* one thread: column block by column block, statistics then y */           \
+        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
+            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
+            double mu[MAXW], sc[MAXW], b[MAXW];                                                      \
+            fwd_block_##SFX(mu, sc, b, mean + j0, rstd + j0, running_mean + j0, running_var + j0,    \
+                            x + j0, gamma + j0, beta + j0, N, C, nb, momentum, eps);                 \
+            PICK(normalise_##SFX)(y + j0, x + j0, mu, sc, b, N, C, nb);                              \
         }                                                                                            \
-        (avx2 ? PICK(normalise_##SFX) : normalise_##SFX##_portable)(y + j0, x + j0, mu, sc, b, N, C, nb); \
+        return;                                                                                      \
     }                                                                                                \
+    double *mu = par, *sc = par + C, *b = par + 2 * C;                                               \
+    BN_OMP_PARALLEL_NT                                                                               \
+    {                                                                                                \
+        int64_t c0, c1, r0, r1;                                                                      \
+        bn_share(bn_thread_num(), bn_num_threads(), N, C, &c0, &c1, &r0, &r1);                       \
+        for (int64_t j0 = c0; j0 < c1; j0 += MAXW) {                                                 \
+            const int64_t nb = c1 - j0 < MAXW ? c1 - j0 : MAXW;                                      \
+            fwd_block_##SFX(mu + j0, sc + j0, b + j0, mean + j0, rstd + j0, running_mean + j0,       \
+                            running_var + j0, x + j0, gamma + j0, beta + j0, N, C, nb, momentum, eps); \
+        }                                                                                            \
+        BN_OMP_BARRIER();                                                                            \
+        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
+            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
+            PICK(normalise_##SFX)(y + r0 * C + j0, x + r0 * C + j0, mu + j0, sc + j0, b + j0,        \
+                                  r1 - r0, C, nb);                                                   \
+        }                                                                                            \
+    }                                                                                                \
+    free(par);                                                                                       \
 }                                                                                                    \
                                                                                                      \
 void batchnorm_inference_##SFX(T *y, const T *x, const T *gamma, const T *beta,                      \
                                const T *running_mean, const T *running_var,                          \
                                int64_t N, int64_t C, double eps) {                                   \
-    /* y, x: (N, C); gamma, beta, running_mean, running_var: (C,); one pass in row order */          \
-    const int avx2 = batchnorm_path() == DP_PATH_AVX2;                                                      \
+    /* y, x: (N, C); gamma, beta, running_mean, running_var: (C,); one pass in row order (with a     \
+     * team: each thread its rows) */                                                                \
+    int nt = bn_team_size(N, C);                                                                     \
     for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
         const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
         double mu[MAXW], sc[MAXW], b[MAXW];                                                          \
@@ -189,31 +307,52 @@ void batchnorm_inference_##SFX(T *y, const T *x, const T *gamma, const T *beta, 
             sc[k] = 1.0 / sqrt((double)running_var[j0 + k] + eps) * (double)gamma[j0 + k];          \
             b[k] = (double)beta[j0 + k];                                                             \
         }                                                                                            \
-        (avx2 ? PICK(normalise_##SFX) : normalise_##SFX##_portable)(y + j0, x + j0, mu, sc, b, N, C, nb); \
+        if (nt > 1) {                                                                                \
+            BN_OMP_PARALLEL_NT                                                                       \
+            {                                                                                        \
+                int64_t c0, c1, r0, r1;                                                              \
+                bn_share(bn_thread_num(), bn_num_threads(), N, C, &c0, &c1, &r0, &r1);               \
+                PICK(normalise_##SFX)(y + r0 * C + j0, x + r0 * C + j0, mu, sc, b, r1 - r0, C, nb);  \
+            }                                                                                        \
+        } else {                                                                                     \
+            PICK(normalise_##SFX)(y + j0, x + j0, mu, sc, b, N, C, nb);                              \
+        }                                                                                            \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
 void batchnorm_backward_##SFX(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,                   \
                               const T *gamma, const T *mean, const T *rstd, int64_t N, int64_t C) {  \
     /* dx, dy, x: (N, C), N >= 1; dgamma, dbeta, gamma, mean, rstd: (C,) */                          \
-    const int avx2 = batchnorm_path() == DP_PATH_AVX2;                                                      \
-    for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
-        const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
-        double sdy[MAXW], sdyx[MAXW], mu[MAXW], r[MAXW], coef[MAXW];                                 \
-        for (int64_t k = 0; k < nb; k++) {                                                           \
-            sdy[k] = 0.0; sdyx[k] = 0.0;                                                             \
-            mu[k] = (double)mean[j0 + k];                                                            \
-            r[k] = (double)rstd[j0 + k];                                                             \
-            coef[k] = (double)gamma[j0 + k] * r[k] / (double)N;                                      \
+    int nt = bn_team_size(N, C);                                                                     \
+    double *par = nt > 1 ? malloc(5 * (size_t)C * sizeof(double)) : NULL;                            \
+    if (par == NULL) {   /* one thread: column block by column block, sums then dx */                \
+        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
+            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
+            double sdy[MAXW], sdyx[MAXW], mu[MAXW], r[MAXW], coef[MAXW];                             \
+            bwd_block_##SFX(sdy, sdyx, mu, r, coef, dgamma + j0, dbeta + j0, dy + j0, x + j0,        \
+                            gamma + j0, mean + j0, rstd + j0, N, C, nb);                             \
+            PICK(bwddx_##SFX)(dx + j0, dy + j0, x + j0, mu, r, coef, sdy, sdyx, (double)N, N, C, nb); \
         }                                                                                            \
-        (avx2 ? PICK(bwdsums_##SFX) : bwdsums_##SFX##_portable)(sdy, sdyx, dy + j0, x + j0, mu, r, N, C, nb); \
-        for (int64_t k = 0; k < nb; k++) {                                                           \
-            dgamma[j0 + k] = (T)sdyx[k];                                                             \
-            dbeta[j0 + k] = (T)sdy[k];                                                               \
-        }                                                                                            \
-        (avx2 ? PICK(bwddx_##SFX) : bwddx_##SFX##_portable)(dx + j0, dy + j0, x + j0, mu, r, coef, sdy, sdyx, \
-                                                            (double)N, N, C, nb);                    \
+        return;                                                                                      \
     }                                                                                                \
+    double *sdy = par, *sdyx = par + C, *mu = par + 2 * C, *r = par + 3 * C, *coef = par + 4 * C;    \
+    BN_OMP_PARALLEL_NT                                                                               \
+    {                                                                                                \
+        int64_t c0, c1, r0, r1;                                                                      \
+        bn_share(bn_thread_num(), bn_num_threads(), N, C, &c0, &c1, &r0, &r1);                       \
+        for (int64_t j0 = c0; j0 < c1; j0 += MAXW) {                                                 \
+            const int64_t nb = c1 - j0 < MAXW ? c1 - j0 : MAXW;                                      \
+            bwd_block_##SFX(sdy + j0, sdyx + j0, mu + j0, r + j0, coef + j0, dgamma + j0, dbeta + j0, \
+                            dy + j0, x + j0, gamma + j0, mean + j0, rstd + j0, N, C, nb);            \
+        }                                                                                            \
+        BN_OMP_BARRIER();                                                                            \
+        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
+            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
+            PICK(bwddx_##SFX)(dx + r0 * C + j0, dy + r0 * C + j0, x + r0 * C + j0, mu + j0, r + j0,  \
+                              coef + j0, sdy + j0, sdyx + j0, (double)N, r1 - r0, C, nb);            \
+        }                                                                                            \
+    }                                                                                                \
+    free(par);                                                                                       \
 }
 
 DEFINE_BATCHNORM(float, f32)

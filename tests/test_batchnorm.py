@@ -353,12 +353,15 @@ print(json.dumps({"isa": kernels._c.ffi.string(kernels._c.lib.batchnorm_isa()).d
 """
 
 
-def _run_path(path, both=False):
+def _run_path(path, both=False, threads=None):
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     env.pop("DEEPPROP_BATCHNORM_ISA", None)
+    env.pop("DEEPPROP_BATCHNORM_THREAD_MIN_WORK", None)
     if path is not None:
         env["DEEPPROP_BATCHNORM_ISA"] = path
+    if threads is not None:  # a team on every shape (threshold 0), of this many threads
+        env.update(OMP_NUM_THREADS=str(threads), DEEPPROP_BATCHNORM_THREAD_MIN_WORK="0")
     proc = subprocess.run([sys.executable, "-c", f"BOTH = {both}\n" + PATH_WORKER], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -381,3 +384,14 @@ def test_c_paths_and_numba_agree_bitwise():
     nb_out = [["c"] + o[1:] for o in auto["out"] if o[0] == "numba"]
     if kernels.backends()["numba"] is None:
         assert nb_out == c_out
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_c_thread_count_does_not_change_a_bit():
+    # statistics split by columns, outputs by rows: no reduction crosses threads, so 1, 2 and 3 threads
+    # (each shape threaded: threshold 0; teams capped at one 8-column group per thread) give the same
+    # bits, on both paths, and the same as the default (small shapes: one thread)
+    one = _run_path("portable", threads=1)
+    assert _run_path("portable", threads=2)["out"] == one["out"]
+    assert _run_path(None, threads=3)["out"] == one["out"]
+    assert _run_path(None, threads=2)["out"] == _run_path(None)["out"] == one["out"]
