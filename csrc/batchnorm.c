@@ -46,17 +46,19 @@ DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
 
 /* ---- threads -------------------------------------------------------------------------------------
  * With OpenMP (csrc/build.py compiles with -fopenmp) a call on at least DEEPPROP_BATCHNORM_THREAD_MIN_WORK
- * elements (default BN_THREAD_MIN_WORK = 2^20, about a millisecond of one core; tests set 0 to thread
- * every shape) runs on a team of omp_get_max_threads() threads (OMP_NUM_THREADS, or threadpoolctl /
- * omp_set_num_threads in the calling thread); smaller calls never start a team (a thread descheduled at
- * the barrier made small GEMMs 6x slower on a busy machine, csrc/gemm.c). The team splits the statistics
+ * elements (default BN_THREAD_MIN_WORK = 2^22, about 6 ms of one core; tests set 0 to thread every
+ * shape) runs on a team of omp_get_max_threads() threads (OMP_NUM_THREADS, or threadpoolctl /
+ * omp_set_num_threads in the calling thread); smaller calls never start a team. Why so high: a thread
+ * descheduled at the barrier waits out another process's time slice (milliseconds): with the other
+ * core busy, forced teams on tiny shapes took 8-16 ms instead of microseconds (and small GEMMs ran 6x
+ * slower, csrc/gemm.c). The team splits the statistics
  * passes by columns (thread t owns a contiguous range of whole 8-column groups and sums them over all
  * rows, in row order) and, after one barrier, the output passes by rows (elementwise: every output
  * element is the same expression of the same statistics). No reduction crosses threads, so the results
  * are bit for bit those of one thread, for any team size. fork: as in csrc/gemm.c, libgomp's pool does
  * not survive it, so a child forked after a team ran stays on one thread (a pthread_atfork handler notes
  * the fork). */
-#define BN_THREAD_MIN_WORK (1 << 20)
+#define BN_THREAD_MIN_WORK (1 << 22)
 #ifdef _OPENMP
 #include <omp.h>
 #include <pthread.h>
@@ -153,12 +155,20 @@ ATTR static void colssd_##SFX##_##ISA(double *restrict acc, const double *restri
 ATTR static void normalise_##SFX##_##ISA(T *restrict y, const T *restrict x, const double *restrict mu, \
                                          const double *restrict sc, const double *restrict b,        \
                                          int64_t N, int64_t C, int64_t nb) {                         \
-    /* y[:, k] = (x[:, k] - mu[k]) * sc[k] + b[k], sc = rstd * gamma, row stride C */                \
-    for (int64_t i = 0; i < N; i++) {                                                                \
-        const T *restrict xr = x + i * C;                                                            \
-        T *restrict yr = y + i * C;                                                                  \
-        for (int64_t k = 0; k < nb; k++) yr[k] = (T)(((double)xr[k] - mu[k]) * sc[k] + b[k]);       \
+    /* y[:, k] = (x[:, k] - mu[k]) * sc[k] + b[k], sc = rstd * gamma, row stride C; two rows per sweep \
+     * of the per-column values (half their loads) */                                               \
+    int64_t i = 0;                                                                                   \
+    for (; i + 2 <= N; i += 2) {                                                                     \
+        const T *restrict x0 = x + i * C, *restrict x1 = x0 + C;                                     \
+        T *restrict y0 = y + i * C, *restrict y1 = y0 + C;                                           \
+        for (int64_t k = 0; k < nb; k++) {                                                           \
+            const double m = mu[k], s = sc[k], c = b[k];                                             \
+            y0[k] = (T)(((double)x0[k] - m) * s + c);                                                \
+            y1[k] = (T)(((double)x1[k] - m) * s + c);                                                \
+        }                                                                                            \
     }                                                                                                \
+    for (; i < N; i++)                                                                               \
+        for (int64_t k = 0; k < nb; k++) y[i * C + k] = (T)(((double)x[i * C + k] - mu[k]) * sc[k] + b[k]); \
 }                                                                                                    \
 ATTR static void bwdsums_##SFX##_##ISA(double *restrict sdy, double *restrict sdyx,                  \
                                        const T *restrict dy, const T *restrict x,                    \
@@ -166,14 +176,18 @@ ATTR static void bwdsums_##SFX##_##ISA(double *restrict sdy, double *restrict sd
                                        int64_t N, int64_t C, int64_t nb) {                           \
     /* sdy[k] += sum dy[:, k], sdyx[k] += sum dy[:, k] * xhat[:, k], xhat = (x - mu) * r; row order */ \
     int64_t i = 0;                                                                                   \
-    for (; i + 2 <= N; i += 2) {                                                                     \
-        const T *restrict x0 = x + i * C, *restrict x1 = x0 + C;                                     \
-        const T *restrict g0 = dy + i * C, *restrict g1 = g0 + C;                                    \
+    for (; i + 4 <= N; i += 4) {   /* four rows per sweep of the accumulators, in row order */        \
+        const T *restrict x0 = x + i * C, *restrict x1 = x0 + C, *restrict x2 = x1 + C,              \
+                *restrict x3 = x2 + C;                                                               \
+        const T *restrict g0 = dy + i * C, *restrict g1 = g0 + C, *restrict g2 = g1 + C,             \
+                *restrict g3 = g2 + C;                                                               \
         for (int64_t k = 0; k < nb; k++) {                                                           \
-            const double a0 = (double)g0[k], a1 = (double)g1[k];                                     \
-            const double h0 = ((double)x0[k] - mu[k]) * r[k], h1 = ((double)x1[k] - mu[k]) * r[k];   \
-            sdy[k] = (sdy[k] + a0) + a1;                                                             \
-            sdyx[k] = (sdyx[k] + a0 * h0) + a1 * h1;                                                 \
+            const double m = mu[k], rk = r[k];                                                       \
+            const double a0 = (double)g0[k], a1 = (double)g1[k], a2 = (double)g2[k], a3 = (double)g3[k]; \
+            const double h0 = ((double)x0[k] - m) * rk, h1 = ((double)x1[k] - m) * rk;               \
+            const double h2 = ((double)x2[k] - m) * rk, h3 = ((double)x3[k] - m) * rk;               \
+            sdy[k] = (((sdy[k] + a0) + a1) + a2) + a3;                                               \
+            sdyx[k] = (((sdyx[k] + a0 * h0) + a1 * h1) + a2 * h2) + a3 * h3;                         \
         }                                                                                            \
     }                                                                                                \
     for (; i < N; i++)                                                                               \
@@ -189,15 +203,25 @@ ATTR static void bwddx_##SFX##_##ISA(T *restrict dx, const T *restrict dy, const
                                      const double *restrict sdyx, double n, int64_t N, int64_t C,    \
                                      int64_t nb) {                                                   \
     /* dx = coef * ((n * dy - sdy) - xhat * sdyx), xhat = (x - mu) * r, coef = gamma * r / n; the    \
-     * reference's order exactly: the result is a difference of near-equal terms when N is small */  \
-    for (int64_t i = 0; i < N; i++) {                                                                \
-        const T *restrict xr = x + i * C, *restrict gr = dy + i * C;                                 \
-        T *restrict dr = dx + i * C;                                                                 \
+     * reference's order exactly: the result is a difference of near-equal terms when N is small;   \
+     * two rows per sweep of the per-column values */                                                \
+    int64_t i = 0;                                                                                   \
+    for (; i + 2 <= N; i += 2) {                                                                     \
+        const T *restrict x0 = x + i * C, *restrict x1 = x0 + C;                                     \
+        const T *restrict g0 = dy + i * C, *restrict g1 = g0 + C;                                    \
+        T *restrict d0 = dx + i * C, *restrict d1 = d0 + C;                                          \
         for (int64_t k = 0; k < nb; k++) {                                                           \
-            const double xh = ((double)xr[k] - mu[k]) * r[k];                                        \
-            dr[k] = (T)(coef[k] * ((n * (double)gr[k] - sdy[k]) - xh * sdyx[k]));                    \
+            const double m = mu[k], rk = r[k], c = coef[k], s1 = sdy[k], s2 = sdyx[k];               \
+            const double h0 = ((double)x0[k] - m) * rk, h1 = ((double)x1[k] - m) * rk;               \
+            d0[k] = (T)(c * ((n * (double)g0[k] - s1) - h0 * s2));                                   \
+            d1[k] = (T)(c * ((n * (double)g1[k] - s1) - h1 * s2));                                   \
         }                                                                                            \
     }                                                                                                \
+    for (; i < N; i++)                                                                               \
+        for (int64_t k = 0; k < nb; k++) {                                                           \
+            const double xh = ((double)x[i * C + k] - mu[k]) * r[k];                                 \
+            dx[i * C + k] = (T)(coef[k] * ((n * (double)dy[i * C + k] - sdy[k]) - xh * sdyx[k]));   \
+        }                                                                                            \
 }
 
 #if BN_X86
