@@ -5,19 +5,27 @@
  * rounded once. Within a column the summation order is sequential over rows, like the Numba backend
  * (the two agree bit for bit).
  *
- * Memory traffic is what bounds these kernels: the forward reads x three times (mean, variance,
- * normalise) and writes y, the backward reads x and dy twice (the two sums, then dx) and writes dx.
- * The rows are swept in order, whole: each row a contiguous run of up to MAXW columns (wider batches
- * are cut into column blocks of MAXW) added into per-column double accumulators (on the stack, L1
- * resident), four rows per sweep of the accumulators ((((acc + x0) + x1) + x2) + x3): the same
- * sequential order, a quarter of the accumulator loads and stores. Every pass runs from the first
- * row down: sweeping bottom-up, to start on the rows the previous pass left in the cache, measured
- * 5-25% slower (descending streams prefetch worse than the cache saves). The output passes use
- * per-column coefficients prepared in double: y = (x - mean) * (rstd * gamma) + beta, and
+ * Memory traffic bounds these kernels at sizes beyond the caches: the forward reads x three times
+ * (mean, variance, normalise) and writes y, the backward reads x and dy twice (the two sums, then dx)
+ * and writes dx. The rows are swept in order, whole: each row a contiguous run of up to MAXW columns
+ * (wider batches are cut into column blocks of MAXW) added into per-column double accumulators (on
+ * the stack, L1 resident), four rows per sweep of the accumulators ((((acc + x0) + x1) + x2) + x3):
+ * the same sequential order, a quarter of the accumulator loads and stores. The output passes take two
+ * rows per sweep of their per-column values. Every pass runs from the first row down: sweeping
+ * bottom-up, to start on the rows the previous pass left in the cache, measured 5-25% slower
+ * (descending streams prefetch worse than the cache saves). The output passes use per-column
+ * coefficients prepared in double: y = (x - mean) * (rstd * gamma) + beta, and
  * dx = coef * ((N dy - sum dy) - xhat * sum(dy xhat)), coef = gamma * rstd / N (dx in the reference's
  * order: for small N it is a difference of near-equal terms, and any reordering shows).
- * (Column panels that fit in the cache, each read from memory once, measured 2-3x slower at
- * 16384 x 1024: a panel's rows are short runs 4 KiB apart, which memory serves poorly.)
+ * In the cache (1024 x 1024 float32) the loops are bound by the core, not by memory: they ran as fast
+ * on 64 L1-resident rows as on 1024 L3-resident ones (~4 cycles per element for forward + backward,
+ * mostly the nine float <-> double conversions per element; 4-wide intrinsics did not do better).
+ * Column strips (all N rows of 32..256 columns, so x is read from memory once per call and the later
+ * passes run from the cache) measured slower on the Zen 3 VM this was tuned on, with and without
+ * huge pages, prefetching 8-16 rows ahead: plain strips 1.4-3.5x slower (1024 x 1024 and 16384 x 1024;
+ * a strip's rows are short runs 4 KiB apart: every row a new page and the same cache sets), strips
+ * packed into a contiguous buffer 1.2-2x slower (in double: the buffer traffic costs more than the
+ * conversions it saves; in float: the strided first pass alone costs more than two full sweeps).
  * The inner loops run over columns, elementwise, so the compiler vectorises them; each body is
  * compiled twice, for AVX2 (__attribute__((target)), chosen at run time when the CPU runs it) and for
  * the baseline ISA. No FMA contraction (-std=c11): the two give the same bits, and so does the Numba
