@@ -30,8 +30,8 @@
  * compiled twice, for AVX2 (__attribute__((target)), chosen at run time when the CPU runs it) and for
  * the baseline ISA. No FMA contraction (-std=c11): the two give the same bits, and so does the Numba
  * backend, which runs the same loops in the same order. batchnorm_isa() says which path runs;
- * DEEPPROP_BATCHNORM_ISA=portable|avx2 forces one. Large calls run on an OpenMP team (see "threads"):
- * the statistics passes split by columns, the output passes by rows, the same bits for any team size.
+ * DEEPPROP_BATCHNORM_ISA=portable|avx2 forces one. Large calls run on several threads (see "threads"):
+ * the statistics passes split by columns, the output passes by rows, the same bits for any count.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -53,39 +53,36 @@
 DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
 
 /* ---- threads -------------------------------------------------------------------------------------
- * With OpenMP (csrc/build.py compiles with -fopenmp) a call on at least DEEPPROP_BATCHNORM_THREAD_MIN_WORK
- * elements (default BN_THREAD_MIN_WORK = 2^22, about 6 ms of one core; tests set 0 to thread every
- * shape) runs on a team of omp_get_max_threads() threads (OMP_NUM_THREADS, or threadpoolctl /
- * omp_set_num_threads in the calling thread); smaller calls never start a team. Why so high: a thread
- * descheduled at the barrier waits out another process's time slice (milliseconds): with the other
- * core busy, forced teams on tiny shapes took 8-16 ms instead of microseconds (and small GEMMs ran 6x
- * slower, csrc/gemm.c). The team splits the statistics
- * passes by columns (thread t owns a contiguous range of whole 8-column groups and sums them over all
- * rows, in row order) and, after one barrier, the output passes by rows (elementwise: every output
- * element is the same expression of the same statistics). No reduction crosses threads, so the results
- * are bit for bit those of one thread, for any team size. fork: as in csrc/gemm.c, libgomp's pool does
- * not survive it, so a child forked after a team ran stays on one thread (a pthread_atfork handler notes
- * the fork). */
+ * A call on at least DEEPPROP_BATCHNORM_THREAD_MIN_WORK elements (default BN_THREAD_MIN_WORK = 2^22,
+ * about 6 ms of one core; tests set 0 to thread every shape) runs on omp_get_max_threads() threads
+ * (OMP_NUM_THREADS, or threadpoolctl / omp_set_num_threads in the calling thread, as for the GEMM; 1
+ * without OpenMP); smaller calls stay on the calling thread. Why so high: a thread descheduled while
+ * the others wait for it waits out another process's time slice (milliseconds): with the other core
+ * busy, forced teams on tiny shapes took 8-16 ms instead of microseconds (and small GEMMs ran 6x
+ * slower, csrc/gemm.c). The work splits in two phases: the statistics passes by columns (thread t owns
+ * a contiguous range of whole 8-column groups and sums them over all rows, in row order), then the
+ * output passes by rows (elementwise: every output element is the same expression of the same
+ * statistics). No reduction crosses threads, so the results are bit for bit those of one thread, for
+ * any thread count.
+ * The threads are POSIX threads started per phase (tens of microseconds against milliseconds of work),
+ * not an OpenMP team: libgomp's pool does not survive fork, and csrc/gemm.c keeps a forked child off
+ * its team only if the parent's team was the GEMM's own -- a parent that ran a batchnorm team and a
+ * forked child that ran a GEMM hung (tests/test_batchnorm.py). Plain threads have no such state. */
 #define BN_THREAD_MIN_WORK (1 << 22)
+#define BN_MAX_THREADS 64
 #ifdef _OPENMP
 #include <omp.h>
+static inline int bn_max_threads(void) { return omp_get_max_threads(); }   /* reads a setting, starts nothing */
+#else
+static inline int bn_max_threads(void) { return 1; }
+#endif
 #include <pthread.h>
-#define BN_OMP_PARALLEL_NT _Pragma("omp parallel num_threads(nt)")
-#define BN_OMP_BARRIER() _Pragma("omp barrier")
-static inline int bn_thread_num(void) { return omp_get_thread_num(); }
-static inline int bn_num_threads(void) { return omp_get_num_threads(); }
 
 static atomic_llong thread_min_work = -1;   /* -1 until the first call (idempotent, like the path) */
-static atomic_int team_started = 0, forked_after_team = 0;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) {
-    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
-}
-static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 static int bn_team_size(int64_t N, int64_t C) {
-    int nt = omp_get_max_threads();
-    if (nt <= 1 || atomic_load_explicit(&forked_after_team, memory_order_relaxed)) return 1;
+    int nt = bn_max_threads();
+    if (nt <= 1) return 1;
     long long w = atomic_load_explicit(&thread_min_work, memory_order_relaxed);
     if (w < 0) {
         const char *env = getenv("DEEPPROP_BATCHNORM_THREAD_MIN_WORK");
@@ -95,20 +92,36 @@ static int bn_team_size(int64_t N, int64_t C) {
         atomic_store_explicit(&thread_min_work, w, memory_order_relaxed);
     }
     if ((double)N * (double)C < (double)w) return 1;
+    if (nt > BN_MAX_THREADS) nt = BN_MAX_THREADS;
     if (nt > (C + 7) / 8) nt = (int)((C + 7) / 8);   /* a thread's columns: at least one 8-column group */
     if (nt > N) nt = (int)N;
-    if (nt <= 1) return 1;
-    pthread_once(&atfork_once, register_atfork);
-    atomic_store(&team_started, 1);
-    return nt;
+    return nt > 1 ? nt : 1;
 }
-#else
-#define BN_OMP_PARALLEL_NT
-#define BN_OMP_BARRIER() ((void)0)
-static inline int bn_thread_num(void) { return 0; }
-static inline int bn_num_threads(void) { return 1; }
-static int bn_team_size(int64_t N, int64_t C) { (void)N; (void)C; return 1; }
-#endif
+
+typedef void (*bn_phase)(void *ctx, int t, int nt);
+typedef struct { bn_phase fn; void *ctx; int t, nt; } bn_task;
+static void *bn_task_main(void *p) {
+    bn_task *k = p;
+    k->fn(k->ctx, k->t, k->nt);
+    return NULL;
+}
+
+/* fn(ctx, t, nt) for t = 0 .. nt - 1: share 0 on the calling thread, the others on new threads; a share
+ * whose thread cannot be started runs on the calling thread (the same results, later) */
+static void bn_run(bn_phase fn, void *ctx, int nt) {
+    pthread_t th[BN_MAX_THREADS];
+    bn_task task[BN_MAX_THREADS];
+    int started[BN_MAX_THREADS] = {0};
+    for (int t = 1; t < nt; t++) {
+        task[t] = (bn_task){fn, ctx, t, nt};
+        started[t] = pthread_create(&th[t], NULL, bn_task_main, &task[t]) == 0;
+    }
+    fn(ctx, 0, nt);
+    for (int t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else fn(ctx, t, nt);
+    }
+}
 
 /* thread t of nt: columns [*c0, *c1) in whole 8-column groups, rows [*r0, *r1) */
 static void bn_share(int t, int nt, int64_t N, int64_t C, int64_t *c0, int64_t *c1, int64_t *r0, int64_t *r1) {
@@ -164,7 +177,7 @@ ATTR static void normalise_##SFX##_##ISA(T *restrict y, const T *restrict x, con
                                          const double *restrict sc, const double *restrict b,        \
                                          int64_t N, int64_t C, int64_t nb) {                         \
     /* y[:, k] = (x[:, k] - mu[k]) * sc[k] + b[k], sc = rstd * gamma, row stride C; two rows per sweep \
-     * of the per-column values (half their loads) */                                               \
+     * of the per-column values (half their loads) */                                                \
     int64_t i = 0;                                                                                   \
     for (; i + 2 <= N; i += 2) {                                                                     \
         const T *restrict x0 = x + i * C, *restrict x1 = x0 + C;                                     \
@@ -184,7 +197,7 @@ ATTR static void bwdsums_##SFX##_##ISA(double *restrict sdy, double *restrict sd
                                        int64_t N, int64_t C, int64_t nb) {                           \
     /* sdy[k] += sum dy[:, k], sdyx[k] += sum dy[:, k] * xhat[:, k], xhat = (x - mu) * r; row order */ \
     int64_t i = 0;                                                                                   \
-    for (; i + 4 <= N; i += 4) {   /* four rows per sweep of the accumulators, in row order */        \
+    for (; i + 4 <= N; i += 4) {   /* four rows per sweep of the accumulators, in row order */       \
         const T *restrict x0 = x + i * C, *restrict x1 = x0 + C, *restrict x2 = x1 + C,              \
                 *restrict x3 = x2 + C;                                                               \
         const T *restrict g0 = dy + i * C, *restrict g1 = g0 + C, *restrict g2 = g1 + C,             \
@@ -211,7 +224,7 @@ ATTR static void bwddx_##SFX##_##ISA(T *restrict dx, const T *restrict dy, const
                                      const double *restrict sdyx, double n, int64_t N, int64_t C,    \
                                      int64_t nb) {                                                   \
     /* dx = coef * ((n * dy - sdy) - xhat * sdyx), xhat = (x - mu) * r, coef = gamma * r / n; the    \
-     * reference's order exactly: the result is a difference of near-equal terms when N is small;   \
+     * reference's order exactly: the result is a difference of near-equal terms when N is small;    \
      * two rows per sweep of the per-column values */                                                \
     int64_t i = 0;                                                                                   \
     for (; i + 2 <= N; i += 2) {                                                                     \
@@ -228,7 +241,7 @@ ATTR static void bwddx_##SFX##_##ISA(T *restrict dx, const T *restrict dy, const
     for (; i < N; i++)                                                                               \
         for (int64_t k = 0; k < nb; k++) {                                                           \
             const double xh = ((double)x[i * C + k] - mu[k]) * r[k];                                 \
-            dx[i * C + k] = (T)(coef[k] * ((n * (double)dy[i * C + k] - sdy[k]) - xh * sdyx[k]));   \
+            dx[i * C + k] = (T)(coef[k] * ((n * (double)dy[i * C + k] - sdy[k]) - xh * sdyx[k]));    \
         }                                                                                            \
 }
 
@@ -247,8 +260,8 @@ DEFINE_LOOPS(double, f64, portable, )
 
 #define DEFINE_BATCHNORM(T, SFX)                                                                     \
 static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mean, T *rstd, T *running_mean,    \
-                            T *running_var, const T *x, const T *gamma, const T *beta, int64_t N,     \
-                            int64_t C, int64_t nb, double momentum, double eps) {                     \
+                            T *running_var, const T *x, const T *gamma, const T *beta, int64_t N,    \
+                            int64_t C, int64_t nb, double momentum, double eps) {                    \
     /* the statistics of one column block (x, gamma, ... at its first column; nb <= MAXW columns):   \
      * the two passes over x, then mean, rstd, the running statistics and y's mu, sc = rstd * gamma, \
      * b = beta in double */                                                                         \
@@ -271,9 +284,9 @@ static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mean, T *rstd,
 }                                                                                                    \
                                                                                                      \
 static void bwd_block_##SFX(double *sdy, double *sdyx, double *mu, double *r, double *coef,          \
-                            T *dgamma, T *dbeta, const T *dy, const T *x, const T *gamma,             \
-                            const T *mean, const T *rstd, int64_t N, int64_t C, int64_t nb) {         \
-    /* the sums of one column block (pointers at its first column, nb <= MAXW columns), dgamma and  \
+                            T *dgamma, T *dbeta, const T *dy, const T *x, const T *gamma,            \
+                            const T *mean, const T *rstd, int64_t N, int64_t C, int64_t nb) {        \
+    /* the sums of one column block (pointers at its first column, nb <= MAXW columns), dgamma and   \
      * dbeta, and dx's per-column mu, r, coef = gamma * r / N in double */                           \
     for (int64_t k = 0; k < nb; k++) {                                                               \
         sdy[k] = 0.0; sdyx[k] = 0.0;                                                                 \
@@ -288,12 +301,70 @@ static void bwd_block_##SFX(double *sdy, double *sdyx, double *mu, double *r, do
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
+typedef struct {                                                                                     \
+    T *y, *mean, *rstd, *running_mean, *running_var, *dx, *dgamma, *dbeta;                           \
+    const T *x, *dy, *gamma, *beta, *smean, *srstd;                                                  \
+    double *mu, *sc, *b, *sdy, *sdyx, *r, *coef;                                                     \
+    int64_t N, C, j0, nb;                                                                            \
+    double momentum, eps;                                                                            \
+} ctx_##SFX;                                                                                         \
+                                                                                                     \
+static void fwd_stats_##SFX(void *p, int t, int nt) {   /* thread t's columns: statistics */         \
+    const ctx_##SFX *c = p;                                                                          \
+    int64_t c0, c1, r0, r1;                                                                          \
+    bn_share(t, nt, c->N, c->C, &c0, &c1, &r0, &r1);                                                 \
+    for (int64_t j0 = c0; j0 < c1; j0 += MAXW) {                                                     \
+        const int64_t nb = c1 - j0 < MAXW ? c1 - j0 : MAXW;                                          \
+        fwd_block_##SFX(c->mu + j0, c->sc + j0, c->b + j0, c->mean + j0, c->rstd + j0,               \
+                        c->running_mean + j0, c->running_var + j0, c->x + j0, c->gamma + j0,         \
+                        c->beta + j0, c->N, c->C, nb, c->momentum, c->eps);                          \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void fwd_rows_##SFX(void *p, int t, int nt) {   /* thread t's rows: y (columns j0 .. j0 + nb  \
+                                                        * of the batch, or all of them: nb = 0) */   \
+    const ctx_##SFX *c = p;                                                                          \
+    const int64_t C = c->C, end = c->nb ? c->j0 + c->nb : C;                                         \
+    int64_t c0, c1, r0, r1;                                                                          \
+    bn_share(t, nt, c->N, C, &c0, &c1, &r0, &r1);                                                    \
+    for (int64_t j0 = c->j0; j0 < end; j0 += MAXW) {                                                 \
+        const int64_t nb = end - j0 < MAXW ? end - j0 : MAXW, o = j0 - c->j0;                        \
+        PICK(normalise_##SFX)(c->y + r0 * C + j0, c->x + r0 * C + j0, c->mu + o, c->sc + o, c->b + o, \
+                              r1 - r0, C, nb);                                                       \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void bwd_sums_##SFX(void *p, int t, int nt) {   /* thread t's columns: sums, dgamma, dbeta */ \
+    const ctx_##SFX *c = p;                                                                          \
+    int64_t c0, c1, r0, r1;                                                                          \
+    bn_share(t, nt, c->N, c->C, &c0, &c1, &r0, &r1);                                                 \
+    for (int64_t j0 = c0; j0 < c1; j0 += MAXW) {                                                     \
+        const int64_t nb = c1 - j0 < MAXW ? c1 - j0 : MAXW;                                          \
+        bwd_block_##SFX(c->sdy + j0, c->sdyx + j0, c->mu + j0, c->r + j0, c->coef + j0,              \
+                        c->dgamma + j0, c->dbeta + j0, c->dy + j0, c->x + j0, c->gamma + j0,         \
+                        c->smean + j0, c->srstd + j0, c->N, c->C, nb);                               \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void bwd_rows_##SFX(void *p, int t, int nt) {   /* thread t's rows: dx */                     \
+    const ctx_##SFX *c = p;                                                                          \
+    const int64_t C = c->C;                                                                          \
+    int64_t c0, c1, r0, r1;                                                                          \
+    bn_share(t, nt, c->N, C, &c0, &c1, &r0, &r1);                                                    \
+    for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
+        const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
+        PICK(bwddx_##SFX)(c->dx + r0 * C + j0, c->dy + r0 * C + j0, c->x + r0 * C + j0, c->mu + j0,  \
+                          c->r + j0, c->coef + j0, c->sdy + j0, c->sdyx + j0, (double)c->N, r1 - r0, \
+                          C, nb);                                                                    \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
 void batchnorm_forward_##SFX(T *y, T *mean, T *rstd, T *running_mean, T *running_var,                \
                              const T *x, const T *gamma, const T *beta,                              \
                              int64_t N, int64_t C, double momentum, double eps) {                    \
     /* y, x: (N, C), N >= 2 (checked in Python); mean, rstd, running_mean, running_var,              \
      * gamma, beta: (C,) */                                                                          \
-    int nt = bn_team_size(N, C);                                                                     \
+    const int nt = bn_team_size(N, C);                                                               \
     double *par = nt > 1 ? malloc(3 * (size_t)C * sizeof(double)) : NULL;                            \
     if (par == NULL) {   /* one thread: column block by column block, statistics then y */           \
         for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
@@ -305,47 +376,31 @@ void batchnorm_forward_##SFX(T *y, T *mean, T *rstd, T *running_mean, T *running
         }                                                                                            \
         return;                                                                                      \
     }                                                                                                \
-    double *mu = par, *sc = par + C, *b = par + 2 * C;                                               \
-    BN_OMP_PARALLEL_NT                                                                               \
-    {                                                                                                \
-        int64_t c0, c1, r0, r1;                                                                      \
-        bn_share(bn_thread_num(), bn_num_threads(), N, C, &c0, &c1, &r0, &r1);                       \
-        for (int64_t j0 = c0; j0 < c1; j0 += MAXW) {                                                 \
-            const int64_t nb = c1 - j0 < MAXW ? c1 - j0 : MAXW;                                      \
-            fwd_block_##SFX(mu + j0, sc + j0, b + j0, mean + j0, rstd + j0, running_mean + j0,       \
-                            running_var + j0, x + j0, gamma + j0, beta + j0, N, C, nb, momentum, eps); \
-        }                                                                                            \
-        BN_OMP_BARRIER();                                                                            \
-        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
-            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
-            PICK(normalise_##SFX)(y + r0 * C + j0, x + r0 * C + j0, mu + j0, sc + j0, b + j0,        \
-                                  r1 - r0, C, nb);                                                   \
-        }                                                                                            \
-    }                                                                                                \
+    ctx_##SFX c = {.y = y, .mean = mean, .rstd = rstd, .running_mean = running_mean,                 \
+                   .running_var = running_var, .x = x, .gamma = gamma, .beta = beta, .mu = par,      \
+                   .sc = par + C, .b = par + 2 * C, .N = N, .C = C, .momentum = momentum, .eps = eps}; \
+    bn_run(fwd_stats_##SFX, &c, nt);                                                                 \
+    bn_run(fwd_rows_##SFX, &c, nt);                                                                  \
     free(par);                                                                                       \
 }                                                                                                    \
                                                                                                      \
 void batchnorm_inference_##SFX(T *y, const T *x, const T *gamma, const T *beta,                      \
                                const T *running_mean, const T *running_var,                          \
                                int64_t N, int64_t C, double eps) {                                   \
-    /* y, x: (N, C); gamma, beta, running_mean, running_var: (C,); one pass in row order (with a     \
-     * team: each thread its rows) */                                                                \
-    int nt = bn_team_size(N, C);                                                                     \
+    /* y, x: (N, C); gamma, beta, running_mean, running_var: (C,); one pass in row order (threads:   \
+     * each its rows) */                                                                             \
+    const int nt = bn_team_size(N, C);                                                               \
     for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                       \
         const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                            \
         double mu[MAXW], sc[MAXW], b[MAXW];                                                          \
         for (int64_t k = 0; k < nb; k++) {                                                           \
             mu[k] = (double)running_mean[j0 + k];                                                    \
-            sc[k] = 1.0 / sqrt((double)running_var[j0 + k] + eps) * (double)gamma[j0 + k];          \
+            sc[k] = 1.0 / sqrt((double)running_var[j0 + k] + eps) * (double)gamma[j0 + k];           \
             b[k] = (double)beta[j0 + k];                                                             \
         }                                                                                            \
         if (nt > 1) {                                                                                \
-            BN_OMP_PARALLEL_NT                                                                       \
-            {                                                                                        \
-                int64_t c0, c1, r0, r1;                                                              \
-                bn_share(bn_thread_num(), bn_num_threads(), N, C, &c0, &c1, &r0, &r1);               \
-                PICK(normalise_##SFX)(y + r0 * C + j0, x + r0 * C + j0, mu, sc, b, r1 - r0, C, nb);  \
-            }                                                                                        \
+            ctx_##SFX c = {.y = y, .x = x, .mu = mu, .sc = sc, .b = b, .N = N, .C = C, .j0 = j0, .nb = nb}; \
+            bn_run(fwd_rows_##SFX, &c, nt);                                                          \
         } else {                                                                                     \
             PICK(normalise_##SFX)(y + j0, x + j0, mu, sc, b, N, C, nb);                              \
         }                                                                                            \
@@ -355,7 +410,7 @@ void batchnorm_inference_##SFX(T *y, const T *x, const T *gamma, const T *beta, 
 void batchnorm_backward_##SFX(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,                   \
                               const T *gamma, const T *mean, const T *rstd, int64_t N, int64_t C) {  \
     /* dx, dy, x: (N, C), N >= 1; dgamma, dbeta, gamma, mean, rstd: (C,) */                          \
-    int nt = bn_team_size(N, C);                                                                     \
+    const int nt = bn_team_size(N, C);                                                               \
     double *par = nt > 1 ? malloc(5 * (size_t)C * sizeof(double)) : NULL;                            \
     if (par == NULL) {   /* one thread: column block by column block, sums then dx */                \
         for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
@@ -367,23 +422,11 @@ void batchnorm_backward_##SFX(T *dx, T *dgamma, T *dbeta, const T *dy, const T *
         }                                                                                            \
         return;                                                                                      \
     }                                                                                                \
-    double *sdy = par, *sdyx = par + C, *mu = par + 2 * C, *r = par + 3 * C, *coef = par + 4 * C;    \
-    BN_OMP_PARALLEL_NT                                                                               \
-    {                                                                                                \
-        int64_t c0, c1, r0, r1;                                                                      \
-        bn_share(bn_thread_num(), bn_num_threads(), N, C, &c0, &c1, &r0, &r1);                       \
-        for (int64_t j0 = c0; j0 < c1; j0 += MAXW) {                                                 \
-            const int64_t nb = c1 - j0 < MAXW ? c1 - j0 : MAXW;                                      \
-            bwd_block_##SFX(sdy + j0, sdyx + j0, mu + j0, r + j0, coef + j0, dgamma + j0, dbeta + j0, \
-                            dy + j0, x + j0, gamma + j0, mean + j0, rstd + j0, N, C, nb);            \
-        }                                                                                            \
-        BN_OMP_BARRIER();                                                                            \
-        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
-            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
-            PICK(bwddx_##SFX)(dx + r0 * C + j0, dy + r0 * C + j0, x + r0 * C + j0, mu + j0, r + j0,  \
-                              coef + j0, sdy + j0, sdyx + j0, (double)N, r1 - r0, C, nb);            \
-        }                                                                                            \
-    }                                                                                                \
+    ctx_##SFX c = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .x = x, .gamma = gamma,     \
+                   .smean = mean, .srstd = rstd, .sdy = par, .sdyx = par + C, .mu = par + 2 * C,     \
+                   .r = par + 3 * C, .coef = par + 4 * C, .N = N, .C = C};                           \
+    bn_run(bwd_sums_##SFX, &c, nt);                                                                  \
+    bn_run(bwd_rows_##SFX, &c, nt);                                                                  \
     free(par);                                                                                       \
 }
 
