@@ -19,12 +19,13 @@
  * order: for small N it is a difference of near-equal terms, and any reordering shows).
  * In the cache (1024 x 1024 float32) the loops are bound by the core, not by memory: they ran as fast
  * on 64 L1-resident rows as on 1024 L3-resident ones (~4 cycles per element for forward + backward,
- * mostly the nine float <-> double conversions per element; 4-wide intrinsics did not do better).
+ * mostly the nine float <-> double conversions per element; 4-wide intrinsics or vector-extension
+ * loops were no faster overall).
  * Column strips (all N rows of 32..256 columns, so x is read from memory once per call and the later
  * passes run from the cache) measured slower on the Zen 3 VM this was tuned on, with and without
- * huge pages, prefetching 8-16 rows ahead: plain strips 1.4-3.5x slower (1024 x 1024 and 16384 x 1024;
+ * huge pages, prefetching 8-16 rows ahead: plain strips 1.4-4x slower (1024 x 1024 and 16384 x 1024;
  * a strip's rows are short runs 4 KiB apart: every row a new page and the same cache sets), strips
- * packed into a contiguous buffer 1.2-2x slower (in double: the buffer traffic costs more than the
+ * packed into a contiguous buffer 1.2-4x slower (in double: the buffer traffic costs more than the
  * conversions it saves; in float: the strided first pass alone costs more than two full sweeps).
  * The inner loops run over columns, elementwise, so the compiler vectorises them; each body is
  * compiled twice, for AVX2 (__attribute__((target)), chosen at run time when the CPU runs it) and for
@@ -63,7 +64,10 @@ DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
  * a contiguous range of whole 8-column groups and sums them over all rows, in row order), then the
  * output passes by rows (elementwise: every output element is the same expression of the same
  * statistics). No reduction crosses threads, so the results are bit for bit those of one thread, for
- * any thread count.
+ * any thread count. Measured only on a shared machine whose other core was busy with other processes:
+ * at 16384 x 1024 the row phase went from 9.9 to 8.5 ms on 2 threads, the column phase from 10 to
+ * 15-18 ms (the half on the contended core is late; half-width rows also sweep ~1.35x slower per
+ * element); a quiet machine should gain in both.
  * The threads are POSIX threads started per phase (tens of microseconds against milliseconds of work),
  * not an OpenMP team: libgomp's pool does not survive fork, and csrc/gemm.c keeps a forked child off
  * its team only if the parent's team was the GEMM's own -- a parent that ran a batchnorm team and a
