@@ -353,12 +353,15 @@ print(json.dumps({"isa": kernels._c.ffi.string(kernels._c.lib.batchnorm_isa()).d
 """
 
 
-def _run_path(path, both=False):
+def _run_path(path, both=False, threads=None):
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     env.pop("DEEPPROP_BATCHNORM_ISA", None)
+    env.pop("DEEPPROP_BATCHNORM_THREAD_MIN_WORK", None)
     if path is not None:
         env["DEEPPROP_BATCHNORM_ISA"] = path
+    if threads is not None:  # a team on every shape (threshold 0), of this many threads
+        env.update(OMP_NUM_THREADS=str(threads), DEEPPROP_BATCHNORM_THREAD_MIN_WORK="0")
     proc = subprocess.run([sys.executable, "-c", f"BOTH = {both}\n" + PATH_WORKER], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -381,3 +384,65 @@ def test_c_paths_and_numba_agree_bitwise():
     nb_out = [["c"] + o[1:] for o in auto["out"] if o[0] == "numba"]
     if kernels.backends()["numba"] is None:
         assert nb_out == c_out
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_c_thread_count_does_not_change_a_bit():
+    # statistics split by columns, outputs by rows: no reduction crosses threads, so 1, 2 and 3 threads
+    # (each shape threaded: threshold 0; teams capped at one 8-column group per thread) give the same
+    # bits, on both paths, and the same as the default (small shapes: one thread)
+    one = _run_path("portable", threads=1)
+    assert _run_path("portable", threads=2)["out"] == one["out"]
+    assert _run_path(None, threads=3)["out"] == one["out"]
+    assert _run_path(None, threads=2)["out"] == _run_path(None)["out"] == one["out"]
+
+
+_FORK_CHILD = """
+import multiprocessing as mp
+import numpy as np
+import kernels
+from kernels.batchnorm import batchnorm_forward_c, batchnorm_backward_c
+from kernels.linear import linear_forward_c
+
+def run():
+    x = np.arange(64 * 40, dtype=np.float32).reshape(64, 40) % 7
+    g, b = np.ones(40, np.float32), np.zeros(40, np.float32)
+    y, m, r = batchnorm_forward_c(x, g, b, np.zeros(40, np.float32), np.ones(40, np.float32))
+    dx = batchnorm_backward_c(x, x, g, m, r)[0]
+    return (y.tobytes() + dx.tobytes()).hex()[:64] + str(float(dx.sum()))
+
+def child(q):
+    a = np.full((300, 300), 0.5, np.float32)
+    q.put((float(linear_forward_c(a, a)[7, 7]), run()))
+
+if __name__ == "__main__":
+    print("parent", run(), flush=True)
+    for method in ("spawn", "fork"):
+        ctx = mp.get_context(method)
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        p.join(60)
+        if p.is_alive():
+            p.kill()
+            print(method, "hung", flush=True)
+            continue
+        print(method, p.exitcode, *q.get(timeout=5), flush=True)
+"""
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_threaded_batchnorm_then_spawn_and_fork_children(tmp_path):
+    # a parent that ran batchnorm on several threads, then a spawned and a forked child that run a
+    # threaded GEMM (libgomp) and threaded batchnorm: neither may hang, both give the parent's bits
+    script = tmp_path / "fork_child.py"   # a file: spawn re-imports the child function from it
+    script.write_text(_FORK_CHILD)
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="2", DEEPPROP_BATCHNORM_THREAD_MIN_WORK="0")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    parent = lines["parent"]
+    assert lines["spawn"] == f"0 75.0 {parent}", lines
+    assert lines["fork"] == f"0 75.0 {parent}", lines
