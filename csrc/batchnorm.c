@@ -40,6 +40,7 @@
 #include <string.h>
 #include "deepprop.h"
 #include "isa_path.h"
+#include "team.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define BN_X86 1
@@ -68,63 +69,39 @@ DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
  * at 16384 x 1024 the row phase went from 9.9 to 8.5 ms on 2 threads, the column phase from 10 to
  * 15-18 ms (the half on the contended core is late; half-width rows also sweep ~1.35x slower per
  * element); a quiet machine should gain in both.
- * The threads are POSIX threads started per phase (tens of microseconds against milliseconds of work),
- * not an OpenMP team: libgomp's pool does not survive fork, and csrc/gemm.c keeps a forked child off
- * its team only if the parent's team was the GEMM's own -- a parent that ran a batchnorm team and a
- * forked child that ran a GEMM hung (tests/test_batchnorm.py). Plain threads have no such state. */
+ * The threads are an OpenMP team, one parallel region per phase; the team size and fork safety are
+ * csrc/team.c's (the module's one rule, since libgomp's pool is process-wide). */
 #define BN_THREAD_MIN_WORK (1 << 22)
-#define BN_MAX_THREADS 64
 #ifdef _OPENMP
 #include <omp.h>
-static inline int bn_max_threads(void) { return omp_get_max_threads(); }   /* reads a setting, starts nothing */
-#else
-static inline int bn_max_threads(void) { return 1; }
 #endif
-#include <pthread.h>
 
 static atomic_llong thread_min_work = -1;   /* -1 until the first call (idempotent, like the path) */
 
 static int bn_team_size(int64_t N, int64_t C) {
-    int nt = bn_max_threads();
-    if (nt <= 1) return 1;
-    long long w = atomic_load_explicit(&thread_min_work, memory_order_relaxed);
-    if (w < 0) {
-        const char *env = getenv("DEEPPROP_BATCHNORM_THREAD_MIN_WORK");
-        char *end = NULL;
-        w = env && env[0] ? strtoll(env, &end, 10) : BN_THREAD_MIN_WORK;
-        if (end && (*end != '\0' || w < 0)) w = BN_THREAD_MIN_WORK;   /* not a number >= 0: ignored */
-        atomic_store_explicit(&thread_min_work, w, memory_order_relaxed);
-    }
-    if ((double)N * (double)C < (double)w) return 1;
-    if (nt > BN_MAX_THREADS) nt = BN_MAX_THREADS;
+    const long long w = dp_team_min_work(&thread_min_work, "DEEPPROP_BATCHNORM_THREAD_MIN_WORK", BN_THREAD_MIN_WORK);
+    int nt = dp_team_size((double)N * (double)C, (double)w);
     if (nt > (C + 7) / 8) nt = (int)((C + 7) / 8);   /* a thread's columns: at least one 8-column group */
     if (nt > N) nt = (int)N;
     return nt > 1 ? nt : 1;
 }
 
 typedef void (*bn_phase)(void *ctx, int t, int nt);
-typedef struct { bn_phase fn; void *ctx; int t, nt; } bn_task;
-static void *bn_task_main(void *p) {
-    bn_task *k = p;
-    k->fn(k->ctx, k->t, k->nt);
-    return NULL;
-}
 
-/* fn(ctx, t, nt) for t = 0 .. nt - 1: share 0 on the calling thread, the others on new threads; a share
- * whose thread cannot be started runs on the calling thread (the same results, later) */
+/* fn(ctx, t, nt) for t = 0 .. nt - 1, share t on team thread t (all on the calling thread if the team
+ * comes out smaller: the same results, later) */
 static void bn_run(bn_phase fn, void *ctx, int nt) {
-    pthread_t th[BN_MAX_THREADS];
-    bn_task task[BN_MAX_THREADS];
-    int started[BN_MAX_THREADS] = {0};
-    for (int t = 1; t < nt; t++) {
-        task[t] = (bn_task){fn, ctx, t, nt};
-        started[t] = pthread_create(&th[t], NULL, bn_task_main, &task[t]) == 0;
+#ifdef _OPENMP
+    int got = 1;
+#pragma omp parallel num_threads(nt) if(nt > 1)
+    {
+        if (omp_get_num_threads() == nt) fn(ctx, omp_get_thread_num(), nt);
+#pragma omp single
+        got = omp_get_num_threads();
     }
-    fn(ctx, 0, nt);
-    for (int t = 1; t < nt; t++) {
-        if (started[t]) pthread_join(th[t], NULL);
-        else fn(ctx, t, nt);
-    }
+    if (got == nt) return;
+#endif
+    for (int t = 0; t < nt; t++) fn(ctx, t, nt);
 }
 
 /* thread t of nt: columns [*c0, *c1) in whole 8-column groups, rows [*r0, *r1) */
