@@ -25,7 +25,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 # the kernels must propagate NaN/Inf and keep reduction order (the tolerance table assumes IEEE
 # arithmetic); -fno-math-errno only lets libm calls be inlined, it changes no result.
 # No -march: the module must run on any x86-64; ISA-specific paths are chosen at run time.
-# -fopenmp: large calls of the GEMM and of the clip kernels run on OMP_NUM_THREADS threads (csrc/team.c).
+# -fopenmp: large calls of the GEMM, clip, dropout and batchnorm kernels run on OMP_NUM_THREADS threads
+# (csrc/team.c).
 CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 LDFLAGS = ["-lm", "-fopenmp"]
 

@@ -29,8 +29,9 @@ How a figure is made
     (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS) and applied again
     once loaded (threadpoolctl.threadpool_limits, numba.set_num_threads, torch.set_num_threads); the
     child reports what it then sees. Of the C kernels the GEMM (linear_*, qr's updates; from 256^3
-    multiply-adds; kernels.backend_info()["gemm_isa"] says how many) and gradient clipping (from 2^20
-    values) are threaded (OpenMP, csrc/team.c); the others are single-threaded, as are NumPy's
+    multiply-adds; kernels.backend_info()["gemm_isa"] says how many), gradient clipping (from 2^20
+    values), dropout (from 2^18 elements) and batch norm (from 2^22) are threaded (OpenMP, csrc/team.c;
+    every result bit for bit that of one thread); the others are single-threaded, as are NumPy's
     elementwise operations and the Numba kernels but dropout's (prange): N pins the pools that exist,
     and pct_of_limit is against what N threads could do.
   * OPENBLAS_CORETYPE: ``--blas-coretype env`` (default) leaves the environment as it is, ``auto``
