@@ -21,6 +21,7 @@ enum { DP_ACT_IDENTITY = 0, DP_ACT_SIGMOID = 1, DP_ACT_TANH = 2, DP_ACT_RELU = 3
 const char *deepprop_build_info(void);
 
 /* activations.c: elementwise, n = number of elements */
+const char *activation_isa(void);  /* the derivative loops chosen at run time: "avx2" or "portable" (+ why) */
 void activation_forward_f32(float *y, const float *x, int64_t n, int act, double alpha);
 void activation_forward_f64(double *y, const double *x, int64_t n, int act, double alpha);
 void activation_backward_f32(float *dx, const float *dy, const float *x, int64_t n, int act, double alpha);
