@@ -147,6 +147,7 @@ double machine_stream_triad(double *a, const double *b, const double *c, int64_t
 
 /* depth.c: the depth harness's per-layer statistics (not a kernel: no reference, no Numba twin).
  * out[0] = sum(x - c), out[1] = sum((x - c)^2) in double, in a fixed order */
+const char *depth_isa(void);  /* the loop chosen at run time: "avx2" or "portable" (+ why) */
 void depth_moments_f32(double *out, const float *x, int64_t n, double c);
 void depth_moments_f64(double *out, const double *x, int64_t n, double c);
 
