@@ -164,11 +164,68 @@ __attribute__((target("avx2"))) static void dp_dz_avx2_f64(double *dz, double *s
     }
 }
 #define DP_DZ_AVX2(SFX, ...) dp_dz_avx2_##SFX(__VA_ARGS__)
+
+/* y = relu(z) or leaky_relu(z) (act; s the slope) on an m x n block, row stride ld (y may be z): the
+ * scalar f_relu / f_leaky, bit for bit. relu in float: z < 0 gives +0, anything else z itself, a NaN
+ * quieted as the scalar code's round trip through double quiets it (bit 22); leaky_relu in double. */
+__attribute__((target("avx2"))) static inline void dp_act_fwd_avx2_f32(float *y, const float *z, int64_t ld,
+                                                                   int64_t m, int64_t n, int act, double s) {
+    const __m256 zero = _mm256_setzero_ps(), quiet = _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000));
+    const __m256d sv = _mm256_set1_pd(s), zd = _mm256_setzero_pd();
+    for (int64_t r = 0; r < m; r++) {
+        const float *zr = z + r * ld;
+        float *yr = y + r * ld;
+        int64_t j = 0;
+        if (act == DP_ACT_RELU) {
+            for (; j + 8 <= n; j += 8) {
+                const __m256 v = _mm256_loadu_ps(zr + j);
+                const __m256 t = _mm256_andnot_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ), v);
+                _mm256_storeu_ps(yr + j, _mm256_or_ps(t, _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), quiet)));
+            }
+            for (; j < n; j++) yr[j] = (float)f_relu((double)zr[j]);
+        } else {
+            for (; j + 4 <= n; j += 4) {
+                const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(zr + j));
+                /* mul0(s, v) where v < 0: s * v, or 0 for s = 0 and v = -inf */
+                const __m256d zi = _mm256_and_pd(_mm256_cmp_pd(sv, zd, _CMP_EQ_OQ),
+                                                 _mm256_cmp_pd(v, _mm256_set1_pd(-INFINITY), _CMP_EQ_OQ));
+                const __m256d p = _mm256_andnot_pd(zi, _mm256_mul_pd(sv, v));
+                _mm_storeu_ps(yr + j, _mm256_cvtpd_ps(_mm256_blendv_pd(v, p, _mm256_cmp_pd(v, zd, _CMP_LT_OQ))));
+            }
+            for (; j < n; j++) yr[j] = (float)f_leaky((double)zr[j], s);
+        }
+    }
+}
+__attribute__((target("avx2"))) static inline void dp_act_fwd_avx2_f64(double *y, const double *z, int64_t ld,
+                                                                   int64_t m, int64_t n, int act, double s) {
+    const __m256d sv = _mm256_set1_pd(s), zd = _mm256_setzero_pd();
+    for (int64_t r = 0; r < m; r++) {
+        const double *zr = z + r * ld;
+        double *yr = y + r * ld;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const __m256d v = _mm256_loadu_pd(zr + j), lt = _mm256_cmp_pd(v, zd, _CMP_LT_OQ);
+            if (act == DP_ACT_RELU) {
+                _mm256_storeu_pd(yr + j, _mm256_andnot_pd(lt, v));
+            } else {
+                const __m256d zi = _mm256_and_pd(_mm256_cmp_pd(sv, zd, _CMP_EQ_OQ),
+                                                 _mm256_cmp_pd(v, _mm256_set1_pd(-INFINITY), _CMP_EQ_OQ));
+                _mm256_storeu_pd(yr + j, _mm256_blendv_pd(v, _mm256_andnot_pd(zi, _mm256_mul_pd(sv, v)), lt));
+            }
+        }
+        for (; j < n; j++) yr[j] = act == DP_ACT_RELU ? f_relu(zr[j]) : f_leaky(zr[j], s);
+    }
+}
+#define DP_ACT_FWD_AVX2(SFX, ...) dp_act_fwd_avx2_##SFX(__VA_ARGS__)
 #else
 #define DP_ACT_X86 0
 #define DP_DZ_AVX2(SFX, ...) ((void)0)   /* never reached: DP_ACT_X86 is 0 in the callers' condition */
+#define DP_ACT_FWD_AVX2(SFX, ...) ((void)0)
 #endif
 /* the vector derivative applies: this CPU's path is AVX2 and act has a vector derivative (lo not NaN) */
 #define DP_DZ_VEC(lo) (DP_ACT_X86 && (lo) == (lo) && dp_act_path() == DP_PATH_AVX2)
+/* the forward's vector loop applies (linear.c's epilogue): relu or leaky_relu on an AVX2 path */
+#define DP_ACT_FWD_VEC(act) (DP_ACT_X86 && ((act) == DP_ACT_RELU || (act) == DP_ACT_LEAKY_RELU) && \
+                             dp_act_path() == DP_PATH_AVX2)
 
 #endif
