@@ -78,20 +78,21 @@ static inline double d_gelu(double x) {     /* Phi(x) + x phi(x); x phi(x) = 0 w
     }
 
 /* ---- the piecewise-linear derivatives on 4 doubles (AVX2) ------------------------------------------
- * identity, relu and leaky_relu have act'(v) = v > 0 ? 1 : (v <= 0 ? lo : v) with lo = 1, 0 and alpha
- * (identity: NaN stays NaN, as its DEXPR above; relu: d_relu; leaky_relu: d_leaky), so dy * act'(z)
- * is one compare-and-blend and mul0 on whole vectors instead of two unpredictable branches per
- * element (GCC does not if-convert them: the compares may trap). The same double operations as the
- * scalar code in the same order -- the factor, then mul0(g, f) as g * f with its zero-times-infinity
- * case blended to +0 and a NaN f passed on -- so every result is bit for bit the scalar one, NaN and signed zeros included
- * (NaN payloads too: mul0 fixes which NaN a product of two NaNs gives). The other activations
- * need exp / erfc per element and keep the scalar loop. dp_act_path() (activations.c) says whether
- * this CPU runs it (DEEPPROP_ACTIVATION_ISA overrides: csrc/isa_path.h). */
+ * relu and leaky_relu have act'(v) = v > 0 ? 1 : (v <= 0 ? lo : v) with lo = 0 and alpha (d_relu,
+ * d_leaky), so dy * act'(z) is one compare-and-blend and mul0 on whole vectors instead of two
+ * unpredictable branches per element (GCC does not if-convert them: the compares may trap). The same
+ * double operations as the scalar code in the same order -- the factor, then mul0(g, f) as g * f with
+ * its zero-times-infinity case blended to +0 and a NaN f passed on -- so every result is bit for bit
+ * the scalar one, NaN and signed zeros included (NaN payloads too: mul0 fixes which NaN a product of
+ * two NaNs gives; a signalling NaN comes out quieted, as from the scalar product). identity stays
+ * scalar: there GCC folds dy * 1.0 to dy, which keeps a signalling NaN signalling. The other
+ * activations need exp / erfc per element and keep the scalar loop too. dp_act_path() (activations.c)
+ * says whether this CPU runs it (DEEPPROP_ACTIVATION_ISA overrides: csrc/isa_path.h). */
 int dp_act_path(void);   /* DP_PATH_AVX2 or DP_PATH_PORTABLE (isa_path.h), decided once per process */
 
 /* lo for the codes with a vector derivative, or NAN (a NaN is never a valid lo: alpha is finite) */
 static inline double dp_act_lo(int act, double alpha) {
-    return act == DP_ACT_IDENTITY ? 1.0 : act == DP_ACT_RELU ? 0.0 : act == DP_ACT_LEAKY_RELU ? alpha : NAN;
+    return act == DP_ACT_RELU ? 0.0 : act == DP_ACT_LEAKY_RELU ? alpha : NAN;
 }
 /* the scalar twin of dp_dz4_avx2, for the tails: mul0(g, v > 0 ? 1 : (v <= 0 ? lo : v)) */
 static inline double dp_dz1(double g, double v, double lo) { return mul0(g, v > 0.0 ? 1.0 : (v <= 0.0 ? lo : v)); }
@@ -123,10 +124,31 @@ DP_ACT_AVX2_INLINE __m256d dp_dz4_avx2(__m256d g, __m256d v, __m256d lo) {
 __attribute__((target("avx2"))) static void dp_dz_avx2_f32(float *dz, double *s, const float *dy, const float *z,
                                                        int64_t N, int64_t M, int64_t mn, double lo) {
     const __m256d vlo = _mm256_set1_pd(lo);
+    /* lo = +0 (relu, leaky_relu of slope +0): every product is exact (g * 1, g * 0), so the factor and
+     * the product need no double: z > 0 gives g, z <= 0 gives g * 0 (+0 for an infinite g), a NaN z
+     * gives z, NaNs quieted (bit 22) as the trip through double quiets them -- ~3x fewer operations */
+    const int relu = lo == 0.0 && !signbit(lo);
+    const __m256 zero = _mm256_setzero_ps(), inf = _mm256_set1_ps(INFINITY);
+    const __m256 quiet = _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000));
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t i = 0; i < N; i++) {
         const float *g = dy + i * M, *zr = z + i * M;
         float *d = dz + i * M;
         int64_t j = 0;
+        for (; relu && j + 8 <= mn; j += 8) {
+            const __m256 g8 = _mm256_loadu_ps(g + j), z8 = _mm256_loadu_ps(zr + j);
+            const __m256 gq = _mm256_or_ps(g8, _mm256_and_ps(_mm256_cmp_ps(g8, g8, _CMP_UNORD_Q), quiet));
+            const __m256 g0 = _mm256_andnot_ps(_mm256_cmp_ps(_mm256_and_ps(g8, absmask), inf, _CMP_EQ_OQ),
+                                               _mm256_mul_ps(g8, zero));
+            __m256 r = _mm256_blendv_ps(_mm256_or_ps(z8, quiet), g0, _mm256_cmp_ps(z8, zero, _CMP_LE_OQ));
+            r = _mm256_blendv_ps(r, gq, _mm256_cmp_ps(z8, zero, _CMP_GT_OQ));
+            _mm256_storeu_ps(d + j, r);
+            if (s) {
+                _mm256_storeu_pd(s + j, _mm256_add_pd(_mm256_loadu_pd(s + j), _mm256_cvtps_pd(_mm256_castps256_ps128(r))));
+                _mm256_storeu_pd(s + j + 4, _mm256_add_pd(_mm256_loadu_pd(s + j + 4),
+                                                          _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1))));
+            }
+        }
         for (; j + 8 <= mn; j += 8) {
             const __m256 g8 = _mm256_loadu_ps(g + j), z8 = _mm256_loadu_ps(zr + j);
             const __m128 r0 = _mm256_cvtpd_ps(dp_dz4_avx2(_mm256_cvtps_pd(_mm256_castps256_ps128(g8)),

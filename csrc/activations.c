@@ -2,8 +2,8 @@
  * Each element is computed in double with the same formula and libm functions as the NumPy
  * reference, and rounded once. Special values (see the Python module docstring): NaN propagates;
  * a zero times an infinity is taken as 0; finite limits at +-inf without overflow. The backward of
- * identity, relu and leaky_relu runs act_scalar.h's AVX2 loop where the CPU has AVX2 (the same
- * results, bit for bit). */
+ * relu and leaky_relu runs act_scalar.h's AVX2 loop where the CPU has AVX2 (the same results, bit for
+ * bit). */
 #include <math.h>
 #include "deepprop.h"
 #include "act_scalar.h"   /* mul0, f_* (forward) and d_* (derivative) of one double */
@@ -31,7 +31,7 @@ void activation_forward_##SFX(T *y, const T *x, int64_t n, int act, double alpha
 void activation_backward_##SFX(T *dx, const T *dy, const T *x, int64_t n, int act, double alpha) { \
     /* dx, dy, x: (n,); dx = dy * act'(x), x the forward input; dx may be dy */                    \
     const double lo = dp_act_lo(act, alpha);                                                       \
-    if (DP_DZ_VEC(lo)) {    /* identity, relu, leaky_relu: the AVX2 loop, the same results */      \
+    if (DP_DZ_VEC(lo)) {    /* relu, leaky_relu: the AVX2 loop, the same results */                \
         DP_DZ_AVX2(SFX, dx, NULL, dy, x, 1, n, n, lo);                                             \
         return;                                                                                    \
     }                                                                                              \
