@@ -144,7 +144,8 @@ __attribute__((target("avx2"))) static void dp_dz_avx2_f32(float *dz, double *s,
             r = _mm256_blendv_ps(r, gq, _mm256_cmp_ps(z8, zero, _CMP_GT_OQ));
             _mm256_storeu_ps(d + j, r);
             if (s) {
-                _mm256_storeu_pd(s + j, _mm256_add_pd(_mm256_loadu_pd(s + j), _mm256_cvtps_pd(_mm256_castps256_ps128(r))));
+                _mm256_storeu_pd(s + j, _mm256_add_pd(_mm256_loadu_pd(s + j),
+                                                      _mm256_cvtps_pd(_mm256_castps256_ps128(r))));
                 _mm256_storeu_pd(s + j + 4, _mm256_add_pd(_mm256_loadu_pd(s + j + 4),
                                                           _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1))));
             }

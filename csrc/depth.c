@@ -30,11 +30,12 @@ static inline v2d load2_f64(const double *x) { v2d a; memcpy(&a, x, sizeof a); r
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #include <immintrin.h>
 #define DEPTH_X86 1
-__attribute__((target("avx2"))) static inline __m256d load4_f32(const float *x) { return _mm256_cvtps_pd(_mm_loadu_ps(x)); }
-__attribute__((target("avx2"))) static inline __m256d load4_f64(const double *x) { return _mm256_loadu_pd(x); }
+#define DEPTH_AVX2 __attribute__((target("avx2")))
+DEPTH_AVX2 static inline __m256d load4_f32(const float *x) { return _mm256_cvtps_pd(_mm_loadu_ps(x)); }
+DEPTH_AVX2 static inline __m256d load4_f64(const double *x) { return _mm256_loadu_pd(x); }
 /* lanes 0-3 in s0, q0 and 4-7 in s1, q1 (the portable loop's v2d pairs (0,1), (2,3) | (4,5), (6,7)) */
 #define DEFINE_MOMENTS_AVX2(T, SFX)                                                                     \
-__attribute__((target("avx2"))) static void moments_avx2_##SFX(double *out, const T *x, int64_t n, double c) { \
+DEPTH_AVX2 static void moments_avx2_##SFX(double *out, const T *x, int64_t n, double c) {               \
     const __m256d cv = _mm256_set1_pd(c);                                                               \
     __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;                                        \
     int64_t i = 0;                                                                                      \

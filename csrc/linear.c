@@ -7,8 +7,9 @@
  * leaky_relu on AVX2 CPUs by act_scalar.h's vector loop, the same values). No second pass over the output.
  * Backward: one pass over dy (and z) writes dz = dy * act'(z) and sums db = column sums of dz in
  * double (for relu and leaky_relu on AVX2 CPUs with act_scalar.h's vector derivative, bit for bit the
- * scalar loop's result, ~30x faster: the scalar loop's two data-dependent branches mispredict on
- * every other element of a random z); then dx = dz W^T and dW = x^T dz are two GEMMs whose transposes are taken by the packing. */
+ * scalar loop's result, ~20x faster: the scalar loop's two data-dependent branches mispredict on
+ * every other element of a random z); then dx = dz W^T and dW = x^T dz are two GEMMs whose
+ * transposes are taken by the packing. */
 #include <stddef.h>
 #include <string.h>
 #include "deepprop.h"
