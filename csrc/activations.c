@@ -1,10 +1,18 @@
 /* activations.c -- elementwise activations and PReLU (kernels/activations.py).
  * Each element is computed in double with the same formula and libm functions as the NumPy
  * reference, and rounded once. Special values (see the Python module docstring): NaN propagates;
- * a zero times an infinity is taken as 0; finite limits at +-inf without overflow. */
+ * a zero times an infinity is taken as 0; finite limits at +-inf without overflow. The backward of
+ * relu and leaky_relu runs act_scalar.h's AVX2 loop where the CPU has AVX2 (the same results, bit for
+ * bit). */
 #include <math.h>
 #include "deepprop.h"
 #include "act_scalar.h"   /* mul0, f_* (forward) and d_* (derivative) of one double */
+#include "isa_path.h"
+
+/* the derivative's vector path (act_scalar.h, used here and by linear.c): AVX2 where the CPU runs it;
+ * DEEPPROP_ACTIVATION_ISA=portable|avx2|auto overrides; activation_isa() says which */
+DP_DEFINE_ISA_PATH(activation, "DEEPPROP_ACTIVATION_ISA", 0)
+int dp_act_path(void) { return activation_path(); }
 
 /* one loop per activation (DP_ACT_*_SWITCH puts the switch outside it); v is the element in double */
 #define ACT_LOOP(EXPR) \
@@ -22,6 +30,11 @@ void activation_forward_##SFX(T *y, const T *x, int64_t n, int act, double alpha
 }                                                                                                  \
 void activation_backward_##SFX(T *dx, const T *dy, const T *x, int64_t n, int act, double alpha) { \
     /* dx, dy, x: (n,); dx = dy * act'(x), x the forward input; dx may be dy */                    \
+    const double lo = dp_act_lo(act, alpha);                                                       \
+    if (DP_DZ_VEC(lo)) {    /* relu, leaky_relu: the AVX2 loop, the same results */                \
+        DP_DZ_AVX2(SFX, dx, NULL, dy, x, 1, n, n, lo);                                             \
+        return;                                                                                    \
+    }                                                                                              \
     DP_ACT_BACKWARD_SWITCH(act, BACK_LOOP)                                                         \
 }                                                                                                  \
 void prelu_forward_##SFX(T *y, const T *x, const T *a, int64_t N, int64_t C, int64_t na) {         \

@@ -21,6 +21,7 @@ enum { DP_ACT_IDENTITY = 0, DP_ACT_SIGMOID = 1, DP_ACT_TANH = 2, DP_ACT_RELU = 3
 const char *deepprop_build_info(void);
 
 /* activations.c: elementwise, n = number of elements */
+const char *activation_isa(void);  /* the derivative loops chosen at run time: "avx2" or "portable" (+ why) */
 void activation_forward_f32(float *y, const float *x, int64_t n, int act, double alpha);
 void activation_forward_f64(double *y, const double *x, int64_t n, int act, double alpha);
 void activation_backward_f32(float *dx, const float *dy, const float *x, int64_t n, int act, double alpha);
@@ -146,6 +147,7 @@ double machine_stream_triad(double *a, const double *b, const double *c, int64_t
 
 /* depth.c: the depth harness's per-layer statistics (not a kernel: no reference, no Numba twin).
  * out[0] = sum(x - c), out[1] = sum((x - c)^2) in double, in a fixed order */
+const char *depth_isa(void);  /* the loop chosen at run time: "avx2" or "portable" (+ why) */
 void depth_moments_f32(double *out, const float *x, int64_t n, double c);
 void depth_moments_f64(double *out, const double *x, int64_t n, double c);
 

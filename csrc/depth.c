@@ -10,6 +10,13 @@
  * takes its scaled path). */
 #include <string.h>
 #include "deepprop.h"
+#include "isa_path.h"
+
+/* the AVX2 loop (4-double vectors: the same eight lanes in two registers, the same operations, so the
+ * same result bit for bit; ~2x fewer instructions than the SSE2 vectors) where the CPU runs it;
+ * DEEPPROP_DEPTH_ISA=portable|avx2|auto overrides, depth_isa() says which. Plain AVX2, no FMA: the
+ * square and the add stay two roundings, as in the portable loop. */
+DP_DEFINE_ISA_PATH(depth, "DEEPPROP_DEPTH_ISA", 0)
 
 /* the eight lanes as four 2-double vectors (GCC vector extensions: one SSE2 register each on the
  * baseline x86-64, which keeps all eight accumulators in registers); lane j of vector k holds the
@@ -20,9 +27,48 @@ typedef float v2f __attribute__((vector_size(8)));
 static inline v2d load2_f32(const float *x) { v2f a; memcpy(&a, x, sizeof a); return __builtin_convertvector(a, v2d); }
 static inline v2d load2_f64(const double *x) { v2d a; memcpy(&a, x, sizeof a); return a; }
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#define DEPTH_X86 1
+#define DEPTH_AVX2 __attribute__((target("avx2")))
+DEPTH_AVX2 static inline __m256d load4_f32(const float *x) { return _mm256_cvtps_pd(_mm_loadu_ps(x)); }
+DEPTH_AVX2 static inline __m256d load4_f64(const double *x) { return _mm256_loadu_pd(x); }
+/* lanes 0-3 in s0, q0 and 4-7 in s1, q1 (the portable loop's v2d pairs (0,1), (2,3) | (4,5), (6,7)) */
+#define DEFINE_MOMENTS_AVX2(T, SFX)                                                                     \
+DEPTH_AVX2 static void moments_avx2_##SFX(double *out, const T *x, int64_t n, double c) {               \
+    const __m256d cv = _mm256_set1_pd(c);                                                               \
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;                                        \
+    int64_t i = 0;                                                                                      \
+    for (; i + 8 <= n; i += 8) {                                                                        \
+        const __m256d d0 = _mm256_sub_pd(load4_##SFX(x + i), cv), d1 = _mm256_sub_pd(load4_##SFX(x + i + 4), cv); \
+        s0 = _mm256_add_pd(s0, d0); s1 = _mm256_add_pd(s1, d1);                                         \
+        q0 = _mm256_add_pd(q0, _mm256_mul_pd(d0, d0)); q1 = _mm256_add_pd(q1, _mm256_mul_pd(d1, d1));   \
+    }                                                                                                   \
+    double l[4][4];                                                                                     \
+    _mm256_storeu_pd(l[0], s0); _mm256_storeu_pd(l[1], s1); _mm256_storeu_pd(l[2], q0); _mm256_storeu_pd(l[3], q1); \
+    for (; i < n; i++) {                                                                                \
+        const double d = (double)x[i] - c;                                                              \
+        l[0][0] += d;                                                                                   \
+        l[2][0] += d * d;                                                                               \
+    }                                                                                                   \
+    out[0] = ((l[0][0] + l[0][1]) + (l[0][2] + l[0][3])) + ((l[1][0] + l[1][1]) + (l[1][2] + l[1][3])); \
+    out[1] = ((l[2][0] + l[2][1]) + (l[2][2] + l[2][3])) + ((l[3][0] + l[3][1]) + (l[3][2] + l[3][3])); \
+}
+DEFINE_MOMENTS_AVX2(float, f32)
+DEFINE_MOMENTS_AVX2(double, f64)
+#define MOMENTS_AVX2(SFX, ...) moments_avx2_##SFX(__VA_ARGS__)
+#else
+#define DEPTH_X86 0
+#define MOMENTS_AVX2(SFX, ...) ((void)0)
+#endif
+
 #define DEFINE_MOMENTS(T, SFX)                                                                          \
 void depth_moments_##SFX(double *out, const T *x, int64_t n, double c) {                               \
     /* out: (2,); x: (n,) */                                                                            \
+    if (DEPTH_X86 && depth_path() == DP_PATH_AVX2) {                                                    \
+        MOMENTS_AVX2(SFX, out, x, n, c);                                                                \
+        return;                                                                                         \
+    }                                                                                                   \
     const v2d cv = {c, c};                                                                              \
     v2d s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0, q0 = s0, q1 = s0, q2 = s0, q3 = s0;                     \
     int64_t i = 0;                                                                                      \

@@ -334,3 +334,97 @@ def test_prelu_bad_input(backend):
         b(x, x.astype(np.float32), np.ones(3))
     with pytest.raises(ValueError, match="^dy"):
         b(np.ones(12), x, np.ones(3))
+
+
+# ---- the AVX2 derivative (csrc/act_scalar.h) against the portable loop ----------------------------
+
+PATH_WORKER = r"""
+import json
+import numpy as np
+import kernels
+from kernels import _c
+
+rng = np.random.default_rng(11)
+special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-310, 3e38, -3e38, 1e300, 2.0, -2.0])
+
+def sprinkle(a):
+    m = rng.random(a.shape) < 0.35
+    with np.errstate(all="ignore"):
+        a[m] = special[rng.integers(0, special.size, m.sum())].astype(a.dtype)
+    if a.size > 2:   # a signalling NaN (the C code computes in double: quieted on the way)
+        flat = a.reshape(-1).view(np.uint32 if a.dtype == np.float32 else np.uint64)
+        flat[rng.integers(0, a.size, 2)] = 0x7F800001 if a.dtype == np.float32 else 0x7FF0000000000001
+    return a
+
+out = []
+with np.errstate(all="ignore"):
+    for dt in (np.float32, np.float64):
+        # vector bodies of 8 (float) / 4 (double) and every tail length
+        for n in (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 1025):
+            x, dy = sprinkle(rng.standard_normal(n).astype(dt)), sprinkle(rng.standard_normal(n).astype(dt))
+            for act, alpha in (("identity", None), ("relu", None), ("leaky_relu", None), ("leaky_relu", -0.5),
+                               ("leaky_relu", 0.0), ("leaky_relu", 2.0), ("tanh", None)):
+                kw = {} if alpha is None else {"alpha": alpha}
+                res = [kernels.get(f"{act}_backward", "c")(dy, x, **kw)]
+                res.append(kernels.get(f"{act}_backward", "c")(dy.copy(), x, **kw))
+                out.append([a.tobytes().hex() for a in res])
+        # linear: column tails and more than one 256-column block of db
+        for N, K, M in ((1, 2, 1), (3, 5, 7), (7, 3, 9), (6, 4, 17), (5, 3, 300), (9, 2, 513)):
+            x, W = rng.standard_normal((N, K)).astype(dt), rng.standard_normal((K, M)).astype(dt)
+            z, dy = sprinkle(rng.standard_normal((N, M)).astype(dt)), sprinkle(rng.standard_normal((N, M)).astype(dt))
+            b = rng.standard_normal(M).astype(dt)
+            for act, alpha in (("relu", None), ("leaky_relu", 0.2), ("leaky_relu", -1.5), ("leaky_relu", 0.0),
+                               ("identity", None)):
+                kw = {} if alpha is None else {"alpha": alpha}
+                res = list(kernels.get("linear_backward", "c")(dy, x, W, z, activation=act, **kw))
+                res += list(kernels.get("linear_forward", "c")(sprinkle(x.copy()), W, b, activation=act,
+                                                              keep_preactivation=True, **kw))
+                res.append(kernels.get("linear_forward", "c")(x, W, b, activation=act, **kw))
+                out.append([a.tobytes().hex() for a in res])
+print(json.dumps({"isa": _c.ffi.string(_c.lib.activation_isa()).decode(), "out": out}))
+"""
+
+
+def _run_path(path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env.pop("DEEPPROP_ACTIVATION_ISA", None)
+    if path is not None:
+        env["DEEPPROP_ACTIVATION_ISA"] = path
+    proc = subprocess.run([sys.executable, "-c", PATH_WORKER], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_c_derivative_paths_agree_bitwise():
+    """relu and leaky_relu backward (and linear_backward's dz, db, linear_forward's fused relu
+    and leaky_relu) on the AVX2 path are bit for bit the portable loop's, special values (NaN of both
+    signs, a signalling NaN, +-inf, +-0, subnormals) and tails included; the override is honoured and
+    reported, an unknown value ignored."""
+    runs = {p: _run_path(p) for p in ("portable", "avx2", "sse9", None)}
+    assert runs["portable"]["isa"] == "portable (forced by DEEPPROP_ACTIVATION_ISA)"
+    widest = runs[None]["isa"]
+    assert widest in ("avx2", "portable")
+    assert runs["sse9"]["isa"].split()[0] == widest and "ignored" in runs["sse9"]["isa"]
+    if widest == "avx2":
+        assert runs["avx2"]["isa"] == "avx2 (forced by DEEPPROP_ACTIVATION_ISA)"
+    for p in ("avx2", "sse9", None):
+        assert runs[p]["out"] == runs["portable"]["out"], p
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "c"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_derivative_of_a_nan_takes_the_nan_of_x(backend, dtype):
+    """dy * act'(x) with both NaN: the NaN of x (mul0 fixes the choice IEEE leaves open; both C paths)."""
+    with np.errstate(invalid="ignore"):
+        x = np.array([np.nan, -np.nan, np.nan, -np.nan], dtype)
+        dy = np.array([-np.nan, np.nan, np.nan, -np.nan], dtype)
+    for act in ("identity", "relu", "leaky_relu"):
+        got = bwd(act, backend)(dy, x)
+        assert np.all(np.signbit(got) == np.signbit(x)), act

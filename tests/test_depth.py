@@ -232,6 +232,70 @@ def test_norm_and_var_match_numpy(dtype, monkeypatch):
         assert math.isnan(depth._norm(np.array([np.inf, np.nan], dtype=dtype)))
 
 
+def _moments_in_lane_order(x, c):
+    """csrc/depth.c's sums, emulated: element i to lane i % 8 in order (cumsum adds sequentially), the
+    tail to lane 0, the lanes combined ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))."""
+    d = x.astype(np.float64) - c
+    n8 = d.size // 8 * 8
+    lanes = d[:n8].reshape(-1, 8)
+    s = np.cumsum(lanes, axis=0)[-1] if n8 else np.zeros(8)
+    q = np.cumsum(lanes * lanes, axis=0)[-1] if n8 else np.zeros(8)
+    for v in d[n8:]:
+        s[0] += v
+        q[0] += v * v
+    comb = lambda l: ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))  # noqa: E731
+    return comb(s), comb(q)
+
+
+_MOMENTS_WORKER = r"""
+import json
+import numpy as np
+from kernels import _c, depth
+rng = np.random.default_rng(5)
+out = []
+with np.errstate(all="ignore"):
+    for dt in ("float32", "float64"):
+        for n in (1, 3, 7, 8, 9, 15, 16, 17, 1000, 32771):
+            a = (rng.standard_normal(n) * 3 + 5).astype(dt)
+            if n > 8:
+                a[n // 2] = (np.nan, np.inf, -np.inf, 0.0, 1e30)[n % 5]
+            for c in (0.0, 0.7):
+                out.append([repr(v) for v in depth._sums(a, c)])
+print(json.dumps({"isa": _c.ffi.string(_c.lib.depth_isa()).decode(), "out": out}))
+"""
+
+
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+def test_depth_moments_paths_agree_with_the_lane_order():
+    """depth_moments' AVX2 and portable loops give the documented order's sums bit for bit (tails of
+    every length, NaN and inf); DEEPPROP_DEPTH_ISA forces the portable loop and says so."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(9)
+    for dt in ("float32", "float64"):
+        for n in (1, 5, 8, 13, 16, 1001):
+            a = (rng.standard_normal(n) * 2 - 1).astype(dt)
+            for c in (0.0, -0.3):
+                assert depth._sums(a, c) == _moments_in_lane_order(a, c)
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    runs = {}
+    for path in ("portable", "avx2", None):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+        env.pop("DEEPPROP_DEPTH_ISA", None)
+        if path:
+            env["DEEPPROP_DEPTH_ISA"] = path
+        proc = subprocess.run([sys.executable, "-c", _MOMENTS_WORKER], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs["portable"]["isa"] == "portable (forced by DEEPPROP_DEPTH_ISA)"
+    assert runs[None]["isa"] in ("avx2", "portable")
+    assert runs["avx2"]["out"] == runs[None]["out"] == runs["portable"]["out"]
+
+
 def test_seeds_are_seedsequence_exactly():
     """_seed's vectorised hash is numpy.random.SeedSequence's, word for word (the streams of every
     result depend on it): seeds of 1 and 2 words, layers across block edges, every stream, and the
