@@ -62,6 +62,16 @@ ffibuilder.set_source(
     extra_link_args=LDFLAGS,
 )
 
+def drop_stale_objects() -> None:
+    """setuptools rebuilds an object only when its .c changed, not a header it includes: drop the objects
+    (and the generated module source) older than the newest header, so an in-place build recompiles them."""
+    newest = max(p.stat().st_mtime for p in HERE.glob("*.h"))
+    for obj in [*HERE.glob("*.o"), *HERE.parent.glob("kernels/_deepprop_c.[co]")]:
+        if obj.stat().st_mtime < newest:
+            obj.unlink()
+
+
 if __name__ == "__main__":  # python csrc/build.py: build in place, for working on the C code
     os.chdir(HERE.parent)
+    drop_stale_objects()
     ffibuilder.compile(tmpdir=".", verbose=True)

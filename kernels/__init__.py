@@ -69,7 +69,7 @@ def backend_info() -> dict[str, str | None]:
             # the paths the C kernels dispatched to at run time (each honours a DEEPPROP_*_ISA override)
             **{f"{fam}_isa": None if _c.lib is None or not hasattr(_c.lib, f"{fam}_isa")
                else _c.ffi.string(getattr(_c.lib, f"{fam}_isa")()).decode()
-               for fam in ("gemm", "rng", "batchnorm", "clip")}}
+               for fam in ("gemm", "rng", "batchnorm", "clip", "activation", "depth")}}
     if _numba.numba is not None:
         info["numba"] = _numba.numba.__version__
     return info
