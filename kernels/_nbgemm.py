@@ -76,6 +76,7 @@ NC32, NC64 = 2048, 1024
 # A GEMM of fewer multiply-adds than this runs on the calling thread alone (csrc/gemm.c's default and
 # reasons: a team waits at its joins for its slowest thread, which on a busy machine can be descheduled).
 THREAD_MIN_WORK = 1 << 24
+_BP_GROUP_BYTES = 8 << 20          # the threaded GEMM's packed B: up to 8 MiB of k blocks at once (see _gemm_par)
 _PID = os.getpid()                 # the process that imported this module (see _team)
 
 
@@ -554,30 +555,43 @@ def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue):
 
 
 @njit(parallel=True)
-def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, nt):
-    # _gemm on nt threads (m, n, k >= 1): each B panel's micro-panels packed in parallel, then thread t
-    # packs and multiplies m blocks nmb*t // nt .. nmb*(t+1) // nt in its own Ap (k is never split)
+def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, nt, bp_bytes):
+    # _gemm on nt threads (m, n, k >= 1), two parallel regions per group of k blocks: first the B panels
+    # of the group's k blocks (up to bp_bytes, all of k at 1024^2), each thread its share of their
+    # micro-panels; then thread t, in its own A buffer, packs and multiplies its m blocks nmb*t // nt ..
+    # nmb*(t+1) // nt for each k block of the group in turn. A thread owns its rows of C across all k
+    # blocks (k is never split), so no barrier is needed between k blocks: a team waits at its joins for
+    # its slowest thread, and on a busy machine one can be descheduled for milliseconds.
     NR = _nr_of(C)
     MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
     kcb, ncb, panels, nmb, mcb = _blocks(m, n, k, NR, MC, NC, nt)
-    Bp = np.empty(kcb * ncb, C.dtype)
+    nkb = (k + kcb - 1) // kcb
+    group = max(1, min(nkb, bp_bytes // (kcb * ncb * C.itemsize)))
+    Bp = np.empty(group * kcb * ncb, C.dtype)
     Ap = np.empty(nt * mcb * kcb, C.dtype)
     tiles = np.empty(nt * MR * NR, C.dtype)
     for jc in range(0, n, ncb):
         nc = min(ncb, n - jc)
-        for pc in range(0, k, kcb):
-            kc = min(kcb, k - pc)
-            npan = (nc + NR - 1) // NR
+        npan = (nc + NR - 1) // NR
+        for g0 in range(0, nkb, group):
+            g1 = min(g0 + group, nkb)
             for t in prange(nt):            # thread t: B micro-panels npan*t // nt .. npan*(t+1) // nt
                 q0, q1 = npan * t // nt * NR, min(npan * (t + 1) // nt * NR, nc)
                 if q1 > q0:
-                    _pack_b(_addr(Bp, q0 * kc), b, brs, bcs, pc, kc, jc + q0, q1 - q0)
+                    for kb in range(g0, g1):
+                        pc = kb * kcb
+                        kc = min(kcb, k - pc)
+                        _pack_b(_addr(Bp, (kb - g0) * kcb * ncb + q0 * kc), b, brs, bcs, pc, kc, jc + q0, q1 - q0)
             for t in prange(nt):
-                for ib in range(nmb * t // nt, nmb * (t + 1) // nt):
-                    ic, mc = _m_block(ib, panels, nmb, m)
-                    _pack_a(_addr(Ap, t * mcb * kcb), a, ars, acs, ic, mc, pc, kc)
-                    _macro(C, Y, _addr(Ap, t * mcb * kcb), _addr(Bp, 0), tiles[t * MR * NR:(t + 1) * MR * NR],
-                           bias, ic, mc, jc, nc, kc, pc == 0, pc + kc == k, code, alpha, epilogue)
+                for kb in range(g0, g1):
+                    pc = kb * kcb
+                    kc = min(kcb, k - pc)
+                    for ib in range(nmb * t // nt, nmb * (t + 1) // nt):
+                        ic, mc = _m_block(ib, panels, nmb, m)
+                        _pack_a(_addr(Ap, t * mcb * kcb), a, ars, acs, ic, mc, pc, kc)
+                        _macro(C, Y, _addr(Ap, t * mcb * kcb), _addr(Bp, (kb - g0) * kcb * ncb),
+                               tiles[t * MR * NR:(t + 1) * MR * NR], bias, ic, mc, jc, nc, kc, pc == 0, pc + kc == k,
+                               code, alpha, epilogue)
 
 
 def _team(m, n, k):
@@ -609,7 +623,7 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
     (m, k), n = A.shape, B.shape[1]
     nt = _team(m, n, k)
     if nt > 1:
-        _gemm_par(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue, nt)
+        _gemm_par(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue, nt, _BP_GROUP_BYTES)
     else:
         _gemm(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue)
 

@@ -453,7 +453,10 @@ if __name__ == "__main__":
     if sys.argv[1] == "threads":
         _nbgemm.THREAD_MIN_WORK = 0     # every shape on the team
         shapes = json.loads(sys.argv[2])
-        print(json.dumps({t: products(shapes, t) for t in (1, 2, 3)}))
+        runs = {t: products(shapes, t) for t in (1, 2, 3)}
+        _nbgemm._BP_GROUP_BYTES = 1     # the threaded GEMM's B packed one k block at a time
+        runs["2, B by k block"] = products(shapes, 2)
+        print(json.dumps(runs))
     else:                               # a threaded GEMM in this process, then a spawn and a fork child
         a = np.full((300, 300), 0.5, np.float32)
         print("parent", float(linear_forward_numba(a, a)[7, 7]), _nbgemm._team(300, 300, 300), flush=True)
@@ -500,7 +503,7 @@ def test_numba_gemm_thread_count_never_changes_a_result(tmp_path):
               (f64[3] * 3 + 1, 17, f64[2] + 1)}
     runs = json.loads(_nb_child(tmp_path, "threads", json.dumps(sorted(shapes)))[-1])
     assert runs["1"][1] == [1] and runs["2"][1] == [2] and runs["3"][1] == [3], runs   # all on the team
-    assert runs["1"][0] == runs["2"][0] == runs["3"][0]
+    assert runs["1"][0] == runs["2"][0] == runs["3"][0] == runs["2, B by k block"][0]
 
 
 @needs_numba
