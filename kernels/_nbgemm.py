@@ -16,11 +16,12 @@ The bias is added in the first k block's store; the activation (float64, kernels
 is applied to each finished MC x NR column of tiles of the last k block while it is in L1.
 
 Threads: from THREAD_MIN_WORK multiply-adds on (and numba's thread count above 1), _gemm_par runs the
-same loops with numba.prange (parallel=True, numba's threading layer: OpenMP here): each B panel's
-micro-panels are packed by all threads in equal shares, then thread t packs m blocks nmb*t // nt ..
-nmb*(t+1) // nt into its own A buffer and multiplies them (nmb a multiple of nt when there are enough
-micro-panels, blocks of equal micro-panel counts). k is never split: every element of C is computed by
-one micro-kernel call sequence in the same k order, so the results are bit for bit those of one thread.
+same loops with numba.prange (parallel=True, numba's threading layer: OpenMP here): the B panels of a
+group of k blocks are packed by all threads in equal shares, then each thread claims m blocks (an
+atomic counter) and packs and multiplies them, for each k block of the group, in its own A buffer (nmb
+a multiple of the thread count when there are enough micro-panels, blocks of equal micro-panel
+counts). k is never split: every element of C is computed by one micro-kernel call sequence in the same
+k order, so the results are bit for bit those of one thread, whoever claims which block.
 
 The micro-kernel (MR x NR = 6 x 16 float32 / 6 x 8 float64: 12 ymm accumulators with AVX2) and the
 packing transposes are small intrinsics (llvmlite IR), because Numba's pipeline does not vectorise such
@@ -554,14 +555,31 @@ def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue):
                        code, alpha, epilogue)
 
 
+@intrinsic
+def _claim(typingctx, counter):
+    """counter[0] += 1 atomically (1-d int64 counter); returns the value before: the next m block."""
+    if not isinstance(counter, types.Array) or counter.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [context.get_constant(types.intp, 0)],
+                                       wraparound=False)
+        return builder.atomic_rmw("add", ptr, llir.Constant(llir.IntType(64), 1), "monotonic")
+    return types.int64(counter), codegen
+
+
 @njit(parallel=True)
 def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, nt, bp_bytes):
     # _gemm on nt threads (m, n, k >= 1), two parallel regions per group of k blocks: first the B panels
     # of the group's k blocks (up to bp_bytes, all of k at 1024^2), each thread its share of their
-    # micro-panels; then thread t, in its own A buffer, packs and multiplies its m blocks nmb*t // nt ..
-    # nmb*(t+1) // nt for each k block of the group in turn. A thread owns its rows of C across all k
-    # blocks (k is never split), so no barrier is needed between k blocks: a team waits at its joins for
-    # its slowest thread, and on a busy machine one can be descheduled for milliseconds.
+    # micro-panels; then each thread claims m blocks one at a time (an atomic counter) and, in its own A
+    # buffer, packs and multiplies each claimed block for each k block of the group in turn. A block's
+    # rows of C belong to one thread across the group's k blocks (k is never split), so no barrier is
+    # needed between k blocks, and claiming balances the load: a team waits at its joins for its slowest
+    # thread, and on a busy machine one can be descheduled for milliseconds (measured under load: the
+    # 2-thread median of 1024^3 float32 ~67 ms with a join per k block, ~37 with joins per group). On an
+    # idle machine claiming gives the static shares' times; the results never depend on who claims what.
     NR = _nr_of(C)
     MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
     kcb, ncb, panels, nmb, mcb = _blocks(m, n, k, NR, MC, NC, nt)
@@ -570,6 +588,8 @@ def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilog
     Bp = np.empty(group * kcb * ncb, C.dtype)
     Ap = np.empty(nt * mcb * kcb, C.dtype)
     tiles = np.empty(nt * MR * NR, C.dtype)
+    counters = np.zeros(((n + ncb - 1) // ncb) * ((nkb + group - 1) // group), np.int64)
+    region = 0
     for jc in range(0, n, ncb):
         nc = min(ncb, n - jc)
         npan = (nc + NR - 1) // NR
@@ -582,16 +602,20 @@ def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilog
                         pc = kb * kcb
                         kc = min(kcb, k - pc)
                         _pack_b(_addr(Bp, (kb - g0) * kcb * ncb + q0 * kc), b, brs, bcs, pc, kc, jc + q0, q1 - q0)
+            counter = counters[region:region + 1]
+            region += 1
             for t in prange(nt):
-                for kb in range(g0, g1):
-                    pc = kb * kcb
-                    kc = min(kcb, k - pc)
-                    for ib in range(nmb * t // nt, nmb * (t + 1) // nt):
-                        ic, mc = _m_block(ib, panels, nmb, m)
+                ib = _claim(counter)
+                while ib < nmb:
+                    ic, mc = _m_block(ib, panels, nmb, m)
+                    for kb in range(g0, g1):
+                        pc = kb * kcb
+                        kc = min(kcb, k - pc)
                         _pack_a(_addr(Ap, t * mcb * kcb), a, ars, acs, ic, mc, pc, kc)
                         _macro(C, Y, _addr(Ap, t * mcb * kcb), _addr(Bp, (kb - g0) * kcb * ncb),
                                tiles[t * MR * NR:(t + 1) * MR * NR], bias, ic, mc, jc, nc, kc, pc == 0, pc + kc == k,
                                code, alpha, epilogue)
+                    ib = _claim(counter)
 
 
 def _team(m, n, k):
