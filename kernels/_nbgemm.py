@@ -179,108 +179,117 @@ def _off(typingctx, ptr, i):
     return ptr(ptr, i), codegen
 
 
-@intrinsic
-def _kernel(typingctx, kc, a, b, c, ldc, mode, bias):
-    """The micro-kernel: the MR x NR tile t = sum over p < kc of a[p*MR + r] * b[p*NR + j] (kc >= 1), then
-    c[r*ldc + j] = t (mode 0), t + bias[j] (mode 1) or c[r*ldc + j] + t (mode 2).
+def _make_kernel(R):
+    """The micro-kernel intrinsic for the first R <= MR rows of an MR-row micro-panel (R < MR: the last,
+    partial micro-panel of an m block goes straight into C, as csrc/gemm.c's row kernels, instead of
+    being computed whole into a buffer and merged)."""
+    @intrinsic
+    def kernel(typingctx, kc, a, b, c, ldc, mode, bias):
+        """The micro-kernel: the R x NR tile t = sum over p < kc of a[p*MR + r] * b[p*NR + j] (kc >= 1), then
+        c[r*ldc + j] = t (mode 0), t + bias[j] (mode 1) or c[r*ldc + j] + t (mode 2), r < R.
 
-    One LLVM function body: the MR accumulators are <NR x T> values (SSA, so in registers: 12 ymm with
-    AVX2), the k loop is unrolled 4 times, each step one vector load of b and, per row, a broadcast of
-    a[r] and an llvm.fmuladd (vfmadd231ps/pd here). Pointers, not arrays: no reference counting or index
-    wraparound in the loop (the callers' indices are in range)."""
-    dt = _pointers(a, b, c, bias)
-    if dt is None:
-        return None
-    U = 4
+        One LLVM function body: the R accumulators are <NR x T> values (SSA, so in registers: 12 ymm with
+        AVX2 for R = MR), the k loop is unrolled 4 times, each step one vector load of b and, per row, a
+        broadcast of a[r] and an llvm.fmuladd (vfmadd231ps/pd here). Pointers, not arrays: no reference
+        counting or index wraparound in the loop (the callers' indices are in range)."""
+        dt = _pointers(a, b, c, bias)
+        if dt is None:
+            return None
+        U = 4
 
-    def codegen(context, builder, sig, args):
-        kcv, ap, bp, cp, ldcv, modev, biasp = args
-        lty, vty, nr, size = _vector(context, dt)
-        i64 = llir.IntType(64)
-        kcv = builder.sext(kcv, i64) if kcv.type.width < 64 else kcv
-        ldcv = builder.sext(ldcv, i64) if ldcv.type.width < 64 else ldcv
-        i8p = llir.IntType(8).as_pointer()
-        i32 = llir.IntType(32)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, llir.FunctionType(llir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        rows = [builder.gep(cp, [builder.mul(ldcv, llir.Constant(i64, r))]) for r in range(MR)]
-        for row in rows:   # C's rows are a matrix row apart: rarely in L1 when the tile is stored
-            for off in (0, nr - 1):
-                builder.call(prefetch, [builder.bitcast(_gep(builder, row, off), i8p), llir.Constant(i32, 1),
-                                        llir.Constant(i32, 3), llir.Constant(i32, 1)])
-        fmuladd = cgutils.get_or_insert_function(builder.module, llir.FunctionType(vty, [vty, vty, vty]),
-                                                 f"llvm.fmuladd.v{nr}f{8 * size}")
-        zero = llir.Constant(vty, None)
-        undef = llir.Constant(vty, llir.Undefined)
-        splat_mask = _i32s([0] * nr)
+        def codegen(context, builder, sig, args):
+            kcv, ap, bp, cp, ldcv, modev, biasp = args
+            lty, vty, nr, size = _vector(context, dt)
+            i64 = llir.IntType(64)
+            kcv = builder.sext(kcv, i64) if kcv.type.width < 64 else kcv
+            ldcv = builder.sext(ldcv, i64) if ldcv.type.width < 64 else ldcv
+            i8p = llir.IntType(8).as_pointer()
+            i32 = llir.IntType(32)
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, llir.FunctionType(llir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+            rows = [builder.gep(cp, [builder.mul(ldcv, llir.Constant(i64, r))]) for r in range(R)]
+            for row in rows:   # C's rows are a matrix row apart: rarely in L1 when the tile is stored
+                for off in (0, nr - 1):
+                    builder.call(prefetch, [builder.bitcast(_gep(builder, row, off), i8p), llir.Constant(i32, 1),
+                                            llir.Constant(i32, 3), llir.Constant(i32, 1)])
+            fmuladd = cgutils.get_or_insert_function(builder.module, llir.FunctionType(vty, [vty, vty, vty]),
+                                                     f"llvm.fmuladd.v{nr}f{8 * size}")
+            zero = llir.Constant(vty, None)
+            undef = llir.Constant(vty, llir.Undefined)
+            splat_mask = _i32s([0] * nr)
 
-        def step(pa, pb, accs):
-            bvec = _vload(builder, pb, vty, size)
-            out = []
-            for r in range(MR):
-                s = builder.insert_element(undef, builder.load(_gep(builder, pa, r)), llir.Constant(i32, 0))
-                out.append(builder.call(fmuladd, [builder.shuffle_vector(s, undef, splat_mask), bvec, accs[r]]))
-            return out
+            def step(pa, pb, accs):
+                bvec = _vload(builder, pb, vty, size)
+                out = []
+                for r in range(R):
+                    s = builder.insert_element(undef, builder.load(_gep(builder, pa, r)), llir.Constant(i32, 0))
+                    out.append(builder.call(fmuladd, [builder.shuffle_vector(s, undef, splat_mask), bvec, accs[r]]))
+                return out
 
-        def loop(name, count, pa0, pb0, accs0, unroll):
-            # do { unroll steps } while (++i < count), count >= 1; returns the pointers and sums after
-            pre = builder.basic_block
-            body = builder.append_basic_block(name)
-            builder.branch(body)
-            builder.position_at_end(body)
-            i = builder.phi(i64)
-            pa = builder.phi(ap.type)
-            pb = builder.phi(bp.type)
-            accs = [builder.phi(vty) for _ in range(MR)]
-            for phi, v in zip((i, pa, pb, *accs), (llir.Constant(i64, 0), pa0, pb0, *accs0), strict=True):
-                phi.add_incoming(v, pre)
-            cur = accs
-            for u in range(unroll):
-                cur = step(_gep(builder, pa, u * MR), _gep(builder, pb, u * nr), cur)
-            pa1, pb1 = _gep(builder, pa, unroll * MR), _gep(builder, pb, unroll * nr)
-            i1 = builder.add(i, llir.Constant(i64, 1))
-            end = builder.basic_block
-            for phi, v in zip((i, pa, pb, *accs), (i1, pa1, pb1, *cur), strict=True):
-                phi.add_incoming(v, end)
-            after = builder.append_basic_block(name + ".end")
-            builder.cbranch(builder.icmp_signed("<", i1, count), body, after)
-            builder.position_at_end(after)
-            return pa1, pb1, cur
-
-        def maybe_loop(name, count, pa0, pb0, accs0, unroll):
-            # the loop when count > 0; the values after it (or the inputs) through phis
-            pre = builder.basic_block
-            with builder.if_then(builder.icmp_signed(">", count, llir.Constant(i64, 0))):
-                res = loop(name, count, pa0, pb0, accs0, unroll)
+            def loop(name, count, pa0, pb0, accs0, unroll):
+                # do { unroll steps } while (++i < count), count >= 1; returns the pointers and sums after
+                pre = builder.basic_block
+                body = builder.append_basic_block(name)
+                builder.branch(body)
+                builder.position_at_end(body)
+                i = builder.phi(i64)
+                pa = builder.phi(ap.type)
+                pb = builder.phi(bp.type)
+                accs = [builder.phi(vty) for _ in range(R)]
+                for phi, v in zip((i, pa, pb, *accs), (llir.Constant(i64, 0), pa0, pb0, *accs0), strict=True):
+                    phi.add_incoming(v, pre)
+                cur = accs
+                for u in range(unroll):
+                    cur = step(_gep(builder, pa, u * MR), _gep(builder, pb, u * nr), cur)
+                pa1, pb1 = _gep(builder, pa, unroll * MR), _gep(builder, pb, unroll * nr)
+                i1 = builder.add(i, llir.Constant(i64, 1))
                 end = builder.basic_block
-            out = []
-            for before, after in zip((pa0, pb0, *accs0), (res[0], res[1], *res[2]), strict=True):
-                phi = builder.phi(before.type)
-                phi.add_incoming(before, pre)
-                phi.add_incoming(after, end)
-                out.append(phi)
-            return out[0], out[1], out[2:]
+                for phi, v in zip((i, pa, pb, *accs), (i1, pa1, pb1, *cur), strict=True):
+                    phi.add_incoming(v, end)
+                after = builder.append_basic_block(name + ".end")
+                builder.cbranch(builder.icmp_signed("<", i1, count), body, after)
+                builder.position_at_end(after)
+                return pa1, pb1, cur
 
-        pa, pb, accs = maybe_loop("uk.main", builder.ashr(kcv, llir.Constant(i64, 2)), ap, bp, [zero] * MR, U)
-        pa, pb, accs = maybe_loop("uk.tail", builder.and_(kcv, llir.Constant(i64, U - 1)), pa, pb, accs, 1)
+            def maybe_loop(name, count, pa0, pb0, accs0, unroll):
+                # the loop when count > 0; the values after it (or the inputs) through phis
+                pre = builder.basic_block
+                with builder.if_then(builder.icmp_signed(">", count, llir.Constant(i64, 0))):
+                    res = loop(name, count, pa0, pb0, accs0, unroll)
+                    end = builder.basic_block
+                out = []
+                for before, after in zip((pa0, pb0, *accs0), (res[0], res[1], *res[2]), strict=True):
+                    phi = builder.phi(before.type)
+                    phi.add_incoming(before, pre)
+                    phi.add_incoming(after, end)
+                    out.append(phi)
+                return out[0], out[1], out[2:]
 
-        is2 = builder.icmp_signed("==", modev, llir.Constant(modev.type, 2))
-        with builder.if_else(is2) as (acc_c, first):
-            with acc_c:
-                for r in range(MR):
-                    _vstore(builder, builder.fadd(_vload(builder, rows[r], vty, size), accs[r]), rows[r], size)
-            with first:
-                is1 = builder.icmp_signed("==", modev, llir.Constant(modev.type, 1))
-                with builder.if_else(is1) as (add_b, plain):
-                    with add_b:
-                        bvec = _vload(builder, biasp, vty, size)
-                        for r in range(MR):
-                            _vstore(builder, builder.fadd(accs[r], bvec), rows[r], size)
-                    with plain:
-                        for r in range(MR):
-                            _vstore(builder, accs[r], rows[r], size)
-        return context.get_dummy_value()
-    return types.none(kc, a, b, c, ldc, mode, bias), codegen
+            pa, pb, accs = maybe_loop("uk.main", builder.ashr(kcv, llir.Constant(i64, 2)), ap, bp, [zero] * R, U)
+            pa, pb, accs = maybe_loop("uk.tail", builder.and_(kcv, llir.Constant(i64, U - 1)), pa, pb, accs, 1)
+
+            is2 = builder.icmp_signed("==", modev, llir.Constant(modev.type, 2))
+            with builder.if_else(is2) as (acc_c, first):
+                with acc_c:
+                    for r in range(R):
+                        _vstore(builder, builder.fadd(_vload(builder, rows[r], vty, size), accs[r]), rows[r], size)
+                with first:
+                    is1 = builder.icmp_signed("==", modev, llir.Constant(modev.type, 1))
+                    with builder.if_else(is1) as (add_b, plain):
+                        with add_b:
+                            bvec = _vload(builder, biasp, vty, size)
+                            for r in range(R):
+                                _vstore(builder, builder.fadd(accs[r], bvec), rows[r], size)
+                        with plain:
+                            for r in range(R):
+                                _vstore(builder, accs[r], rows[r], size)
+            return context.get_dummy_value()
+        return types.none(kc, a, b, c, ldc, mode, bias), codegen
+    return kernel
+
+
+_kernel = _make_kernel(MR)
+_kernel5, _kernel4, _kernel3, _kernel2, _kernel1 = (_make_kernel(r) for r in (5, 4, 3, 2, 1))
 
 
 def _transpose(builder, rows):
@@ -477,7 +486,7 @@ def _act_tile(Y, C, i0, j0, mr, nr, code, alpha):
 def _macro(C, Y, Ap, Bp, tile, bias, ic, mc, jc, nc, kc, first, last, code, alpha, epilogue):
     # C[ic:ic+mc, jc:jc+nc] = Ap . Bp (+ bias) when first, else C += Ap . Bp (Ap, Bp: packed, pointers);
     # when last and epilogue, Y = act(C) on each finished mc x NR column of tiles while it is in L1.
-    # A partial tile (mr < MR or nr < NR) is computed whole into tile and only its mr x nr part merged.
+    # A tile of nr < NR columns is computed whole into tile and only its mr x nr part merged.
     NR = _nr_of(Bp)
     ldc = C.strides[0] // C.itemsize
     mode = 2 if not first else (1 if bias.size else 0)
@@ -488,8 +497,21 @@ def _macro(C, Y, Ap, Bp, tile, bias, ic, mc, jc, nc, kc, first, last, code, alph
         for ir in range(0, mc, MR):
             mr = min(MR, mc - ir)
             a = _off(Ap, ir * kc)
-            if mr == MR and nr == NR:
-                _kernel(kc, a, b, _addr2(C, ic + ir, jc + jr), ldc, mode, _addr(bias, jc + jr) if mode == 1 else tp)
+            if nr == NR:                    # straight into C (a kernel of mr rows)
+                c = _addr2(C, ic + ir, jc + jr)
+                bj = _addr(bias, jc + jr) if mode == 1 else tp
+                if mr == MR:
+                    _kernel(kc, a, b, c, ldc, mode, bj)
+                elif mr == 5:
+                    _kernel5(kc, a, b, c, ldc, mode, bj)
+                elif mr == 4:
+                    _kernel4(kc, a, b, c, ldc, mode, bj)
+                elif mr == 3:
+                    _kernel3(kc, a, b, c, ldc, mode, bj)
+                elif mr == 2:
+                    _kernel2(kc, a, b, c, ldc, mode, bj)
+                else:
+                    _kernel1(kc, a, b, c, ldc, mode, bj)
             else:
                 _kernel(kc, a, b, tp, NR, 0, tp)
                 for r in range(mr):

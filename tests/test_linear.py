@@ -325,9 +325,11 @@ def _nbgemm_blocks(dtype):
 
 def _gemm_shapes(dtype):
     _, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
-    # every tail of the MR x NR tile, two m blocks (MC + 1), two k blocks (KC + 1, balanced), two n blocks
+    # every tail of the MR x NR tile, two m blocks (MC + 1), two k blocks (KC + 1, balanced), two n blocks;
+    # last micro-panels of 1 .. MR - 1 rows over whole NR columns (the row kernels, straight into C)
     return [(1, 1, 1), (MR - 1, 2, NR - 1), (MR, 3, NR), (MR + 1, 5, NR + 1), (2 * MR + 5, KC + 1, 3 * NR + 7),
-            (MC + 1, 9, 2 * NR), (MR + 3, 2 * KC + 3, NR + 2), (3, 4, NC + 1), (MC + MR + 1, KC - 1, NR + 5)]
+            (MC + 1, 9, 2 * NR), (MR + 3, 2 * KC + 3, NR + 2), (3, 4, NC + 1), (MC + MR + 1, KC - 1, NR + 5),
+            (MR + 2, 7, NR), (2 * MR + 4, 11, 2 * NR), (MR - 1, KC + 2, NR)]
 
 
 @needs_numba
