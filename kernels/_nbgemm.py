@@ -40,9 +40,11 @@ as IEEE arithmetic says. _tr_a and _tr_b pack rows of A and columns of B^T (the 
 vperm2f128), and the plain copies of the packing go 8 source rows at a time across all micro-panels (see
 _PB). The vector width is LLVM's: Numba compiles for the host CPU, so <16 x float> is two ymm with AVX2,
 one zmm with AVX-512, and four xmm (multiply and add) without AVX.
-Measured on this Zen 3 core (1 thread, AVX2, min of 10 interleaved, thread CPU time): linear forward
-1024^3 float32 ~23.9 ms (~90 GFLOP/s, as csrc/gemm.c; peak ~93), backward ~48.5 ms; 256x1024x1024
-~6.1 / ~11.9 ms; float64 about twice that. The packing is ~2% of a 1024^3 product.
+Measured on this Zen 3 core (1 thread, AVX2; thread CPU time, min of 12 interleaved runs, machine shared):
+linear forward 1024^3 float32 ~23.5 ms (~91 GFLOP/s; the FMA peak probe ~93), backward ~48 ms,
+256x1024x1024 ~7.0 / ~13.4 ms; float64 ~50 / ~100 / ~13.1 / ~25.5 ms: 1.0-1.03x csrc/gemm.c and
+1.02-1.19x torch's addmm / mm. The packing is ~2% of a 1024^3 product. 2 threads: ~1.77x one at 1024^3
+float32 forward (min of 30, the cores shared with other processes).
 """
 
 from __future__ import annotations
