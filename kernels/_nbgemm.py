@@ -596,8 +596,8 @@ def _claim(typingctx, counter):
 @njit(parallel=True)
 def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, nt, bp_bytes):
     # _gemm on nt threads (m, n, k >= 1), two parallel regions per group of k blocks: first the B panels
-    # of the group's k blocks (up to bp_bytes, all of k at 1024^2), each thread its share of their
-    # micro-panels; then each thread claims m blocks one at a time (an atomic counter) and, in its own A
+    # of the group's k blocks (up to bp_bytes, all of k at 1024^2), in chunks of micro-panels the threads
+    # claim (an atomic counter); then each thread claims m blocks one at a time and, in its own A
     # buffer, packs and multiplies each claimed block for each k block of the group in turn. A block's
     # rows of C belong to one thread across the group's k blocks (k is never split), so no barrier is
     # needed between k blocks, and claiming balances the load: a team waits at its joins for its slowest
@@ -612,21 +612,25 @@ def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilog
     Bp = np.empty(group * kcb * ncb, C.dtype)
     Ap = np.empty(nt * mcb * kcb, C.dtype)
     tiles = np.empty(nt * MR * NR, C.dtype)
-    counters = np.zeros(((n + ncb - 1) // ncb) * ((nkb + group - 1) // group), np.int64)
+    counters = np.zeros(2 * ((n + ncb - 1) // ncb) * ((nkb + group - 1) // group), np.int64)
     region = 0
     for jc in range(0, n, ncb):
         nc = min(ncb, n - jc)
         npan = (nc + NR - 1) // NR
+        nch = min(npan, 4 * nt)
         for g0 in range(0, nkb, group):
             g1 = min(g0 + group, nkb)
-            for t in prange(nt):            # thread t: B micro-panels npan*t // nt .. npan*(t+1) // nt
-                q0, q1 = npan * t // nt * NR, min(npan * (t + 1) // nt * NR, nc)
-                if q1 > q0:
+            counter = counters[2 * region:2 * region + 1]
+            for _t in prange(nt):           # B in nch chunks of micro-panels, claimed like the m blocks
+                ch = _claim(counter)
+                while ch < nch:
+                    q0, q1 = npan * ch // nch * NR, min(npan * (ch + 1) // nch * NR, nc)
                     for kb in range(g0, g1):
                         pc = kb * kcb
                         kc = min(kcb, k - pc)
                         _pack_b(_addr(Bp, (kb - g0) * kcb * ncb + q0 * kc), b, brs, bcs, pc, kc, jc + q0, q1 - q0)
-            counter = counters[region:region + 1]
+                    ch = _claim(counter)
+            counter = counters[2 * region + 1:2 * region + 2]
             region += 1
             for t in prange(nt):
                 ib = _claim(counter)
