@@ -43,8 +43,11 @@ one zmm with AVX-512, and four xmm (multiply and add) without AVX.
 Measured on this Zen 3 core (1 thread, AVX2; thread CPU time, min of 12 interleaved runs, machine shared):
 linear forward 1024^3 float32 ~23.5 ms (~91 GFLOP/s; the FMA peak probe ~93), backward ~48 ms,
 256x1024x1024 ~7.0 / ~13.4 ms; float64 ~50 / ~100 / ~13.1 / ~25.5 ms: 1.0-1.03x csrc/gemm.c and
-1.02-1.19x torch's addmm / mm. The packing is ~2% of a 1024^3 product. 2 threads: ~1.77x one at 1024^3
-float32 forward (min of 30, the cores shared with other processes).
+1.02-1.19x torch's addmm / mm. The packing is ~2% of a 1024^3 product. 2 threads: ~1.8x one at 1024^3
+float32 forward and backward (min of 40 interleaved; medians ~1.65x with one other process running; the
+same as csrc/gemm.c measured alongside). When another process holds one of the two cores, 2 threads take
+~2x the time of one: the OpenMP layer's idle thread spins (OMP_WAIT_POLICY unset) on the core the
+working thread needs; OMP_WAIT_POLICY=passive gives one thread's time instead.
 """
 
 from __future__ import annotations
