@@ -12,7 +12,9 @@ Precision: the reference multiplies in float64 (NumPy/BLAS) and rounds once. The
 backends accumulate the products in the dtype, like BLAS, each in a BLIS-style GEMM (packed panels,
 a register-blocked micro-kernel): C in csrc/gemm.c (FMA kernel chosen at run time, see
 kernels.backend_info()["gemm_isa"]), Numba in kernels/_nbgemm.py (compiled for the host CPU, a
-multiply-add LLVM fuses where the CPU has FMA; the backward reads W.T and x.T through their strides).
+multiply-add LLVM fuses where the CPU has FMA; the backward reads W.T and x.T through their strides;
+large products on numba's threads, numba.set_num_threads / NUMBA_NUM_THREADS). Neither splits k over
+threads, so the results are bit for bit the same for any thread count.
 Both add the bias to each tile's first k block and apply the activation in float64 to each finished
 tile of z, as in kernels.activations (bit for bit its result on z). The bias gradient is summed in
 float64 (Numba: in the same pass that forms dz = dy * act'(z)). kernels.verify bounds the error

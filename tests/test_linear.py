@@ -325,9 +325,11 @@ def _nbgemm_blocks(dtype):
 
 def _gemm_shapes(dtype):
     _, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
-    # every tail of the MR x NR tile, two m blocks (MC + 1), two k blocks (KC + 1, balanced), two n blocks
+    # every tail of the MR x NR tile, two m blocks (MC + 1), two k blocks (KC + 1, balanced), two n blocks;
+    # last micro-panels of 1 .. MR - 1 rows over whole NR columns (the row kernels, straight into C)
     return [(1, 1, 1), (MR - 1, 2, NR - 1), (MR, 3, NR), (MR + 1, 5, NR + 1), (2 * MR + 5, KC + 1, 3 * NR + 7),
-            (MC + 1, 9, 2 * NR), (MR + 3, 2 * KC + 3, NR + 2), (3, 4, NC + 1), (MC + MR + 1, KC - 1, NR + 5)]
+            (MC + 1, 9, 2 * NR), (MR + 3, 2 * KC + 3, NR + 2), (3, 4, NC + 1), (MC + MR + 1, KC - 1, NR + 5),
+            (MR + 2, 7, NR), (2 * MR + 4, 11, 2 * NR), (MR - 1, KC + 2, NR)]
 
 
 @needs_numba
@@ -416,3 +418,102 @@ def test_numba_linear_across_blocks_matches_the_reference(dtype):
                               (np.abs(dz) @ np.abs(W64.T), np.abs(x64.T) @ np.abs(dz), np.abs(dz).sum(0)),
                               strict=True):
         assert np.all(np.abs(g - want) <= 16 * eps * bound + 1e-300)
+
+
+# ---- the Numba GEMM's threads (numba.prange): a fresh process each, so this one's thread pool is untouched ----
+
+_NB_THREADS_CHILD = r"""
+import hashlib, json, multiprocessing as mp, sys
+import numpy as np, numba
+import kernels
+from kernels import _nbgemm
+from kernels.linear import linear_backward_numba, linear_forward_numba
+
+def products(shapes, threads):
+    # a digest of every output of forward (bias, tanh, z kept) and backward on each shape, and the
+    # team sizes _nbgemm chose
+    numba.set_num_threads(threads)
+    h, teams = hashlib.sha256(), set()
+    rng = np.random.default_rng(5)
+    for dt in (np.float32, np.float64):
+        for N, K, M in shapes:
+            x = rng.standard_normal((N, K)).astype(dt)
+            W = rng.standard_normal((K, M)).astype(dt)
+            b = rng.standard_normal(M).astype(dt)
+            dy = rng.standard_normal((N, M)).astype(dt)
+            y, z = linear_forward_numba(x, W, b, "tanh", keep_preactivation=True)
+            for a in (y, z, linear_forward_numba(x, W), *linear_backward_numba(dy, x, W, z, "tanh")):
+                h.update(np.ascontiguousarray(a).tobytes())
+            teams |= {_nbgemm._team(N, M, K), _nbgemm._team(N, K, M), _nbgemm._team(K, M, N)}
+    return h.hexdigest(), sorted(teams)
+
+def child(q):
+    a = np.full((300, 300), 0.5, np.float32)
+    q.put((float(linear_forward_numba(a, a)[7, 7]), _nbgemm._team(300, 300, 300)))
+
+if __name__ == "__main__":
+    if sys.argv[1] == "threads":
+        _nbgemm.THREAD_MIN_WORK = 0     # every shape on the team
+        shapes = json.loads(sys.argv[2])
+        runs = {t: products(shapes, t) for t in (1, 2, 3)}
+        _nbgemm._BP_GROUP_BYTES = 1     # the threaded GEMM's B packed one k block at a time
+        runs["2, B by k block"] = products(shapes, 2)
+        print(json.dumps(runs))
+    else:                               # a threaded GEMM in this process, then a spawn and a fork child
+        a = np.full((300, 300), 0.5, np.float32)
+        print("parent", float(linear_forward_numba(a, a)[7, 7]), _nbgemm._team(300, 300, 300), flush=True)
+        for method in ("spawn", "fork"):
+            q = mp.get_context(method).Queue()
+            p = mp.get_context(method).Process(target=child, args=(q,))
+            p.start()
+            p.join(120)
+            if p.is_alive():
+                p.kill()
+                print(method, "hung", flush=True)
+                continue
+            print(method, p.exitcode, *(q.get(timeout=5) if p.exitcode == 0 else ()), flush=True)
+"""
+
+
+def _nb_child(tmp_path, *args):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    script = tmp_path / "nb_threads_child.py"   # a file: spawn re-imports the child function from it
+    script.write_text(_NB_THREADS_CHILD)
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, NUMBA_NUM_THREADS="3", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="passive",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
+
+@needs_numba
+def test_numba_gemm_thread_count_never_changes_a_result(tmp_path):
+    # every tail and block edge of both dtypes' blockings, in all three products of forward and backward,
+    # on 1, 2 and 3 threads (3: unequal shares, more threads than this machine's cores): bit for bit equal
+    import json
+
+    f32, f64 = _nbgemm_blocks(np.float32), _nbgemm_blocks(np.float64)
+    _, MR, NR, MC, KC, NC = f32
+    shapes = {(1, 1, 1), (MR - 1, 2, NR - 1), (2 * MR + 5, KC + 1, 3 * NR + 7), (MC + 1, 9, 2 * NR + 3),
+              (MC + MR + 1, KC - 1, NR + 5), (5 * MC + 7, 33, 3), (3, 2 * KC + 9, 2 * NR + 1), (7, 5, NC + 1),
+              (f64[3] * 3 + 1, 17, f64[2] + 1)}
+    runs = json.loads(_nb_child(tmp_path, "threads", json.dumps(sorted(shapes)))[-1])
+    assert runs["1"][1] == [1] and runs["2"][1] == [2] and runs["3"][1] == [3], runs   # all on the team
+    assert runs["1"][0] == runs["2"][0] == runs["3"][0] == runs["2, B by k block"][0]
+
+
+@needs_numba
+def test_numba_threaded_gemm_then_spawn_and_fork_children(tmp_path):
+    """Numba's OpenMP layer kills a forked child that starts a parallel region once its parent ran one:
+    a fork of a process that ran a threaded GEMM must run its GEMMs on one thread (and live); a
+    spawned child starts fresh with its own team."""
+    lines = dict(line.split(" ", 1) for line in _nb_child(tmp_path, "fork"))
+    assert lines["parent"] == "75.0 3", lines
+    assert lines["spawn"] == "0 75.0 3", lines
+    assert lines["fork"] == "0 75.0 1", lines
