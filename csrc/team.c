@@ -1,10 +1,12 @@
 /* team.c -- the module's one OpenMP team rule (see team.h).
  *
  * fork: libgomp's thread pool does not survive it -- a forked child that starts a team after its parent
- * ran one hangs for ever (Python's default "fork" start method on Linux does exactly that). So, like
- * OpenBLAS and PyTorch, a pthread_atfork handler notes the fork, and such a child runs every kernel on
- * its one thread. Every threaded kernel gives the same result on any number of threads, so this changes
- * speed only. The handler is registered before the first team starts. */
+ * ran one hangs for ever (Python's default "fork" start method on Linux does exactly that). The pool is
+ * process-wide and shared: Numba's OpenMP threading layer links the same libgomp, so the parent's team
+ * may be Numba's, which this module cannot see. So, like OpenBLAS and PyTorch, a pthread_atfork handler
+ * (registered when the module loads) marks every forked child, and a forked child runs every kernel on
+ * its one thread -- as kernels/_nbgemm.py does for Numba's. Every threaded kernel gives the same result
+ * on any number of threads, so this changes speed only; spawn (what deepprop uses) is unaffected. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,12 +16,9 @@
 #include <omp.h>
 #endif
 
-static atomic_int team_started = 0, forked_after_team = 0;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) {
-    if (atomic_load(&team_started)) atomic_store(&forked_after_team, 1);
-}
-static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+static atomic_int forked = 0;
+static void on_fork_child(void) { atomic_store(&forked, 1); }
+__attribute__((constructor)) static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 static int max_threads(void) {
 #ifdef _OPENMP
@@ -29,22 +28,20 @@ static int max_threads(void) {
 #endif
 }
 
-int dp_team_forked(void) { return atomic_load_explicit(&forked_after_team, memory_order_relaxed); }
+int dp_team_forked(void) { return atomic_load_explicit(&forked, memory_order_relaxed); }
 
 int dp_team_size(double work, double min_work) {
     const int nt = max_threads();
     if (nt <= 1 || dp_team_forked() || work < min_work) return 1;
-    pthread_once(&atfork_once, register_atfork);
-    atomic_store(&team_started, 1);
     return nt;
 }
 
 const char *dp_team_text(void) {
     /* in a per-thread buffer: the count may change between calls */
     static _Thread_local char text[128];
-    const int forked = dp_team_forked(), nt = forked ? 1 : max_threads();
+    const int in_fork = dp_team_forked(), nt = in_fork ? 1 : max_threads();
 #ifdef _OPENMP
-    const char *how = forked ? "OpenMP; a fork of a process that ran a team: one thread" : "OpenMP";
+    const char *how = in_fork ? "OpenMP; a forked process: one thread" : "OpenMP";
 #else
     const char *how = "built without OpenMP";
 #endif

@@ -6,14 +6,14 @@
 
 /* The team size for a call of `work` units that threads from `min_work` units on: omp_get_max_threads()
  * (OMP_NUM_THREADS, or omp_set_num_threads / threadpoolctl in the calling thread), or 1 when the call is
- * too small, the module was built without OpenMP, or this process is a fork of one that ran a team. */
+ * too small, the module was built without OpenMP, or this process is a forked child. */
 int dp_team_size(double work, double min_work);
 
 /* the minimum work for a team from the environment variable env (a whole number >= 0; unset, empty or
  * anything else: dflt), read on the first call and kept in *cache (initialised to -1 by the caller) */
 long long dp_team_min_work(_Atomic long long *cache, const char *env, long long dflt);
 
-/* 1 in a forked child of a process that had started a team (its kernels then run on one thread) */
+/* 1 in a forked child (its kernels then run on one thread: team.c says why) */
 int dp_team_forked(void);
 
 /* the threads a large call would use now, and how they are chosen, as text for the *_isa() strings */

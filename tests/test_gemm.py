@@ -195,7 +195,9 @@ def child(q):
 
 if __name__ == "__main__":
     a = np.full((300, 300), 0.5, np.float32)
-    print("parent", float(linear_forward_c(a, a)[7, 7]), kernels.backend_info()["gemm_isa"], flush=True)
+    # the parent's team: C's, or Numba's threaded GEMM (the same libgomp, a team C cannot see)
+    forward = kernels.get("linear_forward", sys.argv[1])
+    print("parent", float(forward(a, a)[7, 7]), kernels.backend_info()["gemm_isa"], flush=True)
     for method in ("spawn", "fork"):
         ctx = mp.get_context(method)
         q = ctx.Queue()
@@ -211,12 +213,17 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
-def test_threaded_gemm_then_spawn_and_fork_children(tmp_path):
+@pytest.mark.parametrize("parent_team", ["c", "numba"])
+def test_threaded_gemm_then_spawn_and_fork_children(tmp_path, parent_team):
     """libgomp's thread pool does not survive fork: a forked child must fall back to one thread
-    (and say so) instead of hanging; a spawned child starts fresh with its own team."""
+    (and say so) instead of hanging; a spawned child starts fresh with its own team. Also when the
+    parent's first team was Numba's threaded GEMM (the same libgomp)."""
+    if parent_team == "numba" and kernels.backends()["numba"] is not None:
+        pytest.skip("numba is not available")
     script = tmp_path / "fork_child.py"   # a file: spawn re-imports the child function from it
     script.write_text(_FORK_CHILD)
-    proc = subprocess.run([sys.executable, str(script)], env=_env(OMP_NUM_THREADS="2"),
+    proc = subprocess.run([sys.executable, str(script), parent_team],
+                          env=_env(OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2"),
                           capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
