@@ -486,14 +486,17 @@ def torch_info() -> dict | None:
 
 
 def commit() -> str:
-    """The git commit of this checkout (+ '-dirty'), or 'unknown' outside a git checkout."""
+    """The git commit of this checkout (+ '-dirty' when tracked files outside results/ are modified: results/
+    is what a report run writes, so its own earlier files do not make the code dirty), or 'unknown' outside a
+    git checkout."""
     root = pathlib.Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                              text=True, timeout=10)
         if rev.returncode != 0:
             return "unknown (not a git checkout)"
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"],
                                capture_output=True, text=True, timeout=10)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
