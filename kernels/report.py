@@ -271,13 +271,16 @@ def write_targets(outdir: pathlib.Path, command: str, limits, progress=True) -> 
     lines += ["", f"**{met} of {len(graded)} targets met.** Ratios are the baseline's median time over ours (> 1: "
               "ours is faster). NumPy = NumPy/SciPy as a user writes it, in the dtype, on OpenBLAS/LAPACK with "
               "its own detected kernels (OPENBLAS_CORETYPE removed); the NumPy reference = our float64-inside "
-              "spec; torch = PyTorch's own ops. How each workload is timed: `python -c \"import kernels.targets; "
-              "help(kernels.targets)\"`.", "", targets.to_markdown(graded), "", "## Workloads", "",
+              "spec; torch = PyTorch's own ops. Every side ran in 3 interleaved rounds of spawned children, "
+              "their samples pooled, so a drifting machine slows baseline and ours alike. How each workload is "
+              "timed: `python -c \"import kernels.targets; help(kernels.targets)\"`.", "",
+              targets.to_markdown(graded), "", "## Workloads", "",
               "| workload | what is timed |", "|---|---|"]
     lines += [f"| {cid} | {case.doc} |" for cid, case in targets.CASES.items()]
     (outdir / "targets.md").write_text("\n".join(lines) + "\n")
     head = "".join(f"# {line}\n" for line in stamp_lines(stamp))
-    cols = ["case", "side", "threads", "alloc", "median_s", "min_s", "iqr_s", "repeats", "bytes", "elements", "error"]
+    cols = ["case", "side", "threads", "alloc", "median_s", "min_s", "iqr_s", "repeats", "rounds", "bytes",
+            "elements", "error"]
     (outdir / "targets.csv").write_text(head + pd.DataFrame(rows).reindex(columns=cols).to_csv(index=False))
     return dict(TARGET_FILES)
 

@@ -444,6 +444,7 @@ def child_main(side, threads, case_ids, repeat, min_time, out_queue, alloc="insi
                 samples, number = bench.time_call(call, restore, repeat, min_time, first_s=first)
                 row["min_s"], row["median_s"], row["iqr_s"] = bench.stats(samples)
                 row["repeats"] = len(samples) * number
+                row["samples"], row["number"] = samples, number
             except NotImplementedError:
                 row["error"] = f"no {side} version of this workload"
             except Exception as exc:
@@ -553,8 +554,46 @@ def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
     return out
 
 
-def run(targets=None, repeat=5, min_time=0.5, progress=True):
-    """Measure and grade. Returns (graded rows, raw measurement rows, child environment reports)."""
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per (case, side, threads, alloc) from the rows of several rounds: the samples pooled (each
+    weighted by its loop count), min/median/IQR over the pool; a case that failed in any round keeps that
+    round's error (and gets no time)."""
+    from . import bench
+
+    out: dict = {}
+    for rows in rounds:
+        for r in rows:
+            key = (r["case"], r["side"], r["threads"], r.get("alloc", "inside"))
+            if key not in out:
+                out[key] = {**r, "samples": list(r.get("samples", [])), "repeats": r.get("repeats", 0),
+                            "rounds": 1}
+                continue
+            m = out[key]
+            m["rounds"] += 1
+            if r.get("error") and not m.get("error"):
+                m.update(error=r["error"], traceback=r.get("traceback"))
+            m["samples"] += r.get("samples", [])
+            m["repeats"] = m.get("repeats", 0) + r.get("repeats", 0)
+    merged = []
+    for m in out.values():
+        samples = m.pop("samples")
+        m.pop("number", None)
+        if m.get("error"):
+            for k in ("min_s", "median_s", "iqr_s"):
+                m.pop(k, None)
+        elif samples:
+            m["min_s"], m["median_s"], m["iqr_s"] = bench.stats(samples)
+        merged.append(m)
+    return merged
+
+
+def run(targets=None, repeat=5, min_time=0.5, progress=True, rounds=3):
+    """Measure and grade. Returns (graded rows, raw measurement rows, child environment reports).
+
+    The (side, threads, alloc) children run in `rounds` interleaved rounds, each timing every case for
+    1/rounds of the samples and time, and the samples are pooled (merge_rounds): on a machine whose speed
+    drifts (a VM with busy neighbours: the same GEMM measured 24 and 31 ms ten minutes apart) a baseline
+    and ours are then timed across the same stretch, not one in a fast minute and the other in a slow one."""
     from tqdm import tqdm
 
     from . import machine
@@ -562,24 +601,30 @@ def run(targets=None, repeat=5, min_time=0.5, progress=True):
     targets = targets or TARGETS
     avail = available_sides()
     need = measurements(targets)
-    rows: list[dict] = []
     envs: dict = {}
-    total = sum(len(v) for v in need.values())
+    rounds = max(1, int(rounds))
+    total = sum(len(v) for v in need.values()) * rounds
     bar = tqdm(total=total, desc="targets", unit="case", file=sys.stderr, disable=None if progress else True,
                leave=False, dynamic_ncols=True)
+    per_round = []
     try:
-        for (side, threads, alloc), case_ids in sorted(need.items(),
-                                                       key=lambda kv: (kv[0][1], SIDES.index(kv[0][0]), kv[0][2])):
-            if avail.get(side) is not None:
-                rows += [{"case": c, "side": side, "threads": threads, "alloc": alloc, "error": avail[side]}
-                         for c in case_ids]
-                bar.update(len(case_ids))
-                continue
-            if bar is not None:
-                bar.set_postfix_str(f"{side} x{threads} alloc {alloc}", refresh=True)
-            rows += _run_group(side, threads, case_ids, repeat, min_time, bar, envs, alloc)
+        for rnd in range(rounds):
+            got: list[dict] = []
+            for (side, threads, alloc), case_ids in sorted(need.items(), key=lambda kv: (
+                    kv[0][1], SIDES.index(kv[0][0]), kv[0][2])):
+                if avail.get(side) is not None:
+                    got += [{"case": c, "side": side, "threads": threads, "alloc": alloc, "error": avail[side]}
+                            for c in case_ids]
+                    bar.update(len(case_ids))
+                    continue
+                if bar is not None:
+                    bar.set_postfix_str(f"round {rnd + 1}/{rounds}: {side} x{threads} alloc {alloc}", refresh=True)
+                got += _run_group(side, threads, case_ids, max(1, -(-repeat // rounds)), min_time / rounds, bar,
+                                  envs, alloc)
+            per_round.append(got)
     finally:
         bar.close()
+    rows = merge_rounds(per_round)
     limits = machine.limits()
     return grade(rows, limits, targets), rows, envs
 

@@ -100,7 +100,8 @@ def test_native_baselines_compute_what_they_claim():
 
 def test_a_real_run_in_spawned_children():
     tg = [t for t in T.TARGETS if t[2] == FUSED]
-    graded, rows, envs = T.run(tg, repeat=1, min_time=0.0, progress=False)
+    graded, rows, envs = T.run(tg, repeat=1, min_time=0.0, progress=False, rounds=2)
+    assert all(r["rounds"] == 2 and r["repeats"] >= 2 for r in rows), rows   # both rounds pooled
     assert {(r["side"], r["threads"], r["alloc"]) for r in rows} == {("c", 1, "inside"), ("native", 1, "inside")}
     assert all(not r.get("error") and r["median_s"] > 0 for r in rows), rows
     assert graded[0]["measured"] > 0 and graded[0]["met"] in (True, False)
@@ -109,8 +110,20 @@ def test_a_real_run_in_spawned_children():
 
 def test_a_rate_target_is_measured_in_an_outside_child_and_an_inside_one():
     tg = [t for t in T.TARGETS if t[1] == "rate"]
-    graded, rows, envs = T.run(tg, repeat=1, min_time=0.0, progress=False)
+    graded, rows, envs = T.run(tg, repeat=1, min_time=0.0, progress=False, rounds=1)
     assert {(r["side"], r["alloc"]) for r in rows} == {("c", "inside"), ("c", "outside")}
     assert all(not r.get("error") and r["median_s"] > 0 for r in rows), rows
     assert envs[("c", 1, "outside")]["alloc"] == "outside" and envs[("c", 1, "inside")]["alloc"] == "inside"
     assert graded[0]["measured"] > 0 and "with fresh outputs in the timing" in graded[0]["note"]
+
+
+def test_rounds_pool_their_samples_and_keep_an_error():
+    r1 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0, 5.0], "repeats": 2, "median_s": 3.0},
+          {"case": "w", "side": "torch", "threads": 1, "samples": [2.0], "repeats": 1, "median_s": 2.0}]
+    r2 = [{"case": "w", "side": "c", "threads": 1, "samples": [2.0, 3.0, 4.0], "repeats": 3, "median_s": 3.0},
+          {"case": "w", "side": "torch", "threads": 1, "error": "boom"}]
+    by = {r["side"]: r for r in T.merge_rounds([r1, r2])}
+    c = by["c"]
+    assert (c["min_s"], c["median_s"], c["rounds"], c["repeats"]) == (1.0, 3.0, 2, 5)
+    assert c["iqr_s"] == pytest.approx(2.0) and "samples" not in c
+    assert by["torch"]["error"] == "boom" and "median_s" not in by["torch"]
