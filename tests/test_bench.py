@@ -300,6 +300,14 @@ def test_report_writes_stamped_files_and_calls_the_depth_report(tmp_path, monkey
     fake.REPORT_TABLES = {"1_depth_table": "gradient norms against depth"}
     monkeypatch.setitem(sys.modules, "kernels.depth", fake)
     monkeypatch.setattr(kernels, "depth", fake, raising=False)
+    from kernels import targets as targets_mod
+
+    def fake_targets_run(progress=True):  # the real one times all 59 targets for minutes: tests/test_targets.py
+        graded = [{"target": "t1", "kind": "ratio", "required": 1.0, "threads": 1, "ours_s": 1.0, "base_s": 2.0,
+                   "measured": 2.0, "met": True, "note": ""}]
+        return graded, [{"case": "w", "side": "c", "threads": 1, "alloc": "inside", "median_s": 1.0}], {}
+
+    monkeypatch.setattr(targets_mod, "run", fake_targets_run)
     files = report_mod.report(tmp_path, ["residual_add"], threads=1, sizes=(3, 9), repeat=1, min_time=0.0,
                               remeasure=False, backends=["numpy", "c"], command="deepprop report --test",
                               progress=False)
@@ -321,6 +329,8 @@ def test_report_writes_stamped_files_and_calls_the_depth_report(tmp_path, monkey
     assert list(df.columns) == bench.ALL_COLUMNS and len(df) == 2 * 2 * 2  # backends x dtypes x sizes
     md = (tmp_path / "speed.md").read_text()
     assert "deepprop report --test" in md and "## residual" in md and "| kernel | bound |" in md
+    assert "targets.md" in files and "**1 of 1 targets met.**" in (tmp_path / "targets.md").read_text()
+    assert "## Speed targets (issue 5)" in md and "| t1 | 1 |" in md   # speed.md carries the graded table
     try:
         import matplotlib  # noqa: F401
     except ImportError:
