@@ -72,17 +72,20 @@ DP_AVX2_INLINE void dp_philox_keys_avx2(dp_philox_keys *ks, uint32_t k0, uint32_
  * halves of c0..c3 carry garbage (the other half of a product) that no operation moves down into a
  * low half (xor is lane-local, the shift right acts on a product, which has none). Callers read the
  * low halves of the 4 words on return. The NV independent chains hide the multiply latency. */
+/* one Philox round on the 4 counters of chain v (the keys of round r) */
+#define DP_PHILOX_AVX2_ROUND(c, v, m0, m1, ks, r)                                                     \
+    do {                                                                                             \
+        __m256i p0 = _mm256_mul_epu32(c[0][v], m0), p1 = _mm256_mul_epu32(c[2][v], m1);              \
+        c[0][v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][v]), ks->k0[r]); \
+        c[1][v] = p1;                                                                                \
+        c[2][v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][v]), ks->k1[r]); \
+        c[3][v] = p0;                                                                                \
+    } while (0)
 #define DP_PHILOX_AVX2_NV(NV)                                                                         \
 DP_AVX2_INLINE void dp_philox_avx2_x##NV(__m256i c[4][NV], const dp_philox_keys *ks) {               \
     const __m256i m0 = _mm256_set1_epi64x(DP_PHILOX_M0), m1 = _mm256_set1_epi64x(DP_PHILOX_M1);      \
     _Pragma("GCC unroll 10") for (int r = 0; r < 10; r++) {                                          \
-        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                       \
-            __m256i p0 = _mm256_mul_epu32(c[0][v], m0), p1 = _mm256_mul_epu32(c[2][v], m1);          \
-            c[0][v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][v]), ks->k0[r]); \
-            c[1][v] = p1;                                                                            \
-            c[2][v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][v]), ks->k1[r]); \
-            c[3][v] = p0;                                                                            \
-        }                                                                                            \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) DP_PHILOX_AVX2_ROUND(c, v, m0, m1, ks, r); \
     }                                                                                                \
 }
 DP_PHILOX_AVX2_NV(2)
@@ -146,13 +149,7 @@ DP_AVX2_INLINE void dp_philox_run_avx2_x##NV(__m256i c[4][NV], const dp_philox_k
         c[3][v] = r0;                                                                                \
     }                                                                                                \
     _Pragma("GCC unroll 7") for (int r = 3; r < 10; r++) {                                           \
-        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                       \
-            __m256i p0 = _mm256_mul_epu32(c[0][v], m0), p1 = _mm256_mul_epu32(c[2][v], m1);          \
-            c[0][v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][v]), ks->k0[r]); \
-            c[1][v] = p1;                                                                            \
-            c[2][v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][v]), ks->k1[r]); \
-            c[3][v] = p0;                                                                            \
-        }                                                                                            \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) DP_PHILOX_AVX2_ROUND(c, v, m0, m1, ks, r); \
     }                                                                                                \
 }
 DP_PHILOX_RUN_AVX2_NV(2)

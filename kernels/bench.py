@@ -783,6 +783,21 @@ def plan_cases(plan: Plan, backend: str) -> list:
     return cases
 
 
+def child_messages(proc, q, poll=0.5):
+    """The (kind, payload) messages a spawned child puts on q, until it sends "done" or "fatal" (both
+    yielded) or dies with nothing left on the queue (then the messages just stop)."""
+    while True:
+        try:
+            kind, payload = q.get(timeout=poll)
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                return
+            continue
+        yield kind, payload
+        if kind in ("done", "fatal"):
+            return
+
+
 def _run_backend(plan: Plan, backend: str, cases: list, bar, env_reports: dict) -> list:
     """Run `cases` in spawned children of `backend` (a new child resumes after a crash)."""
     ctx = multiprocessing.get_context("spawn")
@@ -797,13 +812,7 @@ def _run_backend(plan: Plan, backend: str, cases: list, bar, env_reports: dict) 
             proc.start()
         current, done, received, kind, fatal = None, False, 0, None, ""
         try:
-            while True:
-                try:
-                    kind, payload = q.get(timeout=0.5)
-                except queue_mod.Empty:
-                    if not proc.is_alive():
-                        break
-                    continue
+            for kind, payload in child_messages(proc, q):
                 if kind == "env":
                     env_reports[backend] = payload
                 elif kind == "start":
@@ -818,10 +827,8 @@ def _run_backend(plan: Plan, backend: str, cases: list, bar, env_reports: dict) 
                         bar.update(1)
                 elif kind == "fatal":
                     fatal = payload
-                    break
                 elif kind == "done":
                     done = True
-                    break
         except BaseException:
             proc.terminate()
             proc.join(5)

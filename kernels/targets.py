@@ -460,8 +460,6 @@ def child_main(side, threads, case_ids, repeat, min_time, out_queue, alloc="insi
 # ---- the parent ------------------------------------------------------------------------------------------
 
 def _run_group(side, threads, case_ids, repeat, min_time, bar, envs, alloc="inside") -> list[dict]:
-    import queue as queue_mod
-
     from . import bench
 
     ctx = multiprocessing.get_context("spawn")
@@ -470,16 +468,9 @@ def _run_group(side, threads, case_ids, repeat, min_time, bar, envs, alloc="insi
                        name=f"deepprop-targets-{side}-{threads}-{alloc}")
     with bench._environment(bench.child_environment(threads, "auto")):
         proc.start()
-    rows, fatal = [], None
+    rows, fatal, kind = [], None, None
     try:
-        while True:
-            try:
-                kind, payload = q.get(timeout=0.5)
-            except queue_mod.Empty:
-                if not proc.is_alive():
-                    fatal = fatal or f"the {side} child died (exit code {proc.exitcode})"
-                    break
-                continue
+        for kind, payload in bench.child_messages(proc, q):
             if kind == "env":
                 envs[(side, threads, alloc)] = payload
             elif kind == "row":
@@ -488,9 +479,8 @@ def _run_group(side, threads, case_ids, repeat, min_time, bar, envs, alloc="insi
                     bar.update(1)
             elif kind == "fatal":
                 fatal = payload.splitlines()[0]
-                break
-            else:
-                break
+        if kind not in ("done", "fatal"):
+            fatal = f"the {side} child died (exit code {proc.exitcode})"
     finally:
         proc.join(30)
         if proc.is_alive():
