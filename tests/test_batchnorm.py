@@ -15,6 +15,7 @@ import pytest
 
 import kernels
 
+from . import forking
 from .conftest import central_diff
 
 BACKENDS = ["numpy", "numba", "c"]
@@ -398,11 +399,10 @@ def test_c_thread_count_does_not_change_a_bit():
 
 
 _FORK_CHILD = """
-import multiprocessing as mp
 import numpy as np
-import kernels
 from kernels.batchnorm import batchnorm_forward_c, batchnorm_backward_c
 from kernels.linear import linear_forward_c
+from tests.forking import spawn_and_fork
 
 def run():
     x = np.arange(64 * 40, dtype=np.float32).reshape(64, 40) % 7
@@ -417,17 +417,7 @@ def child(q):
 
 if __name__ == "__main__":
     print("parent", run(), flush=True)
-    for method in ("spawn", "fork"):
-        ctx = mp.get_context(method)
-        q = ctx.Queue()
-        p = ctx.Process(target=child, args=(q,))
-        p.start()
-        p.join(60)
-        if p.is_alive():
-            p.kill()
-            print(method, "hung", flush=True)
-            continue
-        print(method, p.exitcode, *q.get(timeout=5), flush=True)
+    spawn_and_fork(child)
 """
 
 
@@ -435,14 +425,7 @@ if __name__ == "__main__":
 def test_threaded_batchnorm_then_spawn_and_fork_children(tmp_path):
     # a parent that ran batchnorm on several threads, then a spawned and a forked child that run a
     # threaded GEMM (libgomp) and threaded batchnorm: neither may hang, both give the parent's bits
-    script = tmp_path / "fork_child.py"   # a file: spawn re-imports the child function from it
-    script.write_text(_FORK_CHILD)
-    root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="2", DEEPPROP_BATCHNORM_THREAD_MIN_WORK="0")
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    lines = forking.run_script(tmp_path, _FORK_CHILD, OMP_NUM_THREADS="2", DEEPPROP_BATCHNORM_THREAD_MIN_WORK="0")
     parent = lines["parent"]
     assert lines["spawn"] == f"0 75.0 {parent}", lines
     assert lines["fork"] == f"0 75.0 {parent}", lines

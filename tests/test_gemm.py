@@ -28,6 +28,8 @@ import pytest
 
 import kernels
 
+from . import forking
+
 # every blocking's MR, NR, MC, KC, NC one below / on / one above (csrc/gemm.c's tables):
 # MR 4, 6, 14; NR 4, 8, 16, 32; MC 64, 72, 128, 144, 168; KC 128, 256; NC 1024, 2048, 4096
 EDGES = (1, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 31, 32, 33, 63, 64, 65, 71, 72, 73, 127, 128, 129,
@@ -184,10 +186,11 @@ def test_thread_count_never_changes_a_result(path):
 
 
 _FORK_CHILD = """
-import multiprocessing as mp, sys
+import sys
 import numpy as np
 import kernels
 from kernels.linear import linear_forward_c
+from tests.forking import spawn_and_fork
 
 def child(q):
     a = np.full((300, 300), 0.5, np.float32)
@@ -198,17 +201,7 @@ if __name__ == "__main__":
     # the parent's team: C's, or Numba's threaded GEMM (the same libgomp, a team C cannot see)
     forward = kernels.get("linear_forward", sys.argv[1])
     print("parent", float(forward(a, a)[7, 7]), kernels.backend_info()["gemm_isa"], flush=True)
-    for method in ("spawn", "fork"):
-        ctx = mp.get_context(method)
-        q = ctx.Queue()
-        p = ctx.Process(target=child, args=(q,))
-        p.start()
-        p.join(60)
-        if p.is_alive():
-            p.kill()
-            print(method, "hung", flush=True)
-            continue
-        print(method, p.exitcode, *q.get(timeout=5), flush=True)
+    spawn_and_fork(child)
 """
 
 
@@ -220,13 +213,7 @@ def test_threaded_gemm_then_spawn_and_fork_children(tmp_path, parent_team):
     parent's first team was Numba's threaded GEMM (the same libgomp)."""
     if parent_team == "numba" and kernels.backends()["numba"] is not None:
         pytest.skip("numba is not available")
-    script = tmp_path / "fork_child.py"   # a file: spawn re-imports the child function from it
-    script.write_text(_FORK_CHILD)
-    proc = subprocess.run([sys.executable, str(script), parent_team],
-                          env=_env(OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2"),
-                          capture_output=True, text=True, timeout=200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    lines = forking.run_script(tmp_path, _FORK_CHILD, parent_team, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2")
     assert lines["parent"].startswith("75.0 ") and "2 threads (OpenMP)" in lines["parent"], lines
     assert lines["spawn"].startswith("0 75.0 ") and "2 threads (OpenMP)" in lines["spawn"], lines
     assert lines["fork"].startswith("0 75.0 ") and "1 thread (OpenMP; a fork" in lines["fork"], lines
