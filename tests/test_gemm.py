@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 
 import kernels
-
-from . import forking
+from tests import forking  # absolute: this file also runs as a script (--worker)
 
 # every blocking's MR, NR, MC, KC, NC one below / on / one above (csrc/gemm.c's tables):
 # MR 4, 6, 14; NR 4, 8, 16, 32; MC 64, 72, 128, 144, 168; KC 128, 256; NC 1024, 2048, 4096
