@@ -44,7 +44,7 @@ def test_grade_arithmetic():
                                                                 for k in ("copy", "triad")}}
         rows = [{"case": "w", "side": "c", "threads": 1, "median_s": 0.5, "bytes": 4e9, "elements": 1e9},
                 {"case": "w", "side": "c", "threads": 1, "median_s": 0.4, "bytes": 4e9, "elements": 1e9,
-                 "alloc": "outside"},
+                 "bytes_once": 2.4e9, "alloc": "outside"},
                 {"case": "w", "side": "native", "threads": 1, "median_s": 0.75},
                 {"case": "w", "side": "c", "threads": 2, "median_s": 0.3125}]
         g = {x["target"]: x for x in T.grade(rows, limits, tg)}
@@ -60,6 +60,7 @@ def test_grade_arithmetic():
     assert "fresh outputs in the timing: 2.00 G/s" in g["e"]["note"]
     assert g["b"]["measured"] == pytest.approx(100.0) and g["b"]["met"] is True  # 10 GB/s of 10 GB/s
     assert "fresh outputs in the timing: 8.0 GB/s = 80%" in g["b"]["note"]
+    assert "every array counted once: 6.0 GB/s = 60%" in g["b"]["note"]
     md = T.to_markdown(list(g.values()))
     assert "3 of 4 targets met." in md and "**no**" in md and "1.50x" in md
 
@@ -127,3 +128,14 @@ def test_rounds_pool_their_samples_and_keep_an_error():
     assert (c["min_s"], c["median_s"], c["rounds"], c["repeats"]) == (1.0, 3.0, 2, 5)
     assert c["iqr_s"] == pytest.approx(2.0) and "samples" not in c
     assert by["torch"]["error"] == "boom" and "median_s" not in by["torch"]
+
+
+def test_batchnorm_bytes_count_the_eight_passes_and_the_arrays_once():
+    import numpy as np
+
+    kw = {"x": np.zeros((16, 8), np.float32)}
+    # 8 passes of (N, C) and 15 vectors of (C,) / every (N, C) array once (x, y, dy, x, dx): 5 passes
+    assert T._bn_bytes(kw) == 4 * (8 * 128 + 15 * 8)
+    assert T._bn_bytes_once(kw) == 4 * (5 * 128 + 15 * 8)
+    case = T.CASES["batchnorm fwd+bwd 16384x1024 float32"]
+    assert case.bytes is T._bn_bytes and case.bytes_once is T._bn_bytes_once
