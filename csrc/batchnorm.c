@@ -15,7 +15,8 @@
  *    columns) falls back to y in double from the double statistics (the float64 rule) when one of its
  *    columns has statistics near the ends of float's range (fwd_float_ok: std outside [2^-100, 2^100],
  *    |rstd * gamma| > 2^120, ...), where float intermediates could overflow or go subnormal.
- *  - float32, backward: the two sums in double as for float64; dx in FLOAT, in the reference's order,
+ *  - float32, backward: the sums in double, sum dy and sum dy (x - mean), the latter times rstd once
+ *    (float64: sum dy xhat, xhat = (x - mean) * rstd per element); dx in FLOAT, in the reference's order,
  *    dx = cf * ((nf * dy - sdyf) - ((x - mean) * rstd) * sdyxf) with cf, sdyf, sdyxf the double coef,
  *    sum dy, sum dy xhat rounded to float, when N >= BN_FLOAT_DX_MIN_N (16) and no |coef| > 2^64; an
  *    element whose float dx is an Inf or NaN is recomputed in double (overflow, or non-finite inputs:
@@ -285,6 +286,30 @@ ATTR BN_UNUSED static void shstats_##SFX##_##ISA(double *restrict s1, double *re
             s2[k] += d * d;                                                                          \
         }                                                                                            \
 }                                                                                                    \
+ATTR BN_UNUSED static void bwdsumsf_##SFX##_##ISA(double *restrict sdy, double *restrict sdyd,        \
+                                                 const T *restrict dy, const T *restrict x,          \
+                                                 const double *restrict mu, int64_t N, int64_t C,    \
+                                                 int64_t nb) {                                       \
+    /* sdy[k] += sum dy[:, k], sdyd[k] += sum dy[:, k] * (x[:, k] - mu[k]) (rstd applied once, after \
+     * the sum); row order, two rows per sweep (the AVX2 build uses bwdsumsf_f32_x4: the same sums) */ \
+    int64_t i = 0;                                                                                   \
+    for (; i + 2 <= N; i += 2) {                                                                     \
+        const T *restrict x0 = x + i * C, *restrict x1 = x0 + C;                                     \
+        const T *restrict g0 = dy + i * C, *restrict g1 = g0 + C;                                    \
+        for (int64_t k = 0; k < nb; k++) {                                                           \
+            const double m = mu[k], a0 = (double)g0[k], a1 = (double)g1[k];                          \
+            const double d0 = (double)x0[k] - m, d1 = (double)x1[k] - m;                             \
+            sdy[k] = (sdy[k] + a0) + a1;                                                             \
+            sdyd[k] = (sdyd[k] + a0 * d0) + a1 * d1;                                                 \
+        }                                                                                            \
+    }                                                                                                \
+    for (; i < N; i++)                                                                               \
+        for (int64_t k = 0; k < nb; k++) {                                                           \
+            const double a = (double)dy[i * C + k], d = (double)x[i * C + k] - mu[k];                \
+            sdy[k] += a;                                                                             \
+            sdyd[k] += a * d;                                                                        \
+        }                                                                                            \
+}                                                                                                    \
 ATTR BN_UNUSED static void normn_##SFX##_##ISA(T *restrict y, const T *restrict x, const T *restrict mh, \
                                               const T *restrict ml, const T *restrict sf,            \
                                               const T *restrict bf, int64_t N, int64_t C, int64_t nb) { \
@@ -379,6 +404,65 @@ AVX2 static void normn_f32_nt(float *restrict y, const float *restrict x, const 
     _mm_sfence();
 }
 
+AVX2 static void shstats_f32_x4(double *restrict s1, double *restrict s2, const double *restrict K,
+                                const float *restrict x, int64_t N, int64_t C, int64_t nb) {
+    /* shstats_f32 with intrinsics (vcvtps2pd ymm, m128), four rows per sweep: the same sums, same order */
+    int64_t i = 0;
+    for (; i + 4 <= N; i += 4) {
+        const float *restrict x0 = x + i * C;
+        int64_t k = 0;
+        for (; k + 4 <= nb; k += 4) {
+            const __m256d c = _mm256_loadu_pd(K + k);
+            __m256d A = _mm256_loadu_pd(s1 + k), B = _mm256_loadu_pd(s2 + k);
+            for (int u = 0; u < 4; u++) {
+                const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x0 + u * C + k)), c);
+                A = _mm256_add_pd(A, d);
+                B = _mm256_add_pd(B, _mm256_mul_pd(d, d));
+            }
+            _mm256_storeu_pd(s1 + k, A);
+            _mm256_storeu_pd(s2 + k, B);
+        }
+        for (; k < nb; k++)
+            for (int u = 0; u < 4; u++) {
+                const double d = (double)x0[u * C + k] - K[k];
+                s1[k] += d;
+                s2[k] += d * d;
+            }
+    }
+    if (i < N) shstats_f32_avx2(s1, s2, K, x + i * C, N - i, C, nb);
+}
+
+AVX2 static void bwdsumsf_f32_x4(double *restrict sdy, double *restrict sdyd, const float *restrict dy,
+                                 const float *restrict x, const double *restrict mu, int64_t N, int64_t C,
+                                 int64_t nb) {
+    /* bwdsumsf_f32 with intrinsics, four rows per sweep of the accumulators (each a ymm of 4 columns,
+     * converted straight from memory: vcvtps2pd ymm, m128): the same sums in the same order */
+    int64_t i = 0;
+    for (; i + 4 <= N; i += 4) {
+        const float *restrict x0 = x + i * C, *restrict g0 = dy + i * C;
+        int64_t k = 0;
+        for (; k + 4 <= nb; k += 4) {
+            const __m256d m = _mm256_loadu_pd(mu + k);
+            __m256d A = _mm256_loadu_pd(sdy + k), B = _mm256_loadu_pd(sdyd + k);
+            for (int u = 0; u < 4; u++) {
+                const __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(g0 + u * C + k));
+                const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x0 + u * C + k)), m);
+                A = _mm256_add_pd(A, a);
+                B = _mm256_add_pd(B, _mm256_mul_pd(a, d));
+            }
+            _mm256_storeu_pd(sdy + k, A);
+            _mm256_storeu_pd(sdyd + k, B);
+        }
+        for (; k < nb; k++)
+            for (int u = 0; u < 4; u++) {
+                const double a = (double)g0[u * C + k], d = (double)x0[u * C + k] - mu[k];
+                sdy[k] += a;
+                sdyd[k] += a * d;
+            }
+    }
+    if (i < N) bwdsumsf_f32_avx2(sdy, sdyd, dy + i * C, x + i * C, mu, N - i, C, nb);
+}
+
 AVX2 static void bwddxn_f32_nt(float *restrict dx, const float *restrict dy, const float *restrict x,
                                const float *restrict mean, const float *restrict rstd, const float *restrict cf,
                                const float *restrict sdyf, const float *restrict sdyxf, const double *restrict mu,
@@ -424,12 +508,15 @@ AVX2 static void bwddxn_f32_nt(float *restrict dx, const float *restrict dy, con
 
 DEFINE_LOOPS(double, f64, portable, )
 
-/* ---- the float path's output loops: non-temporal stores for large outputs ------------------------------
- * From BN_NT_MIN_BYTES of output on (the whole y or dx, so every thread decides alike; the stores change
- * no bit) the AVX2 path stores y and dx with non-temporal stores: measured on the Zen 3 VM, 1024 x 1024
- * float32 (4 MiB outputs, cache resident) normn 0.25 -> 0.20 ms and bwddxn 0.44 -> 0.30 ms; 16384 x 1024
- * (64 MiB, DRAM) normn 9.7 -> 8.4 ms, bwddxn 15.4 -> 12.8 ms. Smaller outputs stay in the cache for
- * their consumer. */
+/* ---- the float path's loops on the AVX2 path ------------------------------------------------------------
+ * shstats and bwdsumsf run as the intrinsics loops above (four rows per sweep, conversions straight from
+ * memory; the same sums in the same order): measured at 1024 x 1024, 0.21 -> 0.18 ms and 0.35 -> 0.25 ms
+ * (the latter against the two-row, per-element-rstd bwdsums).
+ * Non-temporal stores for large outputs: from BN_NT_MIN_BYTES of output on (the whole y or dx, so every
+ * thread decides alike; the stores change no bit) the AVX2 path stores y and dx with non-temporal stores:
+ * measured on the Zen 3 VM, 1024 x 1024 float32 (4 MiB outputs, cache resident) normn 0.25 -> 0.20 ms
+ * and bwddxn 0.44 -> 0.30 ms; 16384 x 1024 (64 MiB, DRAM) normn 9.7 -> 8.4 ms, bwddxn 15.4 -> 12.8 ms.
+ * Smaller outputs stay in the cache for their consumer. */
 #define BN_NT_MIN_BYTES (2 << 20)
 
 static void normn_pick_f32(float *y, const float *x, const float *mh, const float *ml, const float *sf,
@@ -460,6 +547,38 @@ static void bwddxn_pick_f32(float *dx, const float *dy, const float *x, const fl
     }
 #endif
     PICK(bwddxn_f32)(dx, dy, x, mean, rstd, cf, sdyf, sdyxf, mu, r, coef, sdy, sdyx, N, rows, C, nb);
+}
+
+static void shstats_pick_f32(double *s1, double *s2, const double *K, const float *x, int64_t N, int64_t C,
+                             int64_t nb) {
+#if BN_X86
+    if (batchnorm_path() == DP_PATH_AVX2) {
+        shstats_f32_x4(s1, s2, K, x, N, C, nb);
+        return;
+    }
+#endif
+    PICK(shstats_f32)(s1, s2, K, x, N, C, nb);
+}
+
+BN_UNUSED static void shstats_pick_f64(double *s1, double *s2, const double *K, const double *x, int64_t N,
+                                       int64_t C, int64_t nb) {
+    PICK(shstats_f64)(s1, s2, K, x, N, C, nb);
+}
+
+static void bwdsumsf_pick_f32(double *sdy, double *sdyd, const float *dy, const float *x, const double *mu,
+                              int64_t N, int64_t C, int64_t nb) {
+#if BN_X86
+    if (batchnorm_path() == DP_PATH_AVX2) {
+        bwdsumsf_f32_x4(sdy, sdyd, dy, x, mu, N, C, nb);
+        return;
+    }
+#endif
+    PICK(bwdsumsf_f32)(sdy, sdyd, dy, x, mu, N, C, nb);
+}
+
+BN_UNUSED static void bwdsumsf_pick_f64(double *sdy, double *sdyd, const double *dy, const double *x,
+                                        const double *mu, int64_t N, int64_t C, int64_t nb) {
+    PICK(bwdsumsf_f64)(sdy, sdyd, dy, x, mu, N, C, nb);
 }
 
 BN_UNUSED static void bwddxn_pick_f64(double *dx, const double *dy, const double *x, const double *mean,
@@ -509,7 +628,7 @@ static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mh, T *ml, T *
     if (NATIVE) {   /* one pass, shifted by each column's first value (0 if not finite) */           \
         double K[MAXW];                                                                              \
         for (int64_t k = 0; k < nb; k++) K[k] = isfinite((double)x[k]) ? (double)x[k] : 0.0;         \
-        PICK(shstats_##SFX)(mu, m2, K, x, N, C, nb);                                                 \
+        shstats_pick_##SFX(mu, m2, K, x, N, C, nb);                                                  \
         for (int64_t k = 0; k < nb; k++) {                                                           \
             const double s1 = mu[k], d = s1 / (double)N;                                             \
             double var = (m2[k] - s1 * d) / (double)N;                                               \
@@ -569,7 +688,12 @@ static void bwd_block_##SFX(double *sdy, double *sdyx, double *mu, double *r, do
         r[k] = (double)rstd[k];                                                                      \
         coef[k] = (double)gamma[k] * r[k] / (double)N;                                               \
     }                                                                                                \
-    PICK(bwdsums_##SFX)(sdy, sdyx, dy, x, mu, r, N, C, nb);                                          \
+    if (NATIVE) {   /* sum dy (x - mean), times rstd once */                                         \
+        bwdsumsf_pick_##SFX(sdy, sdyx, dy, x, mu, N, C, nb);                                         \
+        for (int64_t k = 0; k < nb; k++) sdyx[k] *= r[k];                                            \
+    } else {                                                                                         \
+        PICK(bwdsums_##SFX)(sdy, sdyx, dy, x, mu, r, N, C, nb);                                      \
+    }                                                                                                \
     for (int64_t k = 0; k < nb; k++) {                                                               \
         dgamma[k] = (T)sdyx[k];                                                                      \
         dbeta[k] = (T)sdy[k];                                                                        \

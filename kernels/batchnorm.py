@@ -20,7 +20,8 @@ precisions in full in csrc/batchnorm.c's header):
     float pair (hi + lo) so the centring stays exact: y = ((x - hi) - lo) * f32(rstd * gamma) + beta.
     A block of 1024 columns goes back to float64 arithmetic when one of its columns has statistics near
     the ends of float32's range (std outside [2^-100, 2^100], |rstd * gamma| > 2^120, ...).
-  * backward: sum(dy) and sum(dy * xhat) accumulated in float64; dx in float32 arithmetic, in the
+  * backward: sum(dy) and sum(dy * (x - mean)) accumulated in float64, the latter times rstd once
+    (= sum(dy * xhat)); dx in float32 arithmetic, in the
     reference's order, from N >= 16 rows on (an element whose float dx is an Inf or NaN is recomputed
     in float64); for N < 16 (above all N = 2, where dx is a near-total cancellation) in float64. The float
     dx is accurate to a few ulps of the terms N*|dy|, |sum dy|, |xhat * sum(dy xhat)|, like any float32
@@ -316,9 +317,10 @@ def _backward_f32_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
     for i in range(N):
         for j in range(C):
             g = np.float64(dy[i, j])
-            xh = (np.float64(x[i, j]) - np.float64(mean[j])) * np.float64(rstd[j])
             sdy[j] += g
-            sdyx[j] += g * xh
+            sdyx[j] += g * (np.float64(x[i, j]) - np.float64(mean[j]))
+    for j in range(C):
+        sdyx[j] *= np.float64(rstd[j])   # sum dy (x - mean), times rstd once
     coef = np.empty(C)
     cf = np.empty(C, np.float32)
     sdyf = np.empty(C, np.float32)
