@@ -258,6 +258,36 @@ def _fwd_float_ok(mu, var, sc, beta):
 
 
 @njit
+def _shstats_nb(s1, s2, K, x):
+    # s1 += sum (x - K), s2 += sum (x - K)^2 per column, float64, row order
+    N, C = x.shape
+    for i in range(N):
+        for j in range(C):
+            d = np.float64(x[i, j]) - K[j]
+            s1[j] += d
+            s2[j] += d * d
+
+
+@njit
+def _normn_nb(y, x, mh, ml, sf, bf, j0, j1):
+    # y = ((x - mh) - ml) * sf + bf in float32, columns j0 .. j1 (unsigned: Numba then emits no
+    # negative-index wraparound, and the loop vectorises)
+    N = x.shape[0]
+    for i in range(N):
+        for j in range(j0, j1):
+            y[i, j] = ((x[i, j] - mh[j]) - ml[j]) * sf[j] + bf[j]
+
+
+@njit
+def _normalise_nb(y, x, mu, sc, b, j0, j1):
+    # y = (x - mu) * sc + b in float64, columns j0 .. j1 (unsigned)
+    N = x.shape[0]
+    for i in range(N):
+        for j in range(j0, j1):
+            y[i, j] = (np.float64(x[i, j]) - mu[j]) * sc[j] + np.float64(b[j])
+
+
+@njit
 def _forward_f32_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
     # x, y: (N, C) float32; statistics in one shifted pass, y in float where fwd_float_ok allows
     N, C = x.shape
@@ -267,11 +297,7 @@ def _forward_f32_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
     for j in range(C):
         v = np.float64(x[0, j])
         K[j] = v if np.isfinite(v) else 0.0
-    for i in range(N):
-        for j in range(C):
-            d = np.float64(x[i, j]) - K[j]
-            s1[j] += d
-            s2[j] += d * d
+    _shstats_nb(s1, s2, K, x)
     unbiased = N / (N - 1.0)
     mu = np.empty(C)
     sc = np.empty(C)
@@ -298,13 +324,33 @@ def _forward_f32_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
     for j0 in range(0, C, _BLOCK):
         j1 = min(C, j0 + _BLOCK)
         if ok[j0:j1].all():
-            for i in range(N):
-                for j in range(j0, j1):
-                    y[i, j] = ((x[i, j] - mh[j]) - ml[j]) * sf[j] + beta[j]
+            _normn_nb(y, x, mh, ml, sf, beta, np.uint64(j0), np.uint64(j1))
         else:
-            for i in range(N):
-                for j in range(j0, j1):
-                    y[i, j] = (np.float64(x[i, j]) - mu[j]) * sc[j] + np.float64(beta[j])
+            _normalise_nb(y, x, mu, sc, beta, np.uint64(j0), np.uint64(j1))
+
+
+@njit
+def _sumsf_nb(sdy, sdyd, dy, x, mean):
+    # sdy += sum dy, sdyd += sum dy (x - mean) per column, float64, row order
+    N, C = x.shape
+    for i in range(N):
+        for j in range(C):
+            g = np.float64(dy[i, j])
+            sdy[j] += g
+            sdyd[j] += g * (np.float64(x[i, j]) - np.float64(mean[j]))
+
+
+@njit
+def _dxn_row_nb(d, g, xr, mean, rstd, cf, sdyf, sdyxf, nf, j0, j1):
+    # one row of dx in float32 (csrc/batchnorm.c's bwddxn), columns j0 .. j1 (unsigned); whether a
+    # result is Inf/NaN
+    bad = 0
+    for j in range(j0, j1):
+        h = (xr[j] - mean[j]) * rstd[j]
+        v = cf[j] * ((nf * g[j] - sdyf[j]) - h * sdyxf[j])
+        d[j] = v
+        bad |= (v - v) != 0
+    return bad != 0
 
 
 @njit
@@ -314,11 +360,7 @@ def _backward_f32_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
     N, C = x.shape
     sdy = np.zeros(C)
     sdyx = np.zeros(C)
-    for i in range(N):
-        for j in range(C):
-            g = np.float64(dy[i, j])
-            sdy[j] += g
-            sdyx[j] += g * (np.float64(x[i, j]) - np.float64(mean[j]))
+    _sumsf_nb(sdy, sdyx, dy, x, mean)
     for j in range(C):
         sdyx[j] *= np.float64(rstd[j])   # sum dy (x - mean), times rstd once
     coef = np.empty(C)
@@ -338,14 +380,13 @@ def _backward_f32_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
     for j0 in range(0, C, _BLOCK):
         j1 = min(C, j0 + _BLOCK)
         native = ok[j0:j1].all()
+        u0, u1 = np.uint64(j0), np.uint64(j1)
         for i in range(N):
+            if native and not _dxn_row_nb(dx[i], dy[i], x[i], mean, rstd, cf, sdyf, sdyxf, nf, u0, u1):
+                continue
             for j in range(j0, j1):
-                if native:
-                    h = (x[i, j] - mean[j]) * rstd[j]
-                    v = cf[j] * ((nf * dy[i, j] - sdyf[j]) - h * sdyxf[j])
-                    if v - v == 0:
-                        dx[i, j] = v
-                        continue
+                if native and dx[i, j] - dx[i, j] == 0:
+                    continue
                 xh = (np.float64(x[i, j]) - np.float64(mean[j])) * np.float64(rstd[j])
                 dx[i, j] = coef[j] * ((N * np.float64(dy[i, j]) - sdy[j]) - xh * sdyx[j])
 
