@@ -10,8 +10,8 @@
  *    eps64 * N, far below float32's eps for any N a float32 batch has (never E[x^2] - E[x]^2 unshifted,
  *    which cancels catastrophically when |mean| >> std). y is computed in FLOAT from the double
  *    statistics: y = ((x - mh) - ml) * sf + bf, mh = (float)mean, ml = (float)(mean - mh) (the double
- *    mean as a float pair, so the centring is exact to ~2^-48 |mean|, below 2^-24 of any nonzero
- *    deviation float data can have), sf = (float)(rstd * gamma), bf = beta. A column block (MAXW
+ *    mean as a float pair, so the centring is exact to ~2^-48 |mean|, below 2^-23 of the largest
+ *    deviation of any non-constant float column, whose values differ by at least ulp(mean)), sf = (float)(rstd * gamma), bf = beta. A column block (MAXW
  *    columns) falls back to y in double from the double statistics (the float64 rule) when one of its
  *    columns has statistics near the ends of float's range (fwd_float_ok: std outside [2^-100, 2^100],
  *    |rstd * gamma| > 2^120, ...), where float intermediates could overflow or go subnormal.
@@ -35,9 +35,10 @@
  * reads x and dy twice (the two sums, then dx) and writes dx. The rows are swept in order, whole:
  * each row a contiguous run of up to MAXW columns (wider batches are cut into column blocks of MAXW)
  * added into per-column double accumulators (on the stack, L1 resident), four rows per sweep of the
- * accumulators in the forward ((((acc + x0) + x1) + x2) + x3: the same sequential order, a quarter of
- * the accumulator loads and stores), two in the backward sums (four measured 2.3x slower there, in
- * the cache: too many live values). The output passes take two rows per sweep of their per-column
+ * accumulators in the statistics ((((acc + x0) + x1) + x2) + x3: the same sequential order, a quarter
+ * of the accumulator loads and stores), two in the compiler-vectorised backward sums (four measured
+ * 2.3x slower there, in the cache: too many live values; the AVX2 float32 sums are intrinsics, four
+ * rows of 4 columns per step, and faster). The output passes take two rows per sweep of their per-column
  * values. Every pass runs from the first row down: sweeping bottom-up, to start on the rows the
  * previous pass left in the cache, measured 5-25% slower (descending streams prefetch worse than the
  * cache saves); software prefetch of the rows 2..16 ahead measured 20-30% slower in the backward sums.
@@ -48,8 +49,9 @@
  * a strip's rows are short runs 4 KiB apart: every row a new page and the same cache sets), strips
  * packed into a contiguous buffer 1.2-4x slower (in double: the buffer traffic costs more than the
  * conversions it saves; in float: the strided first pass alone costs more than two full sweeps).
- * The inner loops run over columns, elementwise, so the compiler vectorises them (the float32
- * non-temporal output loops are AVX2 intrinsics, the same operations); each body is compiled twice,
+ * The inner loops run over columns, elementwise, so the compiler vectorises them (the AVX2 float32
+ * statistics, sums and non-temporal output loops are intrinsics, the same operations); each body is
+ * compiled twice,
  * for AVX2 (__attribute__((target)), chosen at run time when the CPU runs it) and for the baseline
  * ISA. No FMA contraction (-std=c11): the two give the same bits, and so does the Numba
  * backend, which runs the same loops in the same order. batchnorm_isa() says which path runs;
