@@ -10,11 +10,12 @@
  *    eps64 * N, far below float32's eps for any N a float32 batch has (never E[x^2] - E[x]^2 unshifted,
  *    which cancels catastrophically when |mean| >> std). y is computed in FLOAT from the double
  *    statistics: y = ((x - mh) - ml) * sf + bf, mh = (float)mean, ml = (float)(mean - mh) (the double
- *    mean as a float pair, so the centring is exact to ~2^-48 |mean|, below 2^-23 of the largest
- *    deviation of any non-constant float column, whose values differ by at least ulp(mean)), sf = (float)(rstd * gamma), bf = beta. A column block (MAXW
- *    columns) falls back to y in double from the double statistics (the float64 rule) when one of its
- *    columns has statistics near the ends of float's range (fwd_float_ok: std outside [2^-100, 2^100],
- *    |rstd * gamma| > 2^120, ...), where float intermediates could overflow or go subnormal.
+ *    mean as a float pair, so the centring is exact to ~2^-48 |mean|, about 2^-23 of the largest
+ *    deviation of a non-constant float column at worst, since that is at least ~ulp(mean) / 2),
+ *    sf = (float)(rstd * gamma), bf = beta. A column block (MAXW columns) falls back to y in double from
+ *    the double statistics (the float64 rule) when one of its columns has statistics near the ends of
+ *    float's range (fwd_float_ok: std outside [2^-100, 2^100], |rstd * gamma| > 2^120, ...), where
+ *    float intermediates could overflow or go subnormal.
  *  - float32, backward: the sums in double, sum dy and sum dy (x - mean), the latter times rstd once
  *    (float64: sum dy xhat, xhat = (x - mean) * rstd per element); dx in FLOAT, in the reference's order,
  *    dx = cf * ((nf * dy - sdyf) - ((x - mean) * rstd) * sdyxf) with cf, sdyf, sdyxf the double coef,
