@@ -516,16 +516,25 @@ DEFINE_LOOPS(double, f64, portable, )
  * memory; the same sums in the same order): measured at 1024 x 1024, 0.21 -> 0.18 ms and 0.35 -> 0.25 ms
  * (the latter against the two-row, per-element-rstd bwdsums).
  * Non-temporal stores for large outputs: from BN_NT_MIN_BYTES of output on (the whole y or dx, so every
- * thread decides alike; the stores change no bit) the AVX2 path stores y and dx with non-temporal stores:
- * measured on the Zen 3 VM, 1024 x 1024 float32 (4 MiB outputs, cache resident) normn 0.25 -> 0.20 ms
- * and bwddxn 0.44 -> 0.30 ms; 16384 x 1024 (64 MiB, DRAM) normn 9.7 -> 8.4 ms, bwddxn 15.4 -> 12.8 ms.
- * Smaller outputs stay in the cache for their consumer. */
-#define BN_NT_MIN_BYTES (2 << 20)
+ * thread decides alike; the stores change no bit) the AVX2 path stores y and dx with non-temporal stores
+ * (no read of the destination line first; x and dy stay in the cache). Measured on the Zen 3 VM (32 MiB
+ * L3), forward then backward, float32: at 16384 x 1024 (64 MiB outputs) 36.5 -> 33.9 ms with the
+ * outputs reused, 52.3 -> 49.2 ms with fresh ones; at 1024 x 1024 (4 MiB) no gain with fresh outputs
+ * and a 1.5-2x slower backward with a reused dx (0.9-1.2 ms instead of 0.6: streaming over lines still
+ * in the cache), so outputs that fit the L3 are stored normally. DEEPPROP_BATCHNORM_NT_MIN_BYTES (a
+ * whole number of bytes, read once) overrides the threshold (tests set 0). */
+#define BN_NT_MIN_BYTES (32LL << 20)
+
+static atomic_llong nt_min_bytes = -1;
+
+static int bn_stream(double out_bytes) {
+    return out_bytes >= (double)dp_team_min_work(&nt_min_bytes, "DEEPPROP_BATCHNORM_NT_MIN_BYTES", BN_NT_MIN_BYTES);
+}
 
 static void normn_pick_f32(float *y, const float *x, const float *mh, const float *ml, const float *sf,
                            const float *bf, int64_t N, int64_t C, int64_t nb, double out_bytes) {
 #if BN_X86
-    if (batchnorm_path() == DP_PATH_AVX2 && out_bytes >= BN_NT_MIN_BYTES) {
+    if (batchnorm_path() == DP_PATH_AVX2 && bn_stream(out_bytes)) {
         normn_f32_nt(y, x, mh, ml, sf, bf, N, C, nb);
         return;
     }
@@ -544,7 +553,7 @@ static void bwddxn_pick_f32(float *dx, const float *dy, const float *x, const fl
                             const double *r, const double *coef, const double *sdy, const double *sdyx,
                             int64_t N, int64_t rows, int64_t C, int64_t nb, double out_bytes) {
 #if BN_X86
-    if (batchnorm_path() == DP_PATH_AVX2 && out_bytes >= BN_NT_MIN_BYTES) {
+    if (batchnorm_path() == DP_PATH_AVX2 && bn_stream(out_bytes)) {
         bwddxn_f32_nt(dx, dy, x, mean, rstd, cf, sdyf, sdyxf, mu, r, coef, sdy, sdyx, N, rows, C, nb);
         return;
     }

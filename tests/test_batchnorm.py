@@ -430,9 +430,8 @@ rng = np.random.default_rng(5)
 out = []
 for dt in ("float32", "float64"):
     # rows: the 4- and 2-row groups and their tails; columns: vector tails and a 1024-column block + tail
-    # float32 from 16 rows: the float path (40 x 9, 17 x 1030: two blocks; 600 x 1024: outputs >= 2 MiB,
-    # the non-temporal AVX2 loops); "big": one column of gamma 1e30 (its block's y in double) and dy
-    # near float's max in one element (that dx in double)
+    # float32 from 16 rows: the float path (40 x 9, 17 x 1030: two blocks; 600 x 1024); "big": one column
+    # of gamma 1e30 (its block's y in double) and dy near float's max in one element (that dx in double)
     for N, C, big in ((2, 1, 0), (3, 7, 0), (5, 16, 0), (6, 17, 0), (9, 33, 0), (130, 5, 0), (4, 1025, 0),
                       (7, 2050, 0), (40, 9, 0), (17, 1030, 0), (600, 1024, 0), (40, 9, 1), (19, 1030, 1)):
         x = (rng.standard_normal((N, C)) * 3 + 40).astype(dt)
@@ -453,11 +452,14 @@ print(json.dumps({"isa": kernels._c.ffi.string(kernels._c.lib.batchnorm_isa()).d
 """
 
 
-def _run_path(path, both=False, threads=None):
+def _run_path(path, both=False, threads=None, stream=False):
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     env.pop("DEEPPROP_BATCHNORM_ISA", None)
     env.pop("DEEPPROP_BATCHNORM_THREAD_MIN_WORK", None)
+    env.pop("DEEPPROP_BATCHNORM_NT_MIN_BYTES", None)
+    if stream:  # the AVX2 float32 output loops with non-temporal stores on every shape
+        env["DEEPPROP_BATCHNORM_NT_MIN_BYTES"] = "0"
     if path is not None:
         env["DEEPPROP_BATCHNORM_ISA"] = path
     if threads is not None:  # a team on every shape (threshold 0), of this many threads
@@ -472,6 +474,7 @@ def _run_path(path, both=False, threads=None):
 def test_c_paths_and_numba_agree_bitwise():
     runs = {p: _run_path(p) for p in ("portable", "avx2", "sse9")}
     auto = _run_path(None, both=kernels.backends()["numba"] is None)
+    assert _run_path("avx2", stream=True)["out"] == runs["portable"]["out"]
     assert runs["portable"]["isa"] == "portable (forced by DEEPPROP_BATCHNORM_ISA)"
     widest = auto["isa"]
     assert widest in ("avx2", "portable")  # what this CPU runs, chosen automatically
@@ -495,6 +498,7 @@ def test_c_thread_count_does_not_change_a_bit():
     assert _run_path("portable", threads=2)["out"] == one["out"]
     assert _run_path(None, threads=3)["out"] == one["out"]
     assert _run_path(None, threads=2)["out"] == _run_path(None)["out"] == one["out"]
+    assert _run_path(None, threads=3, stream=True)["out"] == one["out"]
 
 
 _FORK_CHILD = """
