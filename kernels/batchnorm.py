@@ -7,10 +7,26 @@
 x, y, dy, dx: (N, C); gamma, beta, mean, rstd, running_*, dgamma, dbeta: (C,); one dtype (float32 or
 float64) for every array. Only batchnorm_forward writes in place (running_mean, running_var).
 
-Every backend computes the statistics the stable way - a first pass for the mean, a second for the sum
-of squared deviations, both accumulated in float64 - never as E[x^2] - E[x]^2, which cancels
-catastrophically when |mean| >> std. Outputs are computed in float64 from the float64 statistics and
-rounded once; the saved mean and rstd are rounded to the dtype.
+The NumPy reference (the spec) computes in float64: the statistics the stable way - a first pass for
+the mean, a second for the sum of squared deviations - never as E[x^2] - E[x]^2, which cancels
+catastrophically when |mean| >> std; outputs in float64 from the float64 statistics, rounded once; the
+saved mean and rstd rounded to the dtype.
+
+The Numba and C backends (which agree bit for bit) do the same for float64. For float32 (the
+precisions in full in csrc/batchnorm.c's header):
+  * forward: the statistics in one pass over x shifted by each column's first value K,
+    sum(x - K) and sum((x - K)^2) accumulated in float64 (relative error of var below ~eps64 * N, since
+    (mean - K)^2 <= N var); y in float32 arithmetic from the float64 statistics, the mean split into a
+    float pair (hi + lo) so the centring stays exact: y = ((x - hi) - lo) * f32(rstd * gamma) + beta.
+    A block of 1024 columns goes back to float64 arithmetic when one of its columns has statistics near
+    the ends of float32's range (std outside [2^-100, 2^100], |rstd * gamma| > 2^120, ...).
+  * backward: sum(dy) and sum(dy * (x - mean)) accumulated in float64, the latter times rstd once
+    (= sum(dy * xhat)); dx in float32 arithmetic, in the
+    reference's order, from N >= 16 rows on (an element whose float dx is an Inf or NaN is recomputed
+    in float64); for N < 16 (above all N = 2, where dx is a near-total cancellation) in float64. The float
+    dx is accurate to a few ulps of the terms N*|dy|, |sum dy|, |xhat * sum(dy xhat)|, like any float32
+    backward; if dy lies almost in span(1, xhat) of its column, dx's relative error grows accordingly.
+  * inference: float64 arithmetic, as for float64.
 
 NaN/Inf propagate per column: a NaN (or Inf) in column j makes mean[j], rstd[j], y[:, j] (and the
 running statistics of column j) NaN and leaves the other columns alone. A constant column has variance
@@ -151,6 +167,7 @@ def batchnorm_backward(dy, x, gamma, mean, rstd):
 
 
 # ---- Numba: the same algorithms, float64 accumulators, in csrc/batchnorm.c's order (bitwise equal) ---
+# (float64 here; float32 training below)
 
 @njit
 def _update_nb(running, stat, momentum):
@@ -225,13 +242,162 @@ def _backward_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
             dx[i, j] = coef[j] * ((N * np.float64(dy[i, j]) - sdy[j]) - xh * sdyx[j])
 
 
+# ---- Numba, float32: the float path of csrc/batchnorm.c (module docstring), the same operations -----
+
+_BLOCK = 1024               # csrc/batchnorm.c's MAXW: the path is chosen per block of this many columns
+_FLOAT_DX_MIN_N = 16        # csrc/batchnorm.c's BN_FLOAT_DX_MIN_N
+
+
+@njit
+def _fwd_float_ok(mu, var, sc, beta):
+    if np.isnan(mu) or np.isnan(sc):
+        return True
+    big = 2.0 ** 100
+    return (abs(mu) <= 2.0 ** 120 and (var == 0.0 or (var >= 2.0 ** -200 and var <= 2.0 ** 200))
+            and abs(sc) <= 2.0 ** 120 and var * sc * sc <= big * big and abs(beta) <= 2.0 ** 120)
+
+
+@njit
+def _shstats_nb(s1, s2, K, x):
+    # s1 += sum (x - K), s2 += sum (x - K)^2 per column, float64, row order
+    N, C = x.shape
+    for i in range(N):
+        for j in range(C):
+            d = np.float64(x[i, j]) - K[j]
+            s1[j] += d
+            s2[j] += d * d
+
+
+@njit
+def _normn_nb(y, x, mh, ml, sf, bf, j0, j1):
+    # y = ((x - mh) - ml) * sf + bf in float32, columns j0 .. j1 (unsigned: Numba then emits no
+    # negative-index wraparound, and the loop vectorises)
+    N = x.shape[0]
+    for i in range(N):
+        for j in range(j0, j1):
+            y[i, j] = ((x[i, j] - mh[j]) - ml[j]) * sf[j] + bf[j]
+
+
+@njit
+def _normalise_nb(y, x, mu, sc, b, j0, j1):
+    # y = (x - mu) * sc + b in float64, columns j0 .. j1 (unsigned)
+    N = x.shape[0]
+    for i in range(N):
+        for j in range(j0, j1):
+            y[i, j] = (np.float64(x[i, j]) - mu[j]) * sc[j] + np.float64(b[j])
+
+
+@njit
+def _forward_f32_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
+    # x, y: (N, C) float32; statistics in one shifted pass, y in float where fwd_float_ok allows
+    N, C = x.shape
+    K = np.empty(C)
+    s1 = np.zeros(C)
+    s2 = np.zeros(C)
+    for j in range(C):
+        v = np.float64(x[0, j])
+        K[j] = v if np.isfinite(v) else 0.0
+    _shstats_nb(s1, s2, K, x)
+    unbiased = N / (N - 1.0)
+    mu = np.empty(C)
+    sc = np.empty(C)
+    mh = np.empty(C, np.float32)
+    ml = np.empty(C, np.float32)
+    sf = np.empty(C, np.float32)
+    ok = np.empty(C, np.bool_)
+    for j in range(C):
+        d = s1[j] / N
+        var = (s2[j] - s1[j] * d) / N
+        if var < 0.0:
+            var = 0.0
+        mu[j] = K[j] + d
+        r = 1.0 / np.sqrt(var + eps)
+        sc[j] = r * np.float64(gamma[j])
+        mean[j] = mu[j]
+        rstd[j] = r
+        rm[j] = _update_nb(np.float64(rm[j]), mu[j], momentum)
+        rv[j] = _update_nb(np.float64(rv[j]), var * unbiased, momentum)
+        mh[j] = np.float32(mu[j])
+        ml[j] = np.float32(mu[j] - np.float64(mh[j]))
+        sf[j] = np.float32(sc[j])
+        ok[j] = _fwd_float_ok(mu[j], var, sc[j], np.float64(beta[j]))
+    for j0 in range(0, C, _BLOCK):
+        j1 = min(C, j0 + _BLOCK)
+        if ok[j0:j1].all():
+            _normn_nb(y, x, mh, ml, sf, beta, np.uint64(j0), np.uint64(j1))
+        else:
+            _normalise_nb(y, x, mu, sc, beta, np.uint64(j0), np.uint64(j1))
+
+
+@njit
+def _sumsf_nb(sdy, sdyd, dy, x, mean):
+    # sdy += sum dy, sdyd += sum dy (x - mean) per column, float64, row order
+    N, C = x.shape
+    for i in range(N):
+        for j in range(C):
+            g = np.float64(dy[i, j])
+            sdy[j] += g
+            sdyd[j] += g * (np.float64(x[i, j]) - np.float64(mean[j]))
+
+
+@njit
+def _dxn_row_nb(d, g, xr, mean, rstd, cf, sdyf, sdyxf, nf, j0, j1):
+    # one row of dx in float32 (csrc/batchnorm.c's bwddxn), columns j0 .. j1 (unsigned); whether a
+    # result is Inf/NaN
+    bad = 0
+    for j in range(j0, j1):
+        h = (xr[j] - mean[j]) * rstd[j]
+        v = cf[j] * ((nf * g[j] - sdyf[j]) - h * sdyxf[j])
+        d[j] = v
+        bad |= (v - v) != 0
+    return bad != 0
+
+
+@njit
+def _backward_f32_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
+    # dy, x, dx: (N, C) float32; sums in double, dx in float where bwd_float_ok allows, an Inf/NaN
+    # float result again in double
+    N, C = x.shape
+    sdy = np.zeros(C)
+    sdyx = np.zeros(C)
+    _sumsf_nb(sdy, sdyx, dy, x, mean)
+    for j in range(C):
+        sdyx[j] *= np.float64(rstd[j])   # sum dy (x - mean), times rstd once
+    coef = np.empty(C)
+    cf = np.empty(C, np.float32)
+    sdyf = np.empty(C, np.float32)
+    sdyxf = np.empty(C, np.float32)
+    ok = np.empty(C, np.bool_)
+    for j in range(C):
+        dgamma[j] = sdyx[j]
+        dbeta[j] = sdy[j]
+        coef[j] = np.float64(gamma[j]) * np.float64(rstd[j]) / N
+        cf[j] = np.float32(coef[j])
+        sdyf[j] = np.float32(sdy[j])
+        sdyxf[j] = np.float32(sdyx[j])
+        ok[j] = N >= _FLOAT_DX_MIN_N and (np.isnan(coef[j]) or abs(coef[j]) <= 2.0 ** 64)
+    nf = np.float32(N)
+    for j0 in range(0, C, _BLOCK):
+        j1 = min(C, j0 + _BLOCK)
+        native = ok[j0:j1].all()
+        u0, u1 = np.uint64(j0), np.uint64(j1)
+        for i in range(N):
+            if native and not _dxn_row_nb(dx[i], dy[i], x[i], mean, rstd, cf, sdyf, sdyxf, nf, u0, u1):
+                continue
+            for j in range(j0, j1):
+                if native and dx[i, j] - dx[i, j] == 0:
+                    continue
+                xh = (np.float64(x[i, j]) - np.float64(mean[j])) * np.float64(rstd[j])
+                dx[i, j] = coef[j] * ((N * np.float64(dy[i, j]) - sdy[j]) - xh * sdyx[j])
+
+
 def batchnorm_forward_numba(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
     x, gamma, beta, rm, rv, momentum, eps = _forward_args(x, gamma, beta, running_mean, running_var,
                                                          momentum, eps)
     y = np.empty_like(x)
     mean = np.empty(x.shape[1], dtype=x.dtype)
     rstd = np.empty_like(mean)
-    _forward_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps)
+    (_forward_f32_nb if x.dtype == np.float32 else _forward_nb)(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps)
     return y, mean, rstd
 
 
@@ -247,7 +413,7 @@ def batchnorm_backward_numba(dy, x, gamma, mean, rstd):
     dx = np.empty_like(x)
     dgamma = np.empty_like(gamma)
     dbeta = np.empty_like(gamma)
-    _backward_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd)
+    (_backward_f32_nb if x.dtype == np.float32 else _backward_nb)(dx, dgamma, dbeta, dy, x, gamma, mean, rstd)
     return dx, dgamma, dbeta
 
 

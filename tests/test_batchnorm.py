@@ -131,6 +131,97 @@ def test_variance_is_stable_with_large_offset_float64(backend):
     np.testing.assert_allclose(1.0 / rstd**2 - eps, np.var(x, axis=0), rtol=1e-6)
 
 
+# ---- the float32 path of the compiled backends (float arithmetic from float64 statistics) ------------
+
+def _within_table(kernel, outs, refs):
+    """every output within kernels.verify's TOLERANCE for `kernel` (normwise k * eps32), NaN positions equal"""
+    from kernels import verify
+    measure, k = verify.TOLERANCE[kernel]
+    for i, (o, r) in enumerate(zip(outs, refs, strict=True)):
+        err, msg = verify.compare(o, r, measure)
+        assert not msg and err <= k * np.finfo(np.float32).eps, (kernel, i, err / np.finfo(np.float32).eps, msg)
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+def test_float32_path_accurate_at_large_offset(backend):
+    # mean 1e4, std 1: ulp(1e4) = 2^-10, so centring on the float mean alone (without its lo part)
+    # would be off by ~2.4e-4 std, 30x the forward's tolerance; one-pass statistics without the shift
+    # would lose the variance entirely
+    rng = np.random.default_rng(21)
+    N, C = 4096, 8
+    x = (1e4 + rng.standard_normal((N, C))).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, C).astype(np.float32)
+    beta = rng.standard_normal(C).astype(np.float32)
+    run_ref, run_out = running(C, np.float32), running(C, np.float32)
+    ref = fwd("numpy")(x, gamma, beta, *run_ref)
+    out = fwd(backend)(x, gamma, beta, *run_out)
+    _within_table("batchnorm_forward", list(out) + list(run_out), list(ref) + list(run_ref))
+    dy = rng.standard_normal((N, C)).astype(np.float32)
+    _within_table("batchnorm_backward", bwd(backend)(dy, x, gamma, ref[1], ref[2]),
+                  bwd("numpy")(dy, x, gamma, ref[1], ref[2]))
+
+
+@pytest.mark.parametrize("N", [2, 3, 4, 15, 16, 17, 64])
+@pytest.mark.parametrize("backend", ["numba", "c"])
+def test_float32_backward_small_batches(backend, N):
+    # below 16 rows dx is computed in double: at N = 2 it is a near-total cancellation (xhat = +-1), and
+    # float arithmetic leaves ~1e6 eps32 of noise in it; 16 rows and more take the float path
+    from kernels import batchnorm as bn
+    for seed in range(20):
+        kw = bn._backward_case(np.random.default_rng(seed), N - 1, np.float32)
+        _within_table("batchnorm_backward", bwd(backend)(**kw), bwd("numpy")(**kw))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_nonfinite_poisons_only_its_column(backend, bad):
+    # float32 with 40 rows: the one-pass statistics, y and dx in float (the other columns keep their bits)
+    x, gamma, beta = make(N=40, C=5, dtype=np.float32, seed=22)
+    dy = np.random.default_rng(23).standard_normal(x.shape).astype(np.float32)
+    clean = fwd(backend)(x, gamma, beta, *running(5, np.float32))
+    cdx = bwd(backend)(dy, x, gamma, clean[1], clean[2])
+    xb = x.copy()
+    xb[7, 1] = bad
+    y, mean, rstd = fwd(backend)(xb, gamma, beta, *running(5, np.float32))
+    assert np.all(np.isnan(y[:, 1])) and np.isnan(rstd[1]) and not np.isfinite(mean[1])
+    others = [0, 2, 3, 4]
+    np.testing.assert_array_equal(y[:, others], clean[0][:, others])
+    dyb = dy.copy()
+    dyb[5, 3] = bad
+    dx, dg, db = bwd(backend)(dyb, x, gamma, clean[1], clean[2])
+    ref = bwd("numpy")(dyb, x, gamma, clean[1], clean[2])
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(ref[0]))   # the float64 rule's NaN/Inf pattern
+    np.testing.assert_array_equal(np.isinf(dx), np.isinf(ref[0]))
+    assert not np.any(np.isfinite(dx[:, 3]))
+    others = [0, 1, 2, 4]
+    np.testing.assert_array_equal(dx[:, others], cdx[0][:, others])
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+def test_float32_extreme_range_falls_back_to_double(backend):
+    # gamma 1e30 with std 1e-20: rstd * gamma = 1e50 overflows float, so that column block runs in double
+    # (y finite and accurate); dy near float's max: N * dy overflows in float, those elements in double
+    rng = np.random.default_rng(24)
+    N, C = 64, 6
+    x = rng.standard_normal((N, C)).astype(np.float32)
+    x[:, 2] = (1e-20 * rng.standard_normal(N)).astype(np.float32)
+    gamma = np.ones(C, np.float32)
+    gamma[2] = 1e30
+    beta = np.zeros(C, np.float32)
+    ref = fwd("numpy")(x, gamma, beta, *running(C, np.float32), eps=1e-45)
+    out = fwd(backend)(x, gamma, beta, *running(C, np.float32), eps=1e-45)
+    assert np.all(np.isfinite(out[0]))
+    _within_table("batchnorm_forward", out, ref)
+    x, gamma, _ = make(N=N, C=C, dtype=np.float32, seed=25)
+    dy = rng.standard_normal((N, C)).astype(np.float32)
+    dy[3, 4] = 3e38
+    _, mean, rstd = fwd("numpy")(x, gamma, beta, *running(C, np.float32))
+    out = bwd(backend)(dy, x, gamma, mean, rstd)
+    assert np.all(np.isfinite(out[0][:, :4]))
+    ref = bwd("numpy")(dy, x, gamma, mean, rstd)
+    _within_table("batchnorm_backward", [o[..., :4] for o in out], [r[..., :4] for r in ref])
+
+
 # ---- running statistics and inference ------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -339,14 +430,21 @@ rng = np.random.default_rng(5)
 out = []
 for dt in ("float32", "float64"):
     # rows: the 4- and 2-row groups and their tails; columns: vector tails and a 1024-column block + tail
-    for N, C in ((2, 1), (3, 7), (5, 16), (6, 17), (9, 33), (130, 5), (4, 1025), (7, 2050)):
+    # float32 from 16 rows: the float path (40 x 9, 17 x 1030: two blocks; 600 x 1024); "big": one column
+    # of gamma 1e30 (its block's y in double) and dy near float's max in one element (that dx in double)
+    for N, C, big in ((2, 1, 0), (3, 7, 0), (5, 16, 0), (6, 17, 0), (9, 33, 0), (130, 5, 0), (4, 1025, 0),
+                      (7, 2050, 0), (40, 9, 0), (17, 1030, 0), (600, 1024, 0), (40, 9, 1), (19, 1030, 1)):
         x = (rng.standard_normal((N, C)) * 3 + 40).astype(dt)
         x[N // 2, C // 2] = np.nan if C > 3 else x[N // 2, C // 2]
         dy = rng.standard_normal((N, C)).astype(dt)
         g, b = rng.standard_normal(C).astype(dt), rng.standard_normal(C).astype(dt)
+        if big:
+            g[1] = 1e30 / 2 ** (16 * (dt == "float64"))
+            x[:, 1] = x[:, 1] * 1e-20 + 40
+            dy[3, C - 2] = np.finfo(dt).max / 2
         for be in (["c", "numba"] if BOTH else ["c"]):
             rm, rv = np.zeros(C, dt), np.ones(C, dt)
-            y, m, r = kernels.get("batchnorm_forward", be)(x, g, b, rm, rv, momentum=0.3)
+            y, m, r = kernels.get("batchnorm_forward", be)(x, g, b, rm, rv, momentum=0.3, eps=1e-30 if big else 1e-5)
             res = [y, m, r, rm, rv, kernels.get("batchnorm_inference", be)(x, g, b, rm, rv)]
             res += list(kernels.get("batchnorm_backward", be)(dy, x, g, m, r))
             out.append([be] + [a.tobytes().hex() for a in res])
@@ -354,11 +452,14 @@ print(json.dumps({"isa": kernels._c.ffi.string(kernels._c.lib.batchnorm_isa()).d
 """
 
 
-def _run_path(path, both=False, threads=None):
+def _run_path(path, both=False, threads=None, stream=False):
     root = pathlib.Path(kernels.__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     env.pop("DEEPPROP_BATCHNORM_ISA", None)
     env.pop("DEEPPROP_BATCHNORM_THREAD_MIN_WORK", None)
+    env.pop("DEEPPROP_BATCHNORM_NT_MIN_BYTES", None)
+    if stream:  # the AVX2 float32 output loops with non-temporal stores on every shape
+        env["DEEPPROP_BATCHNORM_NT_MIN_BYTES"] = "0"
     if path is not None:
         env["DEEPPROP_BATCHNORM_ISA"] = path
     if threads is not None:  # a team on every shape (threshold 0), of this many threads
@@ -373,6 +474,7 @@ def _run_path(path, both=False, threads=None):
 def test_c_paths_and_numba_agree_bitwise():
     runs = {p: _run_path(p) for p in ("portable", "avx2", "sse9")}
     auto = _run_path(None, both=kernels.backends()["numba"] is None)
+    assert _run_path("avx2", stream=True)["out"] == runs["portable"]["out"]
     assert runs["portable"]["isa"] == "portable (forced by DEEPPROP_BATCHNORM_ISA)"
     widest = auto["isa"]
     assert widest in ("avx2", "portable")  # what this CPU runs, chosen automatically
@@ -396,6 +498,7 @@ def test_c_thread_count_does_not_change_a_bit():
     assert _run_path("portable", threads=2)["out"] == one["out"]
     assert _run_path(None, threads=3)["out"] == one["out"]
     assert _run_path(None, threads=2)["out"] == _run_path(None)["out"] == one["out"]
+    assert _run_path(None, threads=3, stream=True)["out"] == one["out"]
 
 
 _FORK_CHILD = """
