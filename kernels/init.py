@@ -444,8 +444,8 @@ def lecun_normal_init(shape, seed=0, dtype="float32"):
 
 # ---- the Numba and C backends: the same Python logic with their fill kernels ----------------------
 
-def _backend_kernels(b):
-    f = _FILL[b]
+def _backend_kernels(b, f=None):
+    f = _FILL[b] if f is None else f
 
     def zeros(shape, dtype="float32"):
         return _zeros(f, shape, dtype)
@@ -480,6 +480,45 @@ def _backend_kernels(b):
     for name, fn in fns.items():
         fn.__name__ = fn.__qualname__ = f"{name}_{b}"
     return fns
+
+
+class _FillInto:
+    """The C backend's fills, writing into a given array instead of a new one (for draw_into)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def _take(self, shape, dtype):
+        out = self.out
+        if not (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous
+                and out.flags.aligned and out.flags.writeable):
+            raise ValueError(f"out: expected a writeable C-contiguous {np.dtype(dtype).name} array of shape "
+                             f"{shape}, got {getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+        return out
+
+    def constant(self, shape, dtype, value):
+        out = self._take(shape, dtype)
+        _c.fn("constant_fill", dtype)(_c.ptr_out(out), out.size, float(value))
+        return out
+
+    def uniform(self, shape, dtype, seed, low, high):
+        out = self._take(shape, dtype)
+        _c.fn("uniform_fill", dtype)(_c.ptr_out(out), out.size, seed, low, high)
+        return out
+
+    def normal(self, shape, dtype, seed, mean, std):
+        out = self._take(shape, dtype)
+        _c.fn("normal_fill", dtype)(_c.ptr_out(out), out.size, seed, mean, std)
+        return out
+
+
+def draw_into(out, name, *args, **kwargs):
+    """The C backend's initializer ``name`` (one of this module's kernels) called with args, kwargs --
+    the same checks and the same numbers -- drawn into ``out`` (a writeable, C-contiguous, aligned
+    array of the call's shape and dtype, else ValueError) instead of a new array; returns out.
+    Internal, for kernels.depth, which keeps every layer's weights in one arena: not a registry kernel."""
+    _c.require()
+    return _backend_kernels("c", _FillInto(out))[name](*args, **kwargs)
 
 
 _REFERENCE = {"zeros_init": zeros_init, "constant_init": constant_init, "uniform_init": uniform_init,

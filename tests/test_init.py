@@ -585,6 +585,27 @@ def test_rng_math_catches_a_wrong_value():
     assert np.max(np.abs(bad - ref)[v < 1] / np.spacing(np.abs(ref[v < 1]))) > 1.0
 
 
+@pytest.mark.parametrize("name", ["he_normal_init", "normal_init", "uniform_init", "zeros_init", "xavier_normal_init"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_draw_into_is_the_c_kernel(name, dtype):
+    """init.draw_into (kernels.depth's arena): the C kernel's numbers and checks, into the given array,
+    which must be writeable, C-contiguous, of the call's shape and dtype."""
+    _c_or_skip()
+    kw = {"shape": (33, 7), "dtype": dtype}
+    if name != "zeros_init":
+        kw["seed"] = 2**64 - 9
+    out = np.full((33, 7), np.nan, dtype)
+    assert init.draw_into(out, name, **kw) is out
+    np.testing.assert_array_equal(out, init.KERNELS[name]["c"](**kw))
+    other = "float64" if dtype == "float32" else "float32"
+    for bad in (np.empty((7, 33), dtype), np.empty((33, 7), other), np.empty((7, 33), dtype).T,
+                np.empty(33 * 7, dtype)):
+        with pytest.raises(ValueError):
+            init.draw_into(bad, name, **kw)
+    with pytest.raises(TypeError):  # the kernel's own checks still run
+        init.draw_into(out, name, **{**kw, "dtype": "int32"})
+
+
 def test_rng_isa_override_is_honoured_and_bogus_ignored():
     _c_or_skip()
     code = "import json; from kernels import init; print(json.dumps({'isa': init.rng_isa()}))"
