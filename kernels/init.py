@@ -485,8 +485,8 @@ def _backend_kernels(b, f=None):
 class _FillInto:
     """The C backend's fills, writing into a given array instead of a new one (for draw_into)."""
 
-    def __init__(self, out):
-        self.out = out
+    def __init__(self, out, record=None):
+        self.out, self.record = out, record
 
     def _take(self, shape, dtype):
         out = self.out
@@ -503,22 +503,31 @@ class _FillInto:
 
     def uniform(self, shape, dtype, seed, low, high):
         out = self._take(shape, dtype)
-        _c.fn("uniform_fill", dtype)(_c.ptr_out(out), out.size, seed, low, high)
+        fn = _c.fn("uniform_fill", dtype)
+        fn(_c.ptr_out(out), out.size, seed, low, high)
+        if self.record is not None:
+            self.record.append((fn, low, high))
         return out
 
     def normal(self, shape, dtype, seed, mean, std):
         out = self._take(shape, dtype)
-        _c.fn("normal_fill", dtype)(_c.ptr_out(out), out.size, seed, mean, std)
+        fn = _c.fn("normal_fill", dtype)
+        fn(_c.ptr_out(out), out.size, seed, mean, std)
+        if self.record is not None:
+            self.record.append((fn, mean, std))
         return out
 
 
-def draw_into(out, name, *args, **kwargs):
+def draw_into(out, name, *args, record=None, **kwargs):
     """The C backend's initializer ``name`` (one of this module's kernels) called with args, kwargs --
     the same checks and the same numbers -- drawn into ``out`` (a writeable, C-contiguous, aligned
     array of the call's shape and dtype, else ValueError) instead of a new array; returns out.
-    Internal, for kernels.depth, which keeps every layer's weights in one arena: not a registry kernel."""
+    record: None, or a list to which a random draw appends (fill, a, b): fill(ptr(out), out.size,
+    seed, a, b) is the C call it made (uniform: low, high; normal: mean, std) -- the same draw again
+    with another seed. Internal, for kernels.depth, which keeps every layer's weights in one arena and
+    draws the layers of one shape with that record: not a registry kernel."""
     _c.require()
-    return _backend_kernels("c", _FillInto(out))[name](*args, **kwargs)
+    return _backend_kernels("c", _FillInto(out, record))[name](*args, **kwargs)
 
 
 _REFERENCE = {"zeros_init": zeros_init, "constant_init": constant_init, "uniform_init": uniform_init,

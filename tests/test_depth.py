@@ -213,8 +213,8 @@ def test_c_fast_path_equals_the_checked_kernels(kw):
 ])
 def test_weights_drawn_into_the_arena_are_the_same(kw):
     """make_weights(out=...) (the fast path draws W into its arena slot) gives the same W and b, bit for
-    bit, as the plain call; W is the slot itself for kernels.init's initializers without a rescale, and
-    the net keeps every layer's W and z in its arenas."""
+    bit, as the plain call; W is the slot itself for kernels.init's initializers without a rescale; the
+    net keeps every layer's W and z in its arenas, and its W (replayed fills included) are make_weights'."""
     c = cfg(**{"width": 24, "batch": 4, "depth": 3, "backend": "c", "activation": "relu", **kw})
     k = depth._Kernels("c")
     for layer in (1, 3):
@@ -229,6 +229,8 @@ def test_weights_drawn_into_the_arena_are_the_same(kw):
         assert (W2 is slot) == drawn
     net = depth._Net(c, 11)
     net.forward()
+    # layers 2.. replay layer 1's C fill with their seeds where it was one random fill into the slot
+    assert (net.fast._replay is not None) == (drawn and c.init != "zeros" and c.bias_variance(24) == 0)
     arena = net.fast._arena
     for i, rec in enumerate(net.layers):
         assert np.shares_memory(rec.W, arena["W"][i]) and np.shares_memory(rec.store, arena["z"][i])
