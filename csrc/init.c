@@ -32,8 +32,9 @@
  * normal ~3.8-4.2 ns/value (was 47-52: libm, one value per Philox call), uniform ~2.3-2.5 (was 8.5).
  * Where the normal's time goes (measured by removing parts): Philox + u + stores ~1.9, sincos ~1.2,
  * log ~0.7 (its division ~0.35), sqrt ~0.25 ns/value. The float32 normal with its math in float (below):
- * ~2.9 ns/value where the double math measured ~4.0 in the same process (Philox + u + the double steps
- * + stores ~1.9, the float math and the stores ~1.0). */
+ * ~2.6 ns/value where the double math measured ~3.9 in the same process (Philox + u + the double steps
+ * + stores ~1.9; the float math, affine and stores the rest; the affine widened to double cost ~0.35
+ * more). */
 #include <math.h>
 #include <string.h>
 #include "deepprop.h"
@@ -140,7 +141,9 @@ DP_AVX2_INLINE void dp_box_muller_avx2(__m256d v, __m256d t, __m256d *zc, __m256
  * rest runs on 8 float lanes: log(1 + f) by fdlibm's e_logf.c kernel (s = f / (2 + f), its polynomial,
  * < 1 ulp), sqrt, sin a, cos a by fdlibm's k_sinf.c / k_cosf.c polynomials (|a| <= pi/4, written as
  * a + a z S(z) and 1 + z C(z) so each ends in one rounding), the quadrant k' mod 4 as in double. z is
- * then r cos, r sin in float, widened to double for mean + std z, rounded once to float.
+ * then r cos, r sin in float, and mean + std z = fma(s_hi, z, fma(s_lo, z, mean)) in float, std =
+ * s_hi + s_lo split in two floats (std z rounded once, in effect). Only where that keeps its accuracy:
+ * std 0 or a float >= 2^-100, mean a finite float (normal_fill_avx2_f32); else the double math.
  * Measured against mpmath and NumPy (tests/test_init.py, rng_math_f32_c): log v within 1.30 ulp of
  * float32, cos 2 pi t and sin 2 pi t within 1.36 (relative also near their zeros, the reduction being
  * exact; the exact zeros exact); z within 3.3 ulp of float32 of the float64 z (tests bound 1.5 and 4),
@@ -239,8 +242,8 @@ DP_AVX2 static void uniform_fill_avx2_##SFX(T *out, int64_t n, uint64_t seed, do
     }                                                                                                \
 }
 /* the normal with the math in double (float64 outputs) */
-#define DEFINE_NORMAL_AVX2(T, SFX)                                                                     \
-DP_AVX2 static void normal_fill_avx2_##SFX(T *out, int64_t n, uint64_t seed, double mean, double std) { \
+#define DEFINE_NORMAL_AVX2(T, SFX, NAME)                                                               \
+DP_AVX2 static void NAME(T *out, int64_t n, uint64_t seed, double mean, double std) {                  \
     dp_philox_keys ks;                                                                               \
     dp_philox_keys_avx2(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));                                \
     const __m256d mu = _mm256_set1_pd(mean), sd = _mm256_set1_pd(std);                             \
@@ -275,14 +278,17 @@ DP_AVX2 static void normal_fill_avx2_##SFX(T *out, int64_t n, uint64_t seed, dou
 }
 DEFINE_UNIFORM_AVX2(float, f32)
 DEFINE_UNIFORM_AVX2(double, f64)
-DEFINE_NORMAL_AVX2(double, f64)
+DEFINE_NORMAL_AVX2(double, f64, normal_fill_avx2_f64)
+DEFINE_NORMAL_AVX2(float, f32, normal_fill_avx2_f32_dmath)
 
 /* the normal for float32 outputs: the same blocks, the Philox loop also doing the double steps
  * (dp_bm_prep_f32), the math loop 8 pairs -> 16 values in float */
-DP_AVX2 static void normal_fill_avx2_f32(float *out, int64_t n, uint64_t seed, double mean, double std) {
+DP_AVX2 static void normal_fill_avx2_f32_fmath(float *out, int64_t n, uint64_t seed, double mean, double std) {
     dp_philox_keys ks;
     dp_philox_keys_avx2(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
-    const __m256d mu = _mm256_set1_pd(mean), sd = _mm256_set1_pd(std);
+    const float std_hi = (float)std;
+    const __m256 shi = _mm256_set1_ps(std_hi), mf = _mm256_set1_ps((float)mean),
+                 slo = _mm256_set1_ps((float)(std - (double)std_hi));
     _Alignas(32) float fb[DP_NORMAL_BLOCK], kb[DP_NORMAL_BLOCK], ab[DP_NORMAL_BLOCK];
     _Alignas(32) int32_t qb[DP_NORMAL_BLOCK];
     float buf[16];
@@ -310,17 +316,31 @@ DP_AVX2 static void normal_fill_avx2_f32(float *out, int64_t n, uint64_t seed, d
             __m256 cs, sn;
             dp_sincos_f32_avx2(_mm256_load_ps(ab + k), _mm256_load_si256((const __m256i *)(qb + k)), &cs, &sn);
             __m256 zc = _mm256_mul_ps(r, cs), zs = _mm256_mul_ps(r, sn);
+            /* mean + std z as fma(s_hi, z, fma(s_lo, z, m)): std = s_hi + s_lo to ~2^-48, so with mean 0
+             * this is std z rounded once (as the double product rounded to float, but for the rare
+             * double-rounding tie), and mean + 0 z = +0 as in NumPy; a float mean adds its own rounding.
+             * (Widening to double for the affine cost ~15% of the draw.) */
+            float *dst = n - i >= 16 ? out + i : buf;
+            zc = _mm256_fmadd_ps(shi, zc, _mm256_fmadd_ps(slo, zc, mf));
+            zs = _mm256_fmadd_ps(shi, zs, _mm256_fmadd_ps(slo, zs, mf));
             /* interleave: lo = (c0 s0 c1 s1 | c4 s4 c5 s5), hi = (c2 s2 c3 s3 | c6 s6 c7 s7) */
             __m256 lo = _mm256_unpacklo_ps(zc, zs), hi = _mm256_unpackhi_ps(zc, zs);
-            __m256d e[4] = {_mm256_cvtps_pd(_mm256_castps256_ps128(lo)), _mm256_cvtps_pd(_mm256_castps256_ps128(hi)),
-                            _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1))};
-            for (int j = 0; j < 4; j++) e[j] = _mm256_add_pd(mu, _mm256_mul_pd(sd, e[j])); /* as NumPy, no FMA */
-            float *dst = n - i >= 16 ? out + i : buf;
-            dp_store8_avx2_f32(dst, e[0], e[1]);
-            dp_store8_avx2_f32(dst + 8, e[2], e[3]);
+            _mm256_storeu_ps(dst, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
             if (dst == buf) memcpy(out + i, buf, (size_t)(n - i) * sizeof(float));
         }
     }
+}
+
+/* float32 outputs: the float math where it keeps its accuracy -- std 0, or a float of at least 2^-100
+ * (so an output is subnormal only where z is tiny, never at the scale of the draw: there float32 has
+ * fewer bits than the float math's few ulp), and mean a finite float -- else (std or mean beyond
+ * float's range, std tiny) the double math, as for float64 */
+DP_AVX2 static void normal_fill_avx2_f32(float *out, int64_t n, uint64_t seed, double mean, double std) {
+    if ((std == 0.0 || (std >= 0x1p-100 && isfinite((float)std))) && isfinite((float)mean))
+        normal_fill_avx2_f32_fmath(out, n, seed, mean, std);
+    else
+        normal_fill_avx2_f32_dmath(out, n, seed, mean, std);
 }
 
 DP_AVX2 static void rng_math_avx2(double *lg, double *cs, double *sn, const double *v, const double *t, int64_t n) {

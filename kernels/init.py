@@ -32,9 +32,10 @@ and u(a, b) = ((a >> 5) * 2**26 + (b >> 6)) * 2**-53 (53 random bits, in [0, 1),
     last pair. Backends agree to a few ulp of float64 (NumPy and libm, and the C backend's own
     vectorised log and sincos on AVX2 CPUs - csrc/init.c, error bounds there - may differ in the last
     bits; the C AVX2 path reduces 2 pi u exactly in u, libm reduces the rounded 2 pi u). One exception
-    to "in float64": the C AVX2 path's float32 outputs take the same u but do log, sqrt, sin, cos in
-    float (twice the lanes; csrc/init.c), so z there is within 4 ulp of float32 of the float64 z
-    (measured 3.3), not the rounded float64 draw. (The first version drew one counter per element and
+    to "in float64": the C AVX2 path's float32 outputs take the same u but do log, sqrt, sin, cos and
+    mean + std * z in float (twice the lanes; csrc/init.c), so z there is within 4 ulp of float32 of
+    the float64 z (measured 3.3), not the rounded float64 draw (where std is 0 or >= 2**-100 and
+    mean a finite float32; otherwise float64 as above). (The first version drew one counter per element and
     kept only the cosine half: half the Philox calls now.)
 So the same seed gives the same numbers for any shape with the same number of elements (the first k
 elements of a longer draw are the shorter draw), and a normal and a uniform draw of one seed are

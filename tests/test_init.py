@@ -291,6 +291,24 @@ def test_float32_is_the_rounded_float64_draw(backend):
                 np.testing.assert_array_equal(a32, a64.astype(np.float32))
 
 
+@pytest.mark.parametrize("mean, std", [(0.0, 0.0883883), (0.25, 1.5), (0.0, 1e-40), (0.0, 5e-46), (1e-30, 1e-41),
+                                       (0.0, 2.0**-100), (0.0, 1e38), (0.0, 1e39), (1e39, 1.0), (3e38, 1e38),
+                                       (-3.0, 0.0), (0.0, 1e300)])
+def test_float32_normal_extreme_parameters(mean, std):
+    """The C float32 normal (float math and float affine where std is 0 or a float >= 2^-100 and mean a
+    finite float, else the double math) against NumPy's: within verify's normwise 16 eps where finite,
+    the same infinities (std or mean beyond float32's range) -- also where the outputs are subnormal,
+    with fewer bits than the float math's few ulp (those take the double math)."""
+    c = init.KERNELS["normal_init"]["c"](4099, mean, std, 77, "float32")
+    r = init.KERNELS["normal_init"]["numpy"](4099, mean, std, 77, "float32")
+    fin = np.isfinite(r)
+    np.testing.assert_array_equal(np.isfinite(c), fin)
+    np.testing.assert_array_equal(c[~fin], r[~fin])
+    if fin.any():
+        tol = 16 * np.finfo(np.float32).eps * float(np.abs(r[fin]).max())
+        assert float(np.abs(c[fin].astype(np.float64) - r[fin]).max()) <= tol
+
+
 def test_float32_normal_bound_can_fail():
     """The bound above catches a draw 5 ulp off."""
     a64 = _draw("normal_init", "numpy", 64, 4, "float64")
