@@ -107,6 +107,7 @@ void normal_fill_f64(double *out, int64_t n, uint64_t seed, double mean, double 
 /* the normal fill's math on the path running (rng_isa), for tests: lg = log(v) (v in (0, 1]),
  * cs, sn = cos, sin of 2 pi t (t in [0, 1)) */
 void rng_math_check(double *lg, double *cs, double *sn, const double *v, const double *t, int64_t n);
+void rng_math_f32_check(float *lg, float *cs, float *sn, const double *v, const double *t, int64_t n);
 /* orthogonal.c: thin Householder QR of each of batch matrices a (batch, m, n), m >= n: q (batch, m, n),
  * r (batch, n, n) upper triangular with diag(r) >= 0 (the sign fix); work is scratch of
  * householder_qr_work(m, n) doubles (for either dtype, reused by every matrix). Returns 0 on success. */

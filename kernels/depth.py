@@ -288,39 +288,43 @@ def _seed_block(seed: int, stream: int, block: int) -> np.ndarray:
 _W, _B, _DROP, _INPUT, _PROBE = range(5)
 
 
-def make_weights(k, cfg: Config, layer: int, seed: int):
-    """(W (fan_in, fan_out), b (fan_out,) or None) of layer ``layer`` (1-based), in cfg.dtype."""
+def make_weights(k, cfg: Config, layer: int, seed: int, out=None, record=None):
+    """(W (fan_in, fan_out), b (fan_out,) or None) of layer ``layer`` (1-based), in cfg.dtype. out: None,
+    or (C backend) an array of W's shape and dtype that the initializers of kernels.init draw W into
+    (the same numbers): W is then out itself, unless the init is another one or sigma_w2 rescales it;
+    record: with out, the list init.draw_into appends W's C fill call to."""
     w = cfg.widths
     fi, fo = w[layer - 1], w[layer]
     shape, dt, s = (fi, fo), cfg.dtype, _seed(seed, layer, _W)
+    wk = k if out is None else functools.partial(_draw_into, k, out, record)  # W's kernels
     init, target = cfg.init, cfg.sigma_w2
     if init == "zeros" or cfg.residual == "fixup":
-        W = k("zeros_init")(shape, dtype=dt)
+        W = wk("zeros_init")(shape, dtype=dt)
     elif init == "normal":
         std = SMALL_NORMAL_STD if target is None else math.sqrt(target / fi)
-        W = k("normal_init")(shape, 0.0, std, s, dtype=dt)
+        W = wk("normal_init")(shape, 0.0, std, s, dtype=dt)
     elif init in ("uniform", "pytorch_default"):
         if target is not None:
             a = math.sqrt(3.0 * target / fi)
         else:
             a = SMALL_UNIFORM_A if init == "uniform" else 1.0 / math.sqrt(fi)
-        W = k("uniform_init")(shape, -a, a, s, dtype=dt)
+        W = wk("uniform_init")(shape, -a, a, s, dtype=dt)
     elif init.startswith("xavier"):
         gain = 1.0 if target is None else math.sqrt(target * (fi + fo) / (2.0 * fi))
-        W = k(f"{init}_init")(shape, gain=gain, seed=s, dtype=dt)
+        W = wk(f"{init}_init")(shape, gain=gain, seed=s, dtype=dt)
     elif init.startswith("he"):
         nl, slope = he_nonlinearity(cfg)
-        W = k(f"{init}_init")(shape, mode="fan_in", nonlinearity=nl, slope=slope if slope else 0.01,
+        W = wk(f"{init}_init")(shape, mode="fan_in", nonlinearity=nl, slope=slope if slope else 0.01,
                               seed=s, dtype=dt)
         if target is not None:
             W = (W * math.sqrt(target / weight_scale(cfg, fi, fo))).astype(dt)
     elif init == "lecun_normal":
-        W = k("lecun_normal_init")(shape, seed=s, dtype=dt)
+        W = wk("lecun_normal_init")(shape, seed=s, dtype=dt)
         if target is not None:
             W = (W * math.sqrt(target)).astype(dt)
     else:  # orthogonal
         gain = 1.0 if target is None else math.sqrt(target * max(fi, fo) / fi)
-        W = k("orthogonal_init")(shape, gain=gain, seed=s, dtype=dt)
+        W = wk("orthogonal_init")(shape, gain=gain, seed=s, dtype=dt)
     sb2 = cfg.bias_variance(fi)
     if sb2 == 0.0:
         return W, None
@@ -331,6 +335,15 @@ def make_weights(k, cfg: Config, layer: int, seed: int):
     else:
         b = k("normal_init")((1, fo), 0.0, math.sqrt(sb2), sb, dtype=dt)
     return W, np.ascontiguousarray(b.reshape(fo))
+
+
+def _draw_into(k, out, record, name):
+    """kernels.init's initializer ``name`` drawing into out (C backend); others as k gives them."""
+    from . import init
+
+    if name in init.KERNELS:
+        return functools.partial(init.draw_into, out, name, record=record)
+    return k(name)
 
 
 # ---- small numerics -----------------------------------------------------------------------------
@@ -488,7 +501,8 @@ class _FastC:
     just before its pointer is made with ``ffi.from_buffer``. Outputs that do not outlive a layer are
     reused from layer to layer instead of allocated: the forward's y, the backward's dx (two of each,
     so that a call's input is never its own output) and dW, db and the dz scratch; the backward pass
-    allocates nothing. The C functions and their arguments are those of ``linear_forward_c``,
+    allocates nothing. What outlives a layer (its W and z) goes to two arenas, one array per kind for
+    all layers (see __init__). The C functions and their arguments are those of ``linear_forward_c``,
     ``linear_backward_c`` and the activations' C forward, so the results are bit for bit theirs
     (tests/test_depth.py compares the two paths)."""
 
@@ -507,6 +521,55 @@ class _FastC:
         self.c_act = getattr(_c.lib, f"activation_forward_{sfx}")
         self.code, self.alpha = check_activation(cfg.activation, alpha)
         self._bufs = {}
+        # what the net keeps per layer (W and z, until the backward) lives in two arenas, one array
+        # each for all layers, when every layer has the same shape; make_weights draws W into its slot
+        # and the forward writes z into its one. Why: a fresh 256 KB array per layer is mmap'd and
+        # first touched page by page (64 page faults, ~2.5 us each here, as much as a third of the He
+        # draw's time), while an arena is one allocation that NumPy marks for huge pages (>= 4 MB)
+        w = cfg.widths
+        self._arena = self._replay = None
+        if len(set(w)) == 1:
+            self._arena = {"W": np.empty((cfg.depth, w[0], w[0]), self.dt),
+                           "z": np.empty((cfg.depth, cfg.batch, w[0]), self.dt)}
+
+    def weight_slot(self, layer):
+        """Where layer ``layer``'s (1-based) W is kept: its slot of the arena (make_weights draws into
+        it), or None without an arena."""
+        return None if self._arena is None else self._arena["W"][layer - 1]
+
+    def weights(self, k, cfg: Config, layer: int, seed: int):
+        """make_weights(k, cfg, layer, seed), W drawn into its arena slot. When the first layer's W was
+        one C fill (kernels.init's uniform or normal family, no rescale, no bias), every other layer's
+        is the same fill with its own seed (the layers have one shape, so the same bound or std):
+        that call is replayed directly, without make_weights' ~25 us of Python per layer."""
+        slot = self.weight_slot(layer)
+        if slot is None:
+            return make_weights(k, cfg, layer, seed)
+        if self._replay is not None:
+            fn, a, b = self._replay
+            fn(self.ffi.from_buffer(self.ctype, slot), slot.size, _seed(seed, layer, _W), a, b)
+            return slot, None
+        record = []
+        W, bias = make_weights(k, cfg, layer, seed, out=slot, record=record)
+        if W is slot and bias is None and len(record) == 1:
+            self._replay = record[0]
+        return W, bias
+
+    def keep_weight(self, layer, W):
+        """W of layer ``layer`` as the net stores it: W itself when it is the arena's slot (drawn there)
+        or there is no arena, else (an init that does not draw into its out: orthogonal, a sigma_w2
+        rescale) its copy in the slot."""
+        slot = self.weight_slot(layer)
+        if slot is None or W is slot or W.shape != slot.shape or W.dtype != self.dt:
+            return W
+        np.copyto(slot, W)
+        return slot
+
+    def _new_z(self, layer, shape):
+        a = self._arena
+        if a is not None and layer is not None and shape == a["z"].shape[1:]:
+            return a["z"][layer - 1]
+        return np.empty(shape, self.dt)
 
     def _buf(self, key, shape):
         a = self._bufs.get((key, shape))
@@ -526,15 +589,16 @@ class _FastC:
             a = _check.array(name, a, shape=shape, dtype=self.dt)
         return a
 
-    def forward(self, x, W, b):
-        """(y, z) = (act(x W + b), x W + b); z is a new array (it is stored), y a reused buffer."""
+    def forward(self, x, W, b, layer=None):
+        """(y, z) = (act(x W + b), x W + b); z is a new array (it is stored: layer's slot of the arena
+        when there is one), y a reused buffer."""
         p = self.ffi.from_buffer
         ct = self.ctype
         N, K = x.shape
         M = W.shape[1]
         x = self._arg("x", x, (N, K))
         W = self._arg("W", W, (K, M))
-        z = np.empty((N, M), self.dt)
+        z = self._new_z(layer, (N, M))
         y = self._other("y", (N, M), x)
         pb = self.NULL if b is None else p(ct, self._arg("b", b, (M,)))
         self.c_forward(p(ct, y), p(ct, z), p(ct, x), p(ct, W), pb, N, K, M, self.code, self.alpha)
@@ -660,7 +724,8 @@ class _Net:
         shift = 0
         homog = self.track and cfg.homogeneous
         for layer in range(1, L + 1):
-            W, b = make_weights(k, cfg, layer, self.seed)
+            W, b = (make_weights(k, cfg, layer, self.seed) if self.fast is None
+                    else self.fast.weights(k, cfg, layer, self.seed))
             if cfg.residual == "none":
                 rec, y, u = self._plain_layer(x, W, b, layer)
             else:
@@ -693,9 +758,11 @@ class _Net:
 
     def _plain_layer(self, x, W, b, layer):
         cfg, k = self.cfg, self.k
+        if self.fast is not None:
+            W = self.fast.keep_weight(layer, W)
         rec = _Layer(W, b, None)
         if self.fast is not None:
-            y, z = self.fast.forward(x, W, b)
+            y, z = self.fast.forward(x, W, b, layer)
             u = z
         elif self._fused():
             y, z = k("linear_forward")(x, W, b, activation=cfg.activation, alpha=self.alpha,

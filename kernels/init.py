@@ -31,8 +31,12 @@ and u(a, b) = ((a >> 5) * 2**26 + (b >> 6)) * 2**-53 (53 random bits, in [0, 1),
     out = mean + std * z, rounded once. An odd number of elements ends with the cosine half of its
     last pair. Backends agree to a few ulp of float64 (NumPy and libm, and the C backend's own
     vectorised log and sincos on AVX2 CPUs - csrc/init.c, error bounds there - may differ in the last
-    bits; the C AVX2 path reduces 2 pi u exactly in u, libm reduces the rounded 2 pi u). (The first
-    version drew one counter per element and kept only the cosine half: half the Philox calls now.)
+    bits; the C AVX2 path reduces 2 pi u exactly in u, libm reduces the rounded 2 pi u). One exception
+    to "in float64": the C AVX2 path's float32 outputs take the same u but do log, sqrt, sin, cos and
+    mean + std * z in float (twice the lanes; csrc/init.c), so z there is within 4 ulp of float32 of
+    the float64 z (measured 3.3), not the rounded float64 draw (where std is 0 or >= 2**-100 and
+    mean a finite float32; otherwise float64 as above). (The first version drew one counter per element and
+    kept only the cosine half: half the Philox calls now.)
 So the same seed gives the same numbers for any shape with the same number of elements (the first k
 elements of a longer draw are the shorter draw), and a normal and a uniform draw of one seed are
 independent streams.
@@ -287,6 +291,22 @@ def rng_math_c(v, t):
     return lg, cs, sn
 
 
+def rng_math_f32_c(v, t):
+    """(log v, cos 2 pi t, sin 2 pi t) in float32 as the C float32 normal fill computes them on the path
+    running: the AVX2 path's float math (csrc/init.c), or libm's double rounded to float. v, t as for
+    rng_math_c. For the accuracy tests; not a registry kernel."""
+    _c.require()
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    t = np.ascontiguousarray(t, dtype=np.float64)
+    if v.shape != t.shape or v.ndim != 1:
+        raise ValueError(f"v, t: expected two 1-d arrays of one shape, got {v.shape} and {t.shape}")
+    if not (np.all(v > 0) and np.all(v <= 1) and np.all(t >= 0) and np.all(t < 1)):
+        raise ValueError("v, t: expected v in (0, 1] and t in [0, 1)")
+    lg, cs, sn = (np.empty(v.shape, np.float32) for _ in range(3))
+    _c.lib.rng_math_f32_check(_c.ptr_out(lg), _c.ptr_out(cs), _c.ptr_out(sn), _c.ptr(v), _c.ptr(t), v.size)
+    return lg, cs, sn
+
+
 class _Fill:
     def __init__(self, constant, uniform, normal):
         self.constant, self.uniform, self.normal = constant, uniform, normal
@@ -383,9 +403,10 @@ def uniform_init(shape, low=-1.0, high=1.0, seed=0, dtype="float32"):
 def normal_init(shape, mean=0.0, std=1.0, seed=0, dtype="float32"):
     """A new array of normal draws N(mean, std^2): mean + std * z, z by Box-Muller (both halves: one
     counter per pair of elements, "normal stream v2") from stream 2 of the Philox seed contract,
-    float64, rounded once. mean finite, std >= 0 finite
-    (std = 0 gives the constant mean); seed: integer in [0, 2**64); shape: int or tuple of ints >= 0;
-    dtype: 'float32' or 'float64'. Backends agree to a few ulp. Also the draw behind orthogonal_init."""
+    float64, rounded once (the C backend's float32 on AVX2 CPUs: z in float, within 4 ulp of it). mean
+    finite, std >= 0 finite (std = 0 gives the constant mean); seed: integer in [0, 2**64); shape: int
+    or tuple of ints >= 0; dtype: 'float32' or 'float64'. Backends agree to a few ulp. Also the draw
+    behind orthogonal_init."""
     return _normal(_NP, shape, mean, std, seed, dtype)
 
 
@@ -424,8 +445,8 @@ def lecun_normal_init(shape, seed=0, dtype="float32"):
 
 # ---- the Numba and C backends: the same Python logic with their fill kernels ----------------------
 
-def _backend_kernels(b):
-    f = _FILL[b]
+def _backend_kernels(b, f=None):
+    f = _FILL[b] if f is None else f
 
     def zeros(shape, dtype="float32"):
         return _zeros(f, shape, dtype)
@@ -460,6 +481,54 @@ def _backend_kernels(b):
     for name, fn in fns.items():
         fn.__name__ = fn.__qualname__ = f"{name}_{b}"
     return fns
+
+
+class _FillInto:
+    """The C backend's fills, writing into a given array instead of a new one (for draw_into)."""
+
+    def __init__(self, out, record=None):
+        self.out, self.record = out, record
+
+    def _take(self, shape, dtype):
+        out = self.out
+        if not (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous
+                and out.flags.aligned and out.flags.writeable):
+            raise ValueError(f"out: expected a writeable C-contiguous {np.dtype(dtype).name} array of shape "
+                             f"{shape}, got {getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+        return out
+
+    def constant(self, shape, dtype, value):
+        out = self._take(shape, dtype)
+        _c.fn("constant_fill", dtype)(_c.ptr_out(out), out.size, float(value))
+        return out
+
+    def uniform(self, shape, dtype, seed, low, high):
+        out = self._take(shape, dtype)
+        fn = _c.fn("uniform_fill", dtype)
+        fn(_c.ptr_out(out), out.size, seed, low, high)
+        if self.record is not None:
+            self.record.append((fn, low, high))
+        return out
+
+    def normal(self, shape, dtype, seed, mean, std):
+        out = self._take(shape, dtype)
+        fn = _c.fn("normal_fill", dtype)
+        fn(_c.ptr_out(out), out.size, seed, mean, std)
+        if self.record is not None:
+            self.record.append((fn, mean, std))
+        return out
+
+
+def draw_into(out, name, *args, record=None, **kwargs):
+    """The C backend's initializer ``name`` (one of this module's kernels) called with args, kwargs --
+    the same checks and the same numbers -- drawn into ``out`` (a writeable, C-contiguous, aligned
+    array of the call's shape and dtype, else ValueError) instead of a new array; returns out.
+    record: None, or a list to which a random draw appends (fill, a, b): fill(ptr(out), out.size,
+    seed, a, b) is the C call it made (uniform: low, high; normal: mean, std) -- the same draw again
+    with another seed. Internal, for kernels.depth, which keeps every layer's weights in one arena and
+    draws the layers of one shape with that record: not a registry kernel."""
+    _c.require()
+    return _backend_kernels("c", _FillInto(out, record))[name](*args, **kwargs)
 
 
 _REFERENCE = {"zeros_init": zeros_init, "constant_init": constant_init, "uniform_init": uniform_init,

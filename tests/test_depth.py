@@ -206,6 +206,41 @@ def test_c_fast_path_equals_the_checked_kernels(kw):
     assert depth._Net(cfg(backend="numba"), 0).fast is None
 
 
+@pytest.mark.parametrize("kw", [
+    dict(init="he_normal"), dict(init="he_normal", sigma_w2=1.5), dict(init="normal"), dict(init="zeros"),
+    dict(init="pytorch_default", dtype="float64"), dict(init="xavier_uniform"), dict(init="lecun_normal"),
+    dict(init="orthogonal"), dict(init="xavier_normal", sigma_b2=0.1, dtype="float64"),
+])
+def test_weights_drawn_into_the_arena_are_the_same(kw):
+    """make_weights(out=...) (the fast path draws W into its arena slot) gives the same W and b, bit for
+    bit, as the plain call; W is the slot itself for kernels.init's initializers without a rescale; the
+    net keeps every layer's W and z in its arenas, and its W (replayed fills included) are make_weights'."""
+    c = cfg(**{"width": 24, "batch": 4, "depth": 3, "backend": "c", "activation": "relu", **kw})
+    k = depth._Kernels("c")
+    for layer in (1, 3):
+        slot = np.full((24, 24), np.nan, c.dtype)
+        W, b = depth.make_weights(k, c, layer, 11)
+        W2, b2 = depth.make_weights(k, c, layer, 11, out=slot)
+        np.testing.assert_array_equal(W2, W)
+        assert (b is None) == (b2 is None)
+        if b is not None:
+            np.testing.assert_array_equal(b2, b)
+        drawn = c.init != "orthogonal" and kw.get("sigma_w2") is None
+        assert (W2 is slot) == drawn
+    net = depth._Net(c, 11)
+    net.forward()
+    # layers 2.. replay layer 1's C fill with their seeds where it was one random fill into the slot
+    assert (net.fast._replay is not None) == (drawn and c.init != "zeros" and c.bias_variance(24) == 0)
+    arena = net.fast._arena
+    for i, rec in enumerate(net.layers):
+        assert np.shares_memory(rec.W, arena["W"][i]) and np.shares_memory(rec.store, arena["z"][i])
+        np.testing.assert_array_equal(rec.W, depth.make_weights(k, c, i + 1, 11)[0])
+    # no arena where the layers differ in shape: the net keeps the new arrays
+    net = depth._Net(cfg(backend="c", width=(24, 40, 16), depth=2, batch=4), 11)
+    assert net.fast._arena is None and net.fast.weight_slot(1) is None
+    net.forward()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_norm_and_var_match_numpy(dtype, monkeypatch):
     """The harness's statistics (csrc/depth.c when built, NumPy otherwise) against NumPy: every size

@@ -268,12 +268,53 @@ def test_uniform_bit_identical_across_backends(name, dtype):
             np.testing.assert_array_equal(_draw(name, backend, (129, 65), seed, dtype), ref, err_msg=backend)
 
 
+#: the C AVX2 path's float32 normal (its math in float) against the float64 draw: ulp of float32 of z
+F32_NORMAL_ULPS = 4.0
+
+
+def _f32_math_in_float(backend):
+    return backend == "c" and init.rng_isa().startswith("avx2")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_float32_is_the_rounded_float64_draw(backend):
+    """float32 is float64 rounded once -- but the C AVX2 normal, whose float math keeps z within
+    F32_NORMAL_ULPS of the float64 z (csrc/init.c), on every tail size of its 16-value steps."""
     for name in ("uniform_init", "normal_init"):
-        a32 = _draw(name, backend, 1000, 4, "float32")
-        a64 = _draw(name, backend, 1000, 4, "float64")
-        np.testing.assert_array_equal(a32, a64.astype(np.float32))
+        for n in (1000, 1, 2, 15, 16, 17, 31, 33, 129, 4099):
+            a32 = _draw(name, backend, n, 4, "float32")
+            a64 = _draw(name, backend, n, 4, "float64")
+            if name == "normal_init" and _f32_math_in_float(backend):
+                ulps = np.abs(a32.astype(np.float64) - a64) / np.spacing(np.abs(a64).astype(np.float32))
+                assert ulps.max() <= F32_NORMAL_ULPS, (n, ulps.max())
+            else:
+                np.testing.assert_array_equal(a32, a64.astype(np.float32))
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 0.0883883), (0.25, 1.5), (0.0, 1e-40), (0.0, 5e-46), (1e-30, 1e-41),
+                                       (0.0, 2.0**-100), (0.0, 1e38), (0.0, 1e39), (1e39, 1.0), (3e38, 1e38),
+                                       (-3.0, 0.0), (0.0, 1e300)])
+def test_float32_normal_extreme_parameters(mean, std):
+    """The C float32 normal (float math and float affine where std is 0 or a float >= 2^-100 and mean a
+    finite float, else the double math) against NumPy's: within verify's normwise 16 eps where finite,
+    the same infinities (std or mean beyond float32's range) -- also where the outputs are subnormal,
+    with fewer bits than the float math's few ulp (those take the double math)."""
+    c = init.KERNELS["normal_init"]["c"](4099, mean, std, 77, "float32")
+    r = init.KERNELS["normal_init"]["numpy"](4099, mean, std, 77, "float32")
+    fin = np.isfinite(r)
+    np.testing.assert_array_equal(np.isfinite(c), fin)
+    np.testing.assert_array_equal(c[~fin], r[~fin])
+    if fin.any():
+        tol = 16 * np.finfo(np.float32).eps * float(np.abs(r[fin]).max())
+        assert float(np.abs(c[fin].astype(np.float64) - r[fin]).max()) <= tol
+
+
+def test_float32_normal_bound_can_fail():
+    """The bound above catches a draw 5 ulp off."""
+    a64 = _draw("normal_init", "numpy", 64, 4, "float64")
+    bad = a64.astype(np.float32)
+    bad[7] = bad[7] + 5 * np.spacing(np.abs(bad[7]))
+    assert (np.abs(bad.astype(np.float64) - a64) / np.spacing(np.abs(a64).astype(np.float32))).max() > F32_NORMAL_ULPS
 
 
 # ---- the deterministic ones and the limits -----------------------------------------------------
@@ -448,9 +489,11 @@ def test_c_paths_agree_with_each_other():
             np.testing.assert_array_equal(x, y, err_msg=key)
         elif "float64" in key:
             np.testing.assert_allclose(x, y, rtol=0, atol=8 * np.finfo(np.float64).eps * np.abs(y).max(), err_msg=key)
-        else:
+        else:  # the AVX2 float math: z within F32_NORMAL_ULPS of the portable z, times std = 1.5
             x32, y32 = x.astype(np.float32), y.astype(np.float32)
-            assert np.all(np.abs(x32 - y32) <= np.spacing(np.abs(y32))), key
+            z = np.abs(y - 0.25) / 1.5
+            bound = F32_NORMAL_ULPS * 1.5 * np.spacing(z.astype(np.float32)) + np.spacing(np.abs(y32))
+            assert np.all(np.abs(x32.astype(np.float64) - y) <= bound), key
 
 
 def _math_points():
@@ -503,6 +546,54 @@ def test_rng_math_against_numpy_and_mpmath():
     assert worst <= 1.0
 
 
+def _ulps32(got, exact):
+    """|got - exact| in ulp of float32 at exact (got a float32, exact an mpmath number)."""
+    if abs(exact) < 1e-30:
+        return 0.0 if got == 0 else math.inf
+    return float(abs(mpmath_mpf(float(got)) - exact)) / float(np.spacing(np.float32(abs(float(exact)))))
+
+
+def mpmath_mpf(x):
+    import mpmath
+
+    return mpmath.mpf(x)
+
+
+#: the float32 normal's log and sincos (csrc/init.c, measured 1.30 and 1.36 ulp of float32)
+F32_MATH_ULPS = 1.5
+
+
+def test_rng_math_f32_against_numpy_and_mpmath():
+    """The C float32 normal's log, cos 2 pi t, sin 2 pi t on the path running (the AVX2 float math on
+    this CPU, libm's double rounded on the portable one): within F32_MATH_ULPS ulp of float32 of NumPy's
+    float64 everywhere on _math_points (+ 2^-50 absolute for NumPy's own error at the zeros of sin and
+    cos), and of mpmath's exact values at 1000 points; the exact zeros (t a multiple of 1/4, v = 1)
+    exact."""
+    _c_or_skip()
+    v, t = _math_points()
+    lg, cs, sn = init.rng_math_f32_c(v, t)
+    assert lg.dtype == cs.dtype == sn.dtype == np.float32
+    ok = v < 1
+    assert np.all(lg[~ok] == 0)
+    ref = np.log(v)
+    assert np.max(np.abs(lg - ref)[ok] / np.spacing(np.abs(ref[ok]).astype(np.float32))) <= F32_MATH_ULPS
+    for got, want in ((cs, np.cos(2 * np.pi * t)), (sn, np.sin(2 * np.pi * t))):
+        err = np.abs(got.astype(np.float64) - want)
+        assert np.all(err <= F32_MATH_ULPS * np.spacing(np.abs(want).astype(np.float32)) + 2.0**-50)
+    quarter = (t * 4) == np.round(t * 4)
+    assert np.all((cs[quarter] == 0) | (sn[quarter] == 0))
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.prec = 120
+    idx = np.r_[0:400, np.random.default_rng(7).integers(0, v.size, 600)]
+    worst = 0.0
+    for i in idx:
+        if v[i] < 1:
+            worst = max(worst, _ulps32(lg[i], mpmath.log(mpmath.mpf(float(v[i])))))
+        theta = 2 * mpmath.pi * mpmath.mpf(float(t[i]))
+        worst = max(worst, _ulps32(cs[i], mpmath.cos(theta)), _ulps32(sn[i], mpmath.sin(theta)))
+    assert worst <= F32_MATH_ULPS
+
+
 def test_rng_math_catches_a_wrong_value():
     """The accuracy test above can fail: a log off by 2 ulp is outside its bound."""
     v, _ = _math_points()
@@ -510,6 +601,27 @@ def test_rng_math_catches_a_wrong_value():
     bad = ref.copy()
     bad[100] = np.nextafter(np.nextafter(ref[100], 0), 0)
     assert np.max(np.abs(bad - ref)[v < 1] / np.spacing(np.abs(ref[v < 1]))) > 1.0
+
+
+@pytest.mark.parametrize("name", ["he_normal_init", "normal_init", "uniform_init", "zeros_init", "xavier_normal_init"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_draw_into_is_the_c_kernel(name, dtype):
+    """init.draw_into (kernels.depth's arena): the C kernel's numbers and checks, into the given array,
+    which must be writeable, C-contiguous, of the call's shape and dtype."""
+    _c_or_skip()
+    kw = {"shape": (33, 7), "dtype": dtype}
+    if name != "zeros_init":
+        kw["seed"] = 2**64 - 9
+    out = np.full((33, 7), np.nan, dtype)
+    assert init.draw_into(out, name, **kw) is out
+    np.testing.assert_array_equal(out, init.KERNELS[name]["c"](**kw))
+    other = "float64" if dtype == "float32" else "float32"
+    for bad in (np.empty((7, 33), dtype), np.empty((33, 7), other), np.empty((7, 33), dtype).T,
+                np.empty(33 * 7, dtype)):
+        with pytest.raises(ValueError):
+            init.draw_into(bad, name, **kw)
+    with pytest.raises(TypeError):  # the kernel's own checks still run
+        init.draw_into(out, name, **{**kw, "dtype": "int32"})
 
 
 def test_rng_isa_override_is_honoured_and_bogus_ignored():
