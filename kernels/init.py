@@ -502,21 +502,19 @@ class _FillInto:
         _c.fn("constant_fill", dtype)(_c.ptr_out(out), out.size, float(value))
         return out
 
-    def uniform(self, shape, dtype, seed, low, high):
+    def _random(self, fill, shape, dtype, seed, a, b):
         out = self._take(shape, dtype)
-        fn = _c.fn("uniform_fill", dtype)
-        fn(_c.ptr_out(out), out.size, seed, low, high)
+        fn = _c.fn(fill, dtype)
+        fn(_c.ptr_out(out), out.size, seed, a, b)
         if self.record is not None:
-            self.record.append((fn, low, high))
+            self.record.append((fn, a, b))
         return out
 
+    def uniform(self, shape, dtype, seed, low, high):
+        return self._random("uniform_fill", shape, dtype, seed, low, high)
+
     def normal(self, shape, dtype, seed, mean, std):
-        out = self._take(shape, dtype)
-        fn = _c.fn("normal_fill", dtype)
-        fn(_c.ptr_out(out), out.size, seed, mean, std)
-        if self.record is not None:
-            self.record.append((fn, mean, std))
-        return out
+        return self._random("normal_fill", shape, dtype, seed, mean, std)
 
 
 def draw_into(out, name, *args, record=None, **kwargs):
