@@ -279,22 +279,17 @@ def rng_math_c(v, t):
     """(log v, cos 2 pi t, sin 2 pi t) as the C normal fill computes them on the path running (rng_isa):
     the AVX2 path's own vectorised log and sincos, or libm. v: float64 values in (0, 1]; t: float64 in
     [0, 1), same shape. For the accuracy tests; not a registry kernel."""
-    _c.require()
-    v = np.ascontiguousarray(v, dtype=np.float64)
-    t = np.ascontiguousarray(t, dtype=np.float64)
-    if v.shape != t.shape or v.ndim != 1:
-        raise ValueError(f"v, t: expected two 1-d arrays of one shape, got {v.shape} and {t.shape}")
-    if not (np.all(v > 0) and np.all(v <= 1) and np.all(t >= 0) and np.all(t < 1)):
-        raise ValueError("v, t: expected v in (0, 1] and t in [0, 1)")
-    lg, cs, sn = np.empty_like(v), np.empty_like(v), np.empty_like(v)
-    _c.lib.rng_math_check(_c.ptr_out(lg), _c.ptr_out(cs), _c.ptr_out(sn), _c.ptr(v), _c.ptr(t), v.size)
-    return lg, cs, sn
+    return _rng_math(v, t, np.float64, "rng_math_check")
 
 
 def rng_math_f32_c(v, t):
     """(log v, cos 2 pi t, sin 2 pi t) in float32 as the C float32 normal fill computes them on the path
     running: the AVX2 path's float math (csrc/init.c), or libm's double rounded to float. v, t as for
     rng_math_c. For the accuracy tests; not a registry kernel."""
+    return _rng_math(v, t, np.float32, "rng_math_f32_check")
+
+
+def _rng_math(v, t, dtype, check):
     _c.require()
     v = np.ascontiguousarray(v, dtype=np.float64)
     t = np.ascontiguousarray(t, dtype=np.float64)
@@ -302,8 +297,8 @@ def rng_math_f32_c(v, t):
         raise ValueError(f"v, t: expected two 1-d arrays of one shape, got {v.shape} and {t.shape}")
     if not (np.all(v > 0) and np.all(v <= 1) and np.all(t >= 0) and np.all(t < 1)):
         raise ValueError("v, t: expected v in (0, 1] and t in [0, 1)")
-    lg, cs, sn = (np.empty(v.shape, np.float32) for _ in range(3))
-    _c.lib.rng_math_f32_check(_c.ptr_out(lg), _c.ptr_out(cs), _c.ptr_out(sn), _c.ptr(v), _c.ptr(t), v.size)
+    lg, cs, sn = (np.empty(v.shape, dtype) for _ in range(3))
+    getattr(_c.lib, check)(_c.ptr_out(lg), _c.ptr_out(cs), _c.ptr_out(sn), _c.ptr(v), _c.ptr(t), v.size)
     return lg, cs, sn
 
 
