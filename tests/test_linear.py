@@ -423,7 +423,7 @@ def test_numba_linear_across_blocks_matches_the_reference(dtype):
 # ---- the Numba GEMM's threads (numba.prange): a fresh process each, so this one's thread pool is untouched ----
 
 _NB_THREADS_CHILD = r"""
-import hashlib, json, multiprocessing as mp, sys
+import hashlib, json, sys
 import numpy as np, numba
 import kernels
 from kernels import _nbgemm
@@ -462,34 +462,15 @@ if __name__ == "__main__":
     else:                               # a threaded GEMM in this process, then a spawn and a fork child
         a = np.full((300, 300), 0.5, np.float32)
         print("parent", float(linear_forward_numba(a, a)[7, 7]), _nbgemm._team(300, 300, 300), flush=True)
-        for method in ("spawn", "fork"):
-            q = mp.get_context(method).Queue()
-            p = mp.get_context(method).Process(target=child, args=(q,))
-            p.start()
-            p.join(120)
-            if p.is_alive():
-                p.kill()
-                print(method, "hung", flush=True)
-                continue
-            print(method, p.exitcode, *(q.get(timeout=5) if p.exitcode == 0 else ()), flush=True)
+        from tests.forking import spawn_and_fork
+        spawn_and_fork(child, timeout=120)
 """
 
 
 def _nb_child(tmp_path, *args):
-    import os
-    import pathlib
-    import subprocess
-    import sys
+    from tests import forking
 
-    script = tmp_path / "nb_threads_child.py"   # a file: spawn re-imports the child function from it
-    script.write_text(_NB_THREADS_CHILD)
-    root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, NUMBA_NUM_THREADS="3", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="passive",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout.strip().splitlines()
+    return forking.run_script_lines(tmp_path, _NB_THREADS_CHILD, *args, timeout=600, NUMBA_NUM_THREADS="3")
 
 
 @needs_numba
