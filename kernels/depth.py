@@ -490,6 +490,27 @@ class _Kernels:
         return f
 
 
+# the arena (_FastC) the last C fast-path net of a shape left for the next one: at most one, so a run
+# holds no more than one net's arena; release_arenas() frees it
+_SPARE_ARENA: dict = {}
+
+
+def _take_arena(key):
+    """The spare arena if it has shape ``key``, else None; either way the spare is gone (a spare of
+    another shape is dropped before the caller allocates its own)."""
+    a = _SPARE_ARENA.pop(key, None)
+    _SPARE_ARENA.clear()
+    return a
+
+
+def release_arenas() -> None:
+    """Frees the spare arena the last plain C-backend net left behind for the next one of its shape
+    (depth x width x width plus depth x batch x width values: 384 MB at depth 1000, width 256, batch
+    128, float32). run_config and the CLI keep it between seeds and configurations; call this to give
+    the memory back in a long-lived process."""
+    _SPARE_ARENA.clear()
+
+
 class _FastC:
     """The C backend's fused linear layer and activation, called directly: the hot loop of plain nets
     whose layers are one linear_forward each (residual none, norm none, any activation but prelu).
@@ -521,21 +542,54 @@ class _FastC:
         self.c_act = getattr(_c.lib, f"activation_forward_{sfx}")
         self.code, self.alpha = check_activation(cfg.activation, alpha)
         self._bufs = {}
+        # the pointers of the arrays this object allocated and keeps (buffers, arena slots), by id:
+        # (array, pointer), the array held so that its id stays its own. A known array skips _arg and
+        # ffi.from_buffer (~1.5 us a pointer, ~20 pointers a layer).
+        self._known = {}
         # what the net keeps per layer (W and z, until the backward) lives in two arenas, one array
         # each for all layers, when every layer has the same shape; make_weights draws W into its slot
         # and the forward writes z into its one. Why: a fresh 256 KB array per layer is mmap'd and
         # first touched page by page (64 page faults, ~2.5 us each here, as much as a third of the He
-        # draw's time), while an arena is one allocation that NumPy marks for huge pages (>= 4 MB)
+        # draw's time), while an arena is one allocation that NumPy marks for huge pages (>= 4 MB).
+        # The arena is taken from the spare the last net of this shape released (_take_arena): first
+        # touching a fresh one (the kernel zeroing 384 MB at the harness's shape) costs ~40-75 ms, 5-8%
+        # of a forward+backward, paid again by every seed and configuration of a run.
         w = cfg.widths
-        self._arena = self._replay = None
+        self._arena = self._replay = self._arena_key = None
+        self._wslots = self._zslots = None
         if len(set(w)) == 1:
-            self._arena = {"W": np.empty((cfg.depth, w[0], w[0]), self.dt),
-                           "z": np.empty((cfg.depth, cfg.batch, w[0]), self.dt)}
+            self._arena_key = (self.dt.str, cfg.depth, cfg.batch, w[0])
+            self._arena = _take_arena(self._arena_key) or {
+                "W": np.empty((cfg.depth, w[0], w[0]), self.dt), "z": np.empty((cfg.depth, cfg.batch, w[0]), self.dt)}
+            self._wslots = [self._keep(a) for a in self._arena["W"]]
+            self._zslots = [self._keep(a) for a in self._arena["z"]]
+
+    def release(self):
+        """Hands the arena to the next net of this shape (_SPARE_ARENA); this object is then unusable."""
+        if self._arena is not None:
+            _SPARE_ARENA.clear()
+            _SPARE_ARENA[self._arena_key] = self._arena
+        self._arena = self._wslots = self._zslots = None
+        self._known.clear()
+        self._bufs.clear()
+
+    def _keep(self, a):
+        """a, its pointer made once and kept (a is an array this object allocated)."""
+        self._known[id(a)] = (a, self.ffi.from_buffer(self.ctype, a))
+        return a
+
+    def _ptr(self, name, a, shape):
+        """(a checked, its pointer): a known array's kept pointer, else _arg and ffi.from_buffer."""
+        k = self._known.get(id(a))
+        if k is not None and k[0] is a and a.shape == shape:
+            return k
+        a = self._arg(name, a, shape)
+        return a, self.ffi.from_buffer(self.ctype, a)
 
     def weight_slot(self, layer):
         """Where layer ``layer``'s (1-based) W is kept: its slot of the arena (make_weights draws into
         it), or None without an arena."""
-        return None if self._arena is None else self._arena["W"][layer - 1]
+        return None if self._wslots is None else self._wslots[layer - 1]
 
     def weights(self, k, cfg: Config, layer: int, seed: int):
         """make_weights(k, cfg, layer, seed), W drawn into its arena slot. When the first layer's W was
@@ -547,7 +601,7 @@ class _FastC:
             return make_weights(k, cfg, layer, seed)
         if self._replay is not None:
             fn, a, b = self._replay
-            fn(self.ffi.from_buffer(self.ctype, slot), slot.size, _seed(seed, layer, _W), a, b)
+            fn(self._known[id(slot)][1], slot.size, _seed(seed, layer, _W), a, b)
             return slot, None
         record = []
         W, bias = make_weights(k, cfg, layer, seed, out=slot, record=record)
@@ -566,15 +620,14 @@ class _FastC:
         return slot
 
     def _new_z(self, layer, shape):
-        a = self._arena
-        if a is not None and layer is not None and shape == a["z"].shape[1:]:
-            return a["z"][layer - 1]
+        if self._zslots is not None and layer is not None and shape == self._zslots[0].shape:
+            return self._zslots[layer - 1]
         return np.empty(shape, self.dt)
 
     def _buf(self, key, shape):
         a = self._bufs.get((key, shape))
         if a is None:
-            a = self._bufs[(key, shape)] = np.empty(shape, self.dt)
+            a = self._bufs[(key, shape)] = self._keep(np.empty(shape, self.dt))
         return a
 
     def _other(self, key, shape, avoid):
@@ -592,42 +645,38 @@ class _FastC:
     def forward(self, x, W, b, layer=None):
         """(y, z) = (act(x W + b), x W + b); z is a new array (it is stored: layer's slot of the arena
         when there is one), y a reused buffer."""
-        p = self.ffi.from_buffer
-        ct = self.ctype
         N, K = x.shape
         M = W.shape[1]
-        x = self._arg("x", x, (N, K))
-        W = self._arg("W", W, (K, M))
-        z = self._new_z(layer, (N, M))
+        x, px = self._ptr("x", x, (N, K))
+        W, pW = self._ptr("W", W, (K, M))
+        z, pz = self._ptr("z", self._new_z(layer, (N, M)), (N, M))
         y = self._other("y", (N, M), x)
-        pb = self.NULL if b is None else p(ct, self._arg("b", b, (M,)))
-        self.c_forward(p(ct, y), p(ct, z), p(ct, x), p(ct, W), pb, N, K, M, self.code, self.alpha)
+        pb = self.NULL if b is None else self._ptr("b", b, (M,))[1]
+        self.c_forward(self._known[id(y)][1], pz, px, pW, pb, N, K, M, self.code, self.alpha)
         return y, z
 
     def act(self, z):
         """act(z) into a reused buffer (the backward's recomputed layer input)."""
-        z = self._arg("z", z, z.shape)
+        z, pz = self._ptr("z", z, z.shape)
         y = self._buf("act", z.shape)
-        self.c_act(self.ffi.from_buffer(self.ctype, y), self.ffi.from_buffer(self.ctype, z), z.size, self.code,
-                   self.alpha)
+        self.c_act(self._known[id(y)][1], pz, z.size, self.code, self.alpha)
         return y
 
     def backward(self, dy, x, W, z, stream):
         """(dx, dW) of linear_backward into reused buffers, two sets: stream "main" and "shadow"."""
-        p = self.ffi.from_buffer
-        ct = self.ctype
         N, M = dy.shape
         K = W.shape[0]
-        dy = self._arg("dy", dy, (N, M))
-        x = self._arg("x", x, (N, K))
-        W = self._arg("W", W, (K, M))
-        z = self._arg("z", z, (N, M))
+        dy, pdy = self._ptr("dy", dy, (N, M))
+        x, px = self._ptr("x", x, (N, K))
+        W, pW = self._ptr("W", W, (K, M))
+        z, pz = self._ptr("z", z, (N, M))
+        known = self._known
         dx = self._other(("dx", stream), (N, K), dy)
         dW = self._buf(("dW", stream), (K, M))
         db = self._buf("db", (M,))
         work = self._buf("work", (N, M))
-        self.c_backward(p(ct, dx), p(ct, dW), p(ct, db), p(ct, work), p(ct, dy), p(ct, x), p(ct, W), p(ct, z),
-                        N, K, M, self.code, self.alpha)
+        self.c_backward(known[id(dx)][1], known[id(dW)][1], known[id(db)][1], known[id(work)][1], pdy, px, pW,
+                        pz, N, K, M, self.code, self.alpha)
         return dx, dW
 
 
@@ -661,6 +710,14 @@ class _Net:
         # the C fast path for plain nets of fused layers (_FastC)
         self.fast = (_FastC(cfg, self.alpha) if cfg.backend == "c" and cfg.residual == "none" and self._fused()
                      else None)
+
+    def release(self):
+        """Done with this net: its stored layers are dropped and the fast path's arena goes to the next
+        net of this shape (_FastC.release). Results already read (norms, input_grad copies) stay valid."""
+        self.layers = []
+        if self.fast is not None:
+            self.fast.release()
+            self.fast = None
 
     # -- pieces --------------------------------------------------------------------------------
     def _norm_fwd(self, z):
@@ -1008,13 +1065,15 @@ def run_config(cfg: Config, seeds=DEFAULT_SEEDS, *, progress=None, stats: bool =
         plain_x, plain_W = net.plain_x, net.plain_W
         fwd_rescaled, rescaled = net.forward_rescaled, net.forward_rescaled or net.backward_rescaled
         ln_act_var, sat, dead = net.ln_act_var, net.frac_saturated, net.frac_dead
-        del net  # free the stored layers before any second pass
+        net.release()  # its stored layers go before any second pass; its arena to the next net
+        del net
         if fwd_rescaled:
             # the tracked forward differs from the plain one: run the plain net for what the dtype sees
             plain = _Net(cfg, seed, track=False, stats=False)
             plain.forward()
             plain.backward()
             plain_x, plain_W = plain.plain_x, plain.plain_W
+            plain.release()
             del plain
         with np.errstate(invalid="ignore"):
             log10_input = (ln_x[0] - ln_x[L]) / _LN10
@@ -1146,8 +1205,9 @@ def run_spectrum(cfg: Config, seeds=DEFAULT_SEEDS, *, progress=None) -> dict:
         net.forward(on_layer=tick)
         net.backward(dy=np.eye(n_out, dtype=dt), on_layer=tick)
         J = net.input_grad.astype(np.float64)
-        sv = np.linalg.svd(J, compute_uv=False)
         S = net.input_grad_logscale
+        net.release()
+        sv = np.linalg.svd(J, compute_uv=False)
         lam = sv * sv
         top = lam.max() if lam.size else 0.0
         if top == 0 or not np.isfinite(top):

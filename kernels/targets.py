@@ -314,7 +314,9 @@ def _cases() -> dict[str, Case]:
         restore=True)
     cases["depth harness 1000x256x128 float32"] = Case(
         "one forward+backward of the depth harness: depth 1000, width 256, batch 128, ReLU, He normal, with the "
-        "per-layer statistics; torch: the same net in eager mode with autograd (kernels.torch_peer.depth_net)",
+        "per-layer statistics; C: its W and z arenas are the spare the previous run of this shape left "
+        "(kernels.depth._take_arena, as between the seeds and configurations of `deepprop depth`); torch: the "
+        "same net in eager mode with autograd (kernels.torch_peer.depth_net), its tensors allocated as torch does",
         lambda rng: {"dtype": "float32"}, _harness_build, check=False)
     return cases
 

@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import kernels
@@ -241,6 +242,36 @@ def test_weights_drawn_into_the_arena_are_the_same(kw):
     net.forward()
 
 
+def test_spare_arena_is_reused_by_the_next_net_of_its_shape_only():
+    """run_config hands a finished net's arena to the next net of the same shape (dirty memory: every
+    slot is written before it is read), so a warm arena gives the same table bit for bit as a fresh
+    one; a net of another shape or dtype drops the spare, and release_arenas frees it."""
+    c = cfg(backend="c", activation="relu", init="he_normal", width=32, batch=8, depth=12, dtype="float32")
+    depth.release_arenas()
+    fresh = depth.run_config(c, (3, 4))
+    spare = depth._SPARE_ARENA.get(("<f4", 12, 8, 32))
+    assert spare is not None and len(depth._SPARE_ARENA) == 1
+    spare["W"].fill(np.nan)   # stale contents must never be read
+    spare["z"].fill(np.inf)
+    net = depth._Net(c, 3)
+    assert net.fast._arena is spare and not depth._SPARE_ARENA   # taken, not shared
+    net.forward()
+    net.backward()
+    net.release()
+    assert depth._SPARE_ARENA[("<f4", 12, 8, 32)] is spare and net.fast is None and net.layers == []
+    warm = depth.run_config(c, (3, 4))
+    pd.testing.assert_frame_equal(warm.layers, fresh.layers)
+    assert warm.summary == fresh.summary or all(
+        a == b or (a != a and b != b) for a, b in zip(warm.summary.values(), fresh.summary.values(), strict=True))
+    # another shape, or dtype, drops the spare before allocating its own
+    net = depth._Net(cfg(backend="c", activation="relu", width=32, batch=8, depth=12, dtype="float64"), 3)
+    assert net.fast._arena is not spare and not depth._SPARE_ARENA
+    net.release()
+    assert list(depth._SPARE_ARENA) == [("<f8", 12, 8, 32)]
+    depth.release_arenas()
+    assert not depth._SPARE_ARENA
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_norm_and_var_match_numpy(dtype, monkeypatch):
     """The harness's statistics (csrc/depth.c when built, NumPy otherwise) against NumPy: every size
@@ -285,6 +316,7 @@ def _moments_in_lane_order(x, c):
 _MOMENTS_WORKER = r"""
 import json
 import numpy as np
+import pandas as pd
 from kernels import _c, depth
 rng = np.random.default_rng(5)
 out = []
