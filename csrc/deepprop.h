@@ -151,5 +151,21 @@ double machine_stream_triad(double *a, const double *b, const double *c, int64_t
 const char *depth_isa(void);  /* the loop chosen at run time: "avx2" or "portable" (+ why) */
 void depth_moments_f32(double *out, const float *x, int64_t n, double c);
 void depth_moments_f64(double *out, const double *x, int64_t n, double c);
+/* one layer of the harness's C fast path (kernels/depth.py _FastC): fill (0 none, 1 uniform_fill, 2
+ * normal_fill with seed, a, b) W, linear_forward without bias, then moments = (sum(y), sum((y - mean)^2));
+ * backward: xin = act(zprev) when zprev is not NULL (the layer's input, else x), linear_backward, then
+ * sumsq = (sum(dW^2), sum(dx^2)). The same calls as the separate kernels, in the same order. */
+void depth_layer_forward_f32(double *moments, float *y, float *z, float *W, const float *x, int fill,
+                             uint64_t seed, double a, double b, int64_t N, int64_t K, int64_t M, int act,
+                             double alpha);
+void depth_layer_forward_f64(double *moments, double *y, double *z, double *W, const double *x, int fill,
+                             uint64_t seed, double a, double b, int64_t N, int64_t K, int64_t M, int act,
+                             double alpha);
+void depth_layer_backward_f32(double *sumsq, float *dx, float *dW, float *db, float *work, float *xin,
+                              const float *dy, const float *x, const float *zprev, const float *W, const float *z,
+                              int64_t N, int64_t K, int64_t M, int act, double alpha);
+void depth_layer_backward_f64(double *sumsq, double *dx, double *dW, double *db, double *work, double *xin,
+                              const double *dy, const double *x, const double *zprev, const double *W,
+                              const double *z, int64_t N, int64_t K, int64_t M, int act, double alpha);
 
 #endif

@@ -1,4 +1,5 @@
-/* depth.c -- the depth harness's per-layer statistics (kernels/depth.py: _norm, _var), not a kernel.
+/* depth.c -- the depth harness's per-layer statistics (kernels/depth.py: _norm, _var), and one layer of
+ * its C fast path in one call (depth_layer_forward / depth_layer_backward, at the end); not kernels.
  *
  * depth_moments: out[0] = sum(x - c), out[1] = sum((x - c)^2), in double, for the harness's gradient norms
  * (c = 0) and activation variances (two passes: c = 0 for the mean, then c = the mean). Eight independent
@@ -89,3 +90,47 @@ void depth_moments_##SFX(double *out, const T *x, int64_t n, double c) {        
 
 DEFINE_MOMENTS(float, f32)
 DEFINE_MOMENTS(double, f64)
+
+/* ---- one layer of the harness's C fast path in one call (kernels/depth.py, _FastC.layer_forward and
+ * layer_backward): the same kernel calls, in the same order, that the Python loop makes one by one,
+ * so every number is theirs bit for bit (tests/test_depth.py compares). Why: at the harness's shapes
+ * (width 256, batch 128) a layer is ~0.8 ms of kernels and the Python around four separate calls per
+ * pass (argument unpacking, pointers, the moments' scratch) ~40-60 us more. */
+
+/* fill: DEPTH_FILL_NONE (W is already drawn), DEPTH_FILL_UNIFORM (uniform_fill(W, seed, a, b)) or
+ * DEPTH_FILL_NORMAL (normal_fill(W, seed, a, b)) -- kernels.init's C fills, as _FastC replays them */
+enum { DEPTH_FILL_NONE = 0, DEPTH_FILL_UNIFORM = 1, DEPTH_FILL_NORMAL = 2 };
+
+#define DEFINE_LAYER(T, SFX)                                                                            \
+void depth_layer_forward_##SFX(double *moments, T *y, T *z, T *W, const T *x, int fill, uint64_t seed,  \
+                               double a, double b, int64_t N, int64_t K, int64_t M, int act, double alpha) { \
+    /* moments: (2,) = (sum(y), sum((y - mean)^2)), mean = sum(y) / (N M) (_var's two passes);          \
+     * y, z: (N, M); W: (K, M), drawn first unless fill is DEPTH_FILL_NONE; x: (N, K); no bias */       \
+    if (fill == DEPTH_FILL_UNIFORM) uniform_fill_##SFX(W, K * M, seed, a, b);                            \
+    else if (fill == DEPTH_FILL_NORMAL) normal_fill_##SFX(W, K * M, seed, a, b);                         \
+    linear_forward_##SFX(y, z, x, W, NULL, N, K, M, act, alpha);                                        \
+    double s[2];                                                                                        \
+    depth_moments_##SFX(s, y, N * M, 0.0);                                                              \
+    moments[0] = s[0];                                                                                  \
+    depth_moments_##SFX(s, y, N * M, s[0] / (double)(N * M));                                           \
+    moments[1] = s[1];                                                                                  \
+}                                                                                                       \
+void depth_layer_backward_##SFX(double *sumsq, T *dx, T *dW, T *db, T *work, T *xin, const T *dy,        \
+                                const T *x, const T *zprev, const T *W, const T *z, int64_t N, int64_t K, \
+                                int64_t M, int act, double alpha) {                                     \
+    /* sumsq: (2,) = (sum(dW^2), sum(dx^2)); dx, xin: (N, K); dW: (K, M); db: (M,); work, dy, z: (N, M); \
+     * W: (K, M). The layer's input is act(zprev) (zprev (N, K), written to xin) when zprev is given,   \
+     * else x (N, K) */                                                                                 \
+    if (zprev != NULL) {                                                                                \
+        activation_forward_##SFX(xin, zprev, N * K, act, alpha);                                        \
+        x = xin;                                                                                        \
+    }                                                                                                   \
+    linear_backward_##SFX(dx, dW, db, work, dy, x, W, z, N, K, M, act, alpha);                          \
+    double s[2];                                                                                        \
+    depth_moments_##SFX(s, dW, K * M, 0.0);                                                             \
+    sumsq[0] = s[1];                                                                                    \
+    depth_moments_##SFX(s, dx, N * K, 0.0);                                                             \
+    sumsq[1] = s[1];                                                                                    \
+}
+DEFINE_LAYER(float, f32)
+DEFINE_LAYER(double, f64)

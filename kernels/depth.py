@@ -383,9 +383,11 @@ def _var(a: np.ndarray) -> float:
         return _sums(a, mean)[1] / a.size
 
 
-def _norm(a: np.ndarray) -> float:
-    """Euclidean norm in float64 without overflow or underflow of the squares."""
-    s = _sums(a)[1]
+def _norm(a: np.ndarray, s: float | None = None) -> float:
+    """Euclidean norm in float64 without overflow or underflow of the squares; s: _sums(a)[1] if the
+    caller has it."""
+    if s is None:
+        s = _sums(a)[1]
     v = a.reshape(-1)
     if 1e-290 < s < 1e290:
         return math.sqrt(s)
@@ -523,9 +525,11 @@ class _FastC:
     reused from layer to layer instead of allocated: the forward's y, the backward's dx (two of each,
     so that a call's input is never its own output) and dW, db and the dz scratch; the backward pass
     allocates nothing. What outlives a layer (its W and z) goes to two arenas, one array per kind for
-    all layers (see __init__). The C functions and their arguments are those of ``linear_forward_c``,
-    ``linear_backward_c`` and the activations' C forward, so the results are bit for bit theirs
-    (tests/test_depth.py compares the two paths)."""
+    all layers (see __init__). Once layer 1 showed W to be one C fill (``fill``), a net without dropout
+    runs each further layer as one C call per pass (layer_forward, layer_backward: csrc/depth.c makes
+    the same kernel calls in the same order, the moments included). The C functions and their
+    arguments are those of ``linear_forward_c``, ``linear_backward_c`` and the activations' C forward,
+    so the results are bit for bit theirs (tests/test_depth.py compares the two paths)."""
 
     def __init__(self, cfg: Config, alpha):
         from . import _c
@@ -540,6 +544,12 @@ class _FastC:
         self.c_forward = getattr(_c.lib, f"linear_forward_{sfx}")
         self.c_backward = getattr(_c.lib, f"linear_backward_{sfx}")
         self.c_act = getattr(_c.lib, f"activation_forward_{sfx}")
+        self.c_layer_forward = getattr(_c.lib, f"depth_layer_forward_{sfx}")
+        self.c_layer_backward = getattr(_c.lib, f"depth_layer_backward_{sfx}")
+        # C fills by code, for depth_layer_forward (csrc/depth.c's DEPTH_FILL_*)
+        self._fill_codes = {getattr(_c.lib, f"uniform_fill_{sfx}"): 1, getattr(_c.lib, f"normal_fill_{sfx}"): 2}
+        self.fill = None  # (code, a, b) of the replayed fill, once layer 1 set it up (weights)
+        self._sums = _c.ffi.new("double[2]")  # the layer calls' moments, read right after each call
         self.code, self.alpha = check_activation(cfg.activation, alpha)
         self._bufs = {}
         # the pointers of the arrays this object allocated and keeps (buffers, arena slots), by id:
@@ -607,6 +617,8 @@ class _FastC:
         W, bias = make_weights(k, cfg, layer, seed, out=slot, record=record)
         if W is slot and bias is None and len(record) == 1:
             self._replay = record[0]
+            code = self._fill_codes.get(self._replay[0])
+            self.fill = None if code is None else (code, *self._replay[1:])
         return W, bias
 
     def keep_weight(self, layer, W):
@@ -654,6 +666,47 @@ class _FastC:
         pb = self.NULL if b is None else self._ptr("b", b, (M,))[1]
         self.c_forward(self._known[id(y)][1], pz, px, pW, pb, N, K, M, self.code, self.alpha)
         return y, z
+
+    def layer_forward(self, x, layer, seed):
+        """Layer ``layer`` (1-based, from 2 on: ``fill`` is set) in one C call, depth_layer_forward: its W
+        drawn into its slot as weights() replays it, (y, z) as forward(x, W, None, layer), and _var(y).
+        Returns (W, y, z, var)."""
+        code, a, b = self.fill
+        W = self._wslots[layer - 1]
+        z = self._zslots[layer - 1]
+        N, K = x.shape
+        M = W.shape[1]
+        x, px = self._ptr("x", x, (N, K))
+        y = self._other("y", (N, M), x)
+        known, s = self._known, self._sums
+        self.c_layer_forward(s, known[id(y)][1], known[id(z)][1], known[id(W)][1], px, code, _seed(seed, layer, _W),
+                             a, b, N, K, M, self.code, self.alpha)
+        return W, y, z, s[1] / y.size
+
+    def layer_backward(self, dy, x, zprev, W, z):
+        """backward(dy, x_in, W, z, "main") in one C call, depth_layer_backward, with the layer's input
+        x_in = act(zprev) as act() makes it (zprev given) or x, and the sums of squares of dW and dx.
+        Returns (dx, dW, sum dW^2, sum dx^2)."""
+        N, M = dy.shape
+        K = W.shape[0]
+        dy, pdy = self._ptr("dy", dy, (N, M))
+        W, pW = self._ptr("W", W, (K, M))
+        z, pz = self._ptr("z", z, (N, M))
+        known = self._known
+        if zprev is not None:
+            zprev, pzp = self._ptr("zprev", zprev, (N, K))
+            px, pxin = self.NULL, known[id(self._buf("act", (N, K)))][1]
+        else:
+            x, px = self._ptr("x", x, (N, K))
+            pzp = pxin = self.NULL
+        dx = self._other(("dx", "main"), (N, K), dy)
+        dW = self._buf(("dW", "main"), (K, M))
+        db = self._buf("db", (M,))
+        work = self._buf("work", (N, M))
+        s = self._sums
+        self.c_layer_backward(s, known[id(dx)][1], known[id(dW)][1], known[id(db)][1], known[id(work)][1], pxin,
+                              pdy, px, pzp, pW, pz, N, K, M, self.code, self.alpha)
+        return dx, dW, s[0], s[1]
 
     def act(self, z):
         """act(z) into a reused buffer (the backward's recomputed layer input)."""
@@ -780,18 +833,23 @@ class _Net:
             var[0] = math.log(_var(x))
         shift = 0
         homog = self.track and cfg.homogeneous
+        fast = self.fast if cfg.dropout == 0.0 else None   # its one-call layers (no dropout between)
         for layer in range(1, L + 1):
-            W, b = (make_weights(k, cfg, layer, self.seed) if self.fast is None
-                    else self.fast.weights(k, cfg, layer, self.seed))
-            if cfg.residual == "none":
-                rec, y, u = self._plain_layer(x, W, b, layer)
+            if fast is not None and fast.fill is not None:
+                W, y, u, v = fast.layer_forward(x, layer, self.seed)
+                rec = _Layer(W, None, u)
             else:
-                rec, y, u = self._residual_layer(x, W, b, layer)
+                W, b = (make_weights(k, cfg, layer, self.seed) if self.fast is None
+                        else self.fast.weights(k, cfg, layer, self.seed))
+                if cfg.residual == "none":
+                    rec, y, u = self._plain_layer(x, W, b, layer)
+                else:
+                    rec, y, u = self._residual_layer(x, W, b, layer)
+                with np.errstate(invalid="ignore", over="ignore"):
+                    v = _var(y)
             if self.stats:
                 sat[layer], dead[layer] = _saturation(cfg.activation, self.alpha, u)
             del u
-            with np.errstate(invalid="ignore", over="ignore"):
-                v = _var(y)
             if homog and v > 0 and math.isfinite(v):
                 e = int(round(0.5 * math.log2(v)))
                 if abs(e) > self.window:
@@ -900,6 +958,19 @@ class _Net:
         dbranch = self._norm_bwd(du, x, rec.mean, rec.rstd) if cfg.norm != "none" else du
         return k("residual_add")(dy, dbranch, self.scale), dW
 
+    def _fused_backward(self, i, dy):
+        """_layer_backward(i, dy, _recompute_input(i)) and the sums of squares of dW and dx in one C call
+        (the fast path, no dropout): the input act(z) is made inside when no rescale lies between."""
+        rec = self.layers[i]
+        x = zprev = None
+        if i == 0:
+            x = self.input
+        elif self.layers[i - 1].shift == (self.layers[i - 2].shift if i >= 2 else 0):
+            zprev = self.layers[i - 1].store
+        else:
+            x = self._recompute_input(i)
+        return self.fast.layer_backward(dy, x, zprev, rec.W, rec.store)
+
     def backward(self, dy=None, on_layer=None):
         """Backward from dl/dx^L = dy (default: the probe g/batch). Returns per-layer ln norms."""
         cfg, k = self.cfg, self.k
@@ -917,6 +988,7 @@ class _Net:
         shadow = None  # the plain gradient once tracking has rescaled
         dead_value = None  # what the plain gradient became (0, inf, nan) once it stopped being finite
         s_w = self.scale if cfg.residual != "none" else 1.0
+        fast = self.fast if cfg.dropout == 0.0 else None   # its one-call layers (no dropout masks)
         d = dy
         n = _norm(d)
         for i in range(L - 1, -1, -1):
@@ -928,10 +1000,14 @@ class _Net:
                 plain_x[layer] = dead_value
             elif S == 0.0:
                 plain_x[layer] = n
-            x_in = self._recompute_input(i) if cfg.residual == "none" else None
             fwd_ln = (self.layers[i - 1].shift if i >= 1 else 0) * _LN2  # x^{i} stored = true * 2^-shift
-            dx, dW = self._layer_backward(i, d, x_in)
-            nW = _norm(dW)
+            if fast is not None and shadow is None:
+                dx, dW, sW, sx = self._fused_backward(i, d)
+            else:
+                x_in = self._recompute_input(i) if cfg.residual == "none" else None
+                dx, dW = self._layer_backward(i, d, x_in)
+                sW = sx = None
+            nW = _norm(dW, sW)
             ln_W[layer] = _ln(nW) + S + fwd_ln + math.log(s_w)
             if shadow is not None:
                 sdx, sdW = self._layer_backward(i, shadow, x_in, "shadow")
@@ -946,7 +1022,7 @@ class _Net:
             elif S == 0.0:
                 plain_W[layer] = nW * s_w
             d = dx
-            n = _norm(d)
+            n = _norm(d, sx)
             # keep the tracked gradient inside the window: an exact power-of-two rescale
             if self.track and n > 0 and math.isfinite(n):
                 e = math.frexp(n)[1]

@@ -194,12 +194,15 @@ def test_c_fast_path_equals_the_checked_kernels(kw):
             if fast and track:
                 streams |= {key[0][1] for key in net.fast._bufs if key[0][0] == "dx"}
                 rescaled = net.forward_rescaled or net.backward_rescaled
+                fused = net.fast.fill is not None   # layers 2.. ran as one C call each way
     for a, b in zip(out[0] + out[1], out[2] + out[3], strict=True):
         np.testing.assert_array_equal(a, b)
     if c.depth == 90:   # the tracked gradient was rescaled and the plain one followed in the shadow stream
         assert streams == {"main", "shadow"}
     if c.depth >= 60:
         assert rescaled
+    # the one-call layers (without dropout) where W is one replayed C fill and there is no bias
+    assert fused == (c.init in ("he_normal", "normal", "xavier_normal", "he_uniform") and not c.bias_variance(48))
     # the generic path is still taken where the fast one does not apply
     assert depth._Net(cfg(backend="c", norm="layer"), 0).fast is None
     assert depth._Net(cfg(backend="c", activation="prelu"), 0).fast is None
