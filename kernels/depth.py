@@ -492,8 +492,9 @@ class _Kernels:
         return f
 
 
-# the arena (_FastC) the last C fast-path net of a shape left for the next one: at most one, so a run
-# holds no more than one net's arena; release_arenas() frees it
+# the arena (_FastC) the last C fast-path net of a shape left for the next one: at most one, dropped
+# when a net of another shape, or one without an arena, is made -- so a run never holds more than one
+# net's layers; release_arenas() frees it
 _SPARE_ARENA: dict = {}
 
 
@@ -763,6 +764,8 @@ class _Net:
         # the C fast path for plain nets of fused layers (_FastC)
         self.fast = (_FastC(cfg, self.alpha) if cfg.backend == "c" and cfg.residual == "none" and self._fused()
                      else None)
+        if self.fast is None or self.fast._arena is None:
+            release_arenas()   # a net that keeps its layers elsewhere: no spare beside them (peak memory)
 
     def release(self):
         """Done with this net: its stored layers are dropped and the fast path's arena goes to the next

@@ -271,6 +271,11 @@ def test_spare_arena_is_reused_by_the_next_net_of_its_shape_only():
     assert net.fast._arena is not spare and not depth._SPARE_ARENA
     net.release()
     assert list(depth._SPARE_ARENA) == [("<f8", 12, 8, 32)]
+    # a net that does not use an arena drops the spare too: no run holds more than one net's layers
+    depth._Net(cfg(backend="numba", width=32, batch=8, depth=12), 3)
+    assert not depth._SPARE_ARENA
+    depth._Net(c, 3).release()
+    assert depth._SPARE_ARENA
     depth.release_arenas()
     assert not depth._SPARE_ARENA
 
