@@ -75,6 +75,7 @@ typedef struct { int mr, nr, mc, kc, nc; } blocking;
 #define MAX_NR 32
 #define GEMM_APACK_BYTES (192 * 1024)
 #define GEMM_BPACK_BYTES (2 * 1024 * 1024)
+#define GEMM_BMICRO_BYTES (16 * 1024)   /* one KC x NR micro-panel of B (macro_kernel's bl) */
 
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AVX2_AS_AVX512 = 3, N_ISA = 4 };
 
@@ -93,7 +94,7 @@ static const blocking BLK_f64[N_ISA] = {{PORTABLE_F64}, {AVX2_F64}, {AVX512_F64}
 /* every blocking fits the tile buffer and the packing buffers, and MC, NC are multiples of MR, NR */
 #define BLOCKING_FITS(T, MR, NR, MC, KC, NC) ((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 &&    \
     (NC) % (NR) == 0 && (size_t)(MC) * (KC) * sizeof(T) <= GEMM_APACK_BYTES &&                            \
-    (size_t)(KC) * (NC) * sizeof(T) <= GEMM_BPACK_BYTES)
+    (size_t)(KC) * (NC) * sizeof(T) <= GEMM_BPACK_BYTES && (size_t)(KC) * (NR) * sizeof(T) <= GEMM_BMICRO_BYTES)
 #define BLOCKING_FITS_(...) BLOCKING_FITS(__VA_ARGS__)
 _Static_assert(BLOCKING_FITS_(float, PORTABLE_F32) && BLOCKING_FITS_(double, PORTABLE_F64), "portable blocking");
 _Static_assert(BLOCKING_FITS_(float, AVX2_F32) && BLOCKING_FITS_(double, AVX2_F64), "avx2 blocking");
@@ -521,6 +522,50 @@ __attribute__((target("avx2"))) static void pack_bt8_avx2_f64(double *restrict d
     for (; p < kc; p++)
         for (int c = 0; c < 8; c++) dst[p * 8 + c] = B[c * ldb + p];
 }
+/* The two copying packs -- A transposed (MR contiguous values of a row of A per step) and B not
+ * transposed (NR contiguous values of a row of B to each micro-panel) -- in 256-bit loads and stores
+ * (the plain C loops compile to 128-bit or scalar moves: csrc/build.py has no -march). */
+/* one micro-panel of A^T: dst[p * 6 + r] = A[p * lda + r]. An 8-wide store writes 2 lanes of the next
+ * step, rewritten by it; the 8-wide load of step p < kc - 1 reads 2 values past the 6, still inside
+ * the matrix (row p + 1 follows: lda >= 6); the last step moves exactly 6 */
+__attribute__((target("avx2"))) static void pack_at6_avx2_f32(float *restrict dst, const float *restrict A,
+                                                              int64_t lda, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 1 < kc; p++) _mm256_storeu_ps(dst + p * 6, _mm256_loadu_ps(A + p * lda));
+    _mm_storeu_ps(dst + p * 6, _mm_loadu_ps(A + p * lda));
+    _mm_storel_pi((__m64 *)(dst + p * 6 + 4), _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(A + p * lda + 4)));
+}
+__attribute__((target("avx2"))) static void pack_at6_avx2_f64(double *restrict dst, const double *restrict A,
+                                                              int64_t lda, int64_t kc) {
+    for (int64_t p = 0; p < kc; p++) {
+        _mm256_storeu_pd(dst + p * 6, _mm256_loadu_pd(A + p * lda));
+        _mm_storeu_pd(dst + p * 6 + 4, _mm_loadu_pd(A + p * lda + 4));
+    }
+}
+/* nq full micro-panels of B: dst[q * 16 * kc + p * 16 + c] = B[p * ldb + q * 16 + c] (64-byte aligned
+ * stores: dst and 16 * kc floats are) */
+__attribute__((target("avx2"))) static void pack_b16_avx2_f32(float *restrict dst, const float *restrict B,
+                                                              int64_t ldb, int64_t kc, int64_t nq) {
+    for (int64_t q = 0; q < nq; q++, dst += 16 * kc, B += 16)
+        for (int64_t p = 0; p < kc; p++) {
+            const float *s = B + p * ldb;
+            _mm256_store_ps(dst + p * 16, _mm256_loadu_ps(s));
+            _mm256_store_ps(dst + p * 16 + 8, _mm256_loadu_ps(s + 8));
+        }
+}
+__attribute__((target("avx2"))) static void pack_b8_avx2_f64(double *restrict dst, const double *restrict B,
+                                                             int64_t ldb, int64_t kc, int64_t nq) {
+    for (int64_t q = 0; q < nq; q++, dst += 8 * kc, B += 8)
+        for (int64_t p = 0; p < kc; p++) {
+            const double *s = B + p * ldb;
+            _mm256_store_pd(dst + p * 8, _mm256_loadu_pd(s));
+            _mm256_store_pd(dst + p * 8 + 4, _mm256_loadu_pd(s + 4));
+        }
+}
+#define PACK_AT6_AVX2_f32 pack_at6_avx2_f32
+#define PACK_AT6_AVX2_f64 pack_at6_avx2_f64
+#define PACK_B_AVX2_f32 pack_b16_avx2_f32
+#define PACK_B_AVX2_f64 pack_b8_avx2_f64
 #define PACK_A6_AVX2_f32 pack_a6_avx2_f32
 #define PACK_A6_AVX2_f64 pack_a6_avx2_f64
 #define PACK_BT_AVX2_f32 pack_bt16_avx2_f32
@@ -539,6 +584,12 @@ static void pack_a_isa_##SFX(int isa, int MR, T *dst, const T *A, int64_t lda, i
         if (mc > mfull) pack_a_##SFX(MR, dst + mfull * kc, A + mfull * lda, lda, trans, mc - mfull, kc); \
         return;                                                                                         \
     }                                                                                                   \
+    if (DP_X86 && isa == ISA_AVX2 && MR == 6 && trans) {                                                \
+        const int64_t mfull = mc / 6 * 6;                                                               \
+        for (int64_t i = 0; i < mfull; i += 6) PACK_AT6(SFX)(dst + i * kc, A + i, lda, kc);             \
+        if (mc > mfull) pack_a_##SFX(MR, dst + mfull * kc, A + mfull, lda, trans, mc - mfull, kc);      \
+        return;                                                                                         \
+    }                                                                                                   \
     pack_a_##SFX(MR, dst, A, lda, trans, mc, kc);                                                       \
 }                                                                                                       \
 static void pack_b_isa_##SFX(int isa, int NR, T *dst, const T *B, int64_t ldb, int trans, int64_t kc,    \
@@ -549,17 +600,29 @@ static void pack_b_isa_##SFX(int isa, int NR, T *dst, const T *B, int64_t ldb, i
         if (nc > nfull) pack_b_##SFX(NR, dst + nfull * kc, B + nfull * ldb, ldb, trans, kc, nc - nfull); \
         return;                                                                                         \
     }                                                                                                   \
+    if (DP_X86 && isa == ISA_AVX2 && NR == PACK_BT_NR(SFX) && !trans) {                                 \
+        const int64_t nfull = nc / NR * NR;                                                             \
+        PACK_B(SFX)(dst, B, ldb, kc, nfull / NR);                                                       \
+        if (nc > nfull) pack_b_##SFX(NR, dst + nfull * kc, B + nfull, ldb, trans, kc, nc - nfull);      \
+        return;                                                                                         \
+    }                                                                                                   \
     pack_b_##SFX(NR, dst, B, ldb, trans, kc, nc);                                                       \
 }
 #if DP_X86
 #define PACK_A6(SFX) PACK_A6_AVX2_##SFX
 #define PACK_BT(SFX) PACK_BT_AVX2_##SFX
+#define PACK_AT6(SFX) PACK_AT6_AVX2_##SFX
+#define PACK_B(SFX) PACK_B_AVX2_##SFX
 #define PACK_BT_NR(SFX) PACK_BT_NR_##SFX
 #else   /* never called (DP_X86 is 0 in the condition), only named */
 static void pack_none_f32(float *d, const float *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
 static void pack_none_f64(double *d, const double *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
+static void pack_none_q_f32(float *d, const float *s, int64_t ld, int64_t kc, int64_t nq) { (void)d, (void)s, (void)ld, (void)kc, (void)nq; }
+static void pack_none_q_f64(double *d, const double *s, int64_t ld, int64_t kc, int64_t nq) { (void)d, (void)s, (void)ld, (void)kc, (void)nq; }
 #define PACK_A6(SFX) pack_none_##SFX
 #define PACK_BT(SFX) pack_none_##SFX
+#define PACK_AT6(SFX) pack_none_##SFX
+#define PACK_B(SFX) pack_none_q_##SFX
 #define PACK_BT_NR(SFX) 0
 #endif
 DEFINE_PACK_DISPATCH(float, f32)
@@ -575,23 +638,34 @@ static inline void share(int64_t count, int th, int nth, int64_t *lo, int64_t *h
 
 #define DEFINE_GEMM(T, SFX)                                                                             \
 static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
-                               int64_t mc, int64_t nc,                                                  \
+                               int isa, int64_t mc, int64_t nc,                                         \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
                                const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0,          \
-                               int64_t t0, int64_t t1) {                                                \
+                               int64_t t0, int64_t t1, const T *Bs, int64_t ldb, int transb) {          \
     /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
      * bias != NULL on the first k block only, ep != NULL on the last. Only the tiles t0 .. t1-1 of     \
      * the block, numbered jr-major (t = jr / NR * n_ir + ir / MR: one B micro-panel stays in L1 across \
-     * the consecutive ir), are computed: a thread's share. */                                          \
+     * the consecutive ir), are computed: a thread's share. Bs != NULL (one block of A, see the driver):\
+     * Bp is not packed; op(B) (kc x nc, transb, ldb) starts at Bs and each NR-column micro-panel is    \
+     * packed here, when the first tile of its column is reached, into bl (stays in L1 for the ir loop). */\
     const int MR = bk->mr, NR = bk->nr;                                                                 \
     const int64_t n_ir = ceil_div(mc, MR);                                                              \
     _Alignas(64) T ct[MAX_MR * MAX_NR];   /* a partial tile, computed whole */                          \
     T bt[MAX_NR];                         /* the bias of a partial tile, zero-padded to NR */           \
     int64_t jr_bt = -1;                   /* the column panel bt holds */                               \
+    _Alignas(64) unsigned char blb[GEMM_BMICRO_BYTES];   /* Bs's micro-panel jr_bl */                   \
+    T *const bl = (T *)blb;                                                                             \
+    int64_t jr_bl = -1;                                                                                 \
     for (int64_t t = t0; t < t1; t++) {                                                                 \
         const int64_t jr = t / n_ir * NR, ir = t % n_ir * MR;                                           \
         const int64_t nr = min64(NR, nc - jr);                                                          \
         const T *b = Bp + jr * kc;                                                                      \
+        if (Bs) {                                                                                       \
+            if (jr_bl != jr)                                                                            \
+                pack_b_isa_##SFX(isa, NR, bl, transb ? Bs + jr * ldb : Bs + jr, ldb, transb, kc, nr);   \
+            jr_bl = jr;                                                                                 \
+            b = bl;                                                                                     \
+        }                                                                                               \
         const T *bj = bias ? bias + jr : NULL;                                                          \
         if (bias && nr < NR) {                                                                          \
             if (jr_bt != jr)                                                                            \
@@ -644,6 +718,11 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
     const int64_t kb = ceil_div(k, ceil_div(k, bk->kc));                                                \
     const int64_t mb = round_up(ceil_div(m, ceil_div(m, bk->mc)), bk->mr);                              \
     const int64_t nb = round_up(ceil_div(n, ceil_div(n, bk->nc)), bk->nr);                              \
+    /* one block of A (m <= mb): each micro-panel of B is used by that block only, so it is packed      \
+     * in the macro-kernel, just before its tiles, into a buffer that stays in L1, instead of the       \
+     * whole panel into Bp first (written out to L2 / L3 and read back: ~8% of the time at 128 x 256    \
+     * x 256). The same values reach the same micro-kernel calls. */                                    \
+    const int one_a = m <= mb;                                                                          \
     const int nt = gemm_team_size(m, n, k);                                                             \
     /* One team for the whole product. Each B panel's micro-panels are packed by all threads, then     \
      * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's \
@@ -662,7 +741,7 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                 const gemm_epilogue *ep_pc = pc + kc >= k ? ep : NULL;                                  \
                 int64_t q0, q1;                                                                         \
                 share(ceil_div(nc, NR), th, nth, &q0, &q1);  /* my micro-panels of op(B) */             \
-                if (q1 > q0) {                                                                          \
+                if (q1 > q0 && !one_a) {                                                                \
                     const int64_t j = jc + q0 * NR;                                                     \
                     pack_b_isa_##SFX(isa, NR, Bp + q0 * NR * kc, transb ? B + j * ldb + pc : B + pc * ldb + j, \
                                      ldb, transb, kc, min64(nc, q1 * NR) - q0 * NR);                    \
@@ -678,9 +757,10 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                     DP_OMP_BARRIER();                                                                   \
                     int64_t t0, t1;                                                                     \
                     share(ceil_div(mc, MR) * ceil_div(nc, NR), th, nth, &t0, &t1);  /* my tiles */      \
-                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, \
+                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], isa, mc, nc, kc, Ap, Bp, C + ic * ldc + jc, \
                                        ldc, alpha, beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc, \
-                                       t0, t1);                                                         \
+                                       t0, t1, one_a ? (transb ? B + jc * ldb + pc : B + pc * ldb + jc) : NULL, \
+                                       ldb, transb);                                                    \
                     if (ic + mc < m || pc + kc < k || jc + nc < n) { DP_OMP_BARRIER(); }  /* packing follows */ \
                 }                                                                                       \
             }                                                                                           \
