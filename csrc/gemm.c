@@ -637,8 +637,19 @@ static inline void share(int64_t count, int th, int nth, int64_t *lo, int64_t *h
 }
 
 #define DEFINE_GEMM(T, SFX)                                                                             \
+/* A block of mc rows whose last micro-panel would hold only 1 .. MR/2 rows (m = 128 with MR = 6: 21    \
+ * panels and 2 rows) ends instead in two panels of about (MR + mc % MR) / 2 rows each (4 and 4), on    \
+ * a path with kernels for partial panels: a 2-row kernel has only 4 accumulator chains, too few to     \
+ * hide the FMA latency, and takes about as long per k as a 4-row one; two 4-row tiles (8 chains        \
+ * each) cost ~8 cycles per k where a 6-row and a 2-row tile cost ~10. Returns the rows of the first    \
+ * of the two panels, 0 for no split. */                                                                \
+static inline int64_t tail_split_##SFX(int64_t mc, int MR, const ukernel_##SFX *rows_kernel) {          \
+    const int64_t rem = mc % MR, h1 = (MR + rem + 1) / 2;                                               \
+    if (mc < MR || rem == 0 || rem > MR / 2) return 0;                                                  \
+    return rows_kernel[h1] && rows_kernel[MR + rem - h1] ? h1 : 0;                                      \
+}                                                                                                       \
 static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
-                               int isa, int64_t mc, int64_t nc,                                         \
+                               int isa, int64_t mc, int64_t h1, int64_t nc,                             \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
                                const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0,          \
                                int64_t t0, int64_t t1, const T *Bs, int64_t ldb, int transb) {          \
@@ -657,7 +668,9 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
     T *const bl = (T *)blb;                                                                             \
     int64_t jr_bl = -1;                                                                                 \
     for (int64_t t = t0; t < t1; t++) {                                                                 \
-        const int64_t jr = t / n_ir * NR, ir = t % n_ir * MR;                                           \
+        const int64_t jr = t / n_ir * NR, q = t % n_ir;   /* q: the micro-panel of Ap */                \
+        /* rows ir .. ir+mr-1; h1 > 0: the last two panels hold h1 and mc % MR + MR - h1 rows */        \
+        const int64_t ir = h1 && q == n_ir - 1 ? (q - 1) * MR + h1 : q * MR;                            \
         const int64_t nr = min64(NR, nc - jr);                                                          \
         const T *b = Bp + jr * kc;                                                                      \
         if (Bs) {                                                                                       \
@@ -674,8 +687,8 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
             bj = bt;                                                                                    \
         }                                                                                               \
         {                                                                                               \
-            const int64_t mr = min64(MR, mc - ir);                                                      \
-            const T *a = Ap + ir * kc;                                                                  \
+            const int64_t mr = h1 && q == n_ir - 2 ? h1 : min64(MR, mc - ir);                           \
+            const T *a = Ap + q * MR * kc;                                                              \
             T *c = C + ir * ldc + jr;                                                                   \
             const ukernel_##SFX uk = mr < MR && rows_kernel[mr] ? rows_kernel[mr] : kernel;            \
             if (nr == NR && (mr == MR || uk != kernel)) {    /* straight into C */                      \
@@ -716,7 +729,10 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
     T *const Ap = (T *)apack, *const Bp = (T *)bpack;                                                   \
     /* balanced blocks: the fewest of at most KC (MC, NC), equal up to the rounding to MR (NR) */       \
     const int64_t kb = ceil_div(k, ceil_div(k, bk->kc));                                                \
-    const int64_t mb = round_up(ceil_div(m, ceil_div(m, bk->mc)), bk->mr);                              \
+    /* a k block shallower than KC leaves room in L2 for more rows of A: up to MC x KC values (dW = x^T dz\
+     * at N = 128, k = 128: all 256 rows in one block, so B is packed once and in the macro-kernel) */  \
+    const int64_t mcap = bk->mc * bk->kc / kb / bk->mr * bk->mr;                                        \
+    const int64_t mb = round_up(ceil_div(m, ceil_div(m, mcap > bk->mc ? mcap : bk->mc)), bk->mr);       \
     const int64_t nb = round_up(ceil_div(n, ceil_div(n, bk->nc)), bk->nr);                              \
     /* one block of A (m <= mb): each micro-panel of B is used by that block only, so it is packed      \
      * in the macro-kernel, just before its tiles, into a buffer that stays in L1, instead of the       \
@@ -748,16 +764,23 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                 }                                                                                       \
                 for (int64_t ic = 0; ic < m; ic += mb) {                                                \
                     const int64_t mc = min64(mb, m - ic);                                               \
+                    const int64_t h1 = tail_split_##SFX(mc, MR, UKROWS_##SFX[isa]);                     \
+                    const int64_t qs = ceil_div(mc, MR) - (h1 ? 2 : 0);   /* the panels before the split */\
                     share(ceil_div(mc, MR), th, nth, &q0, &q1);  /* my micro-panels of op(A) */         \
-                    if (q1 > q0) {                                                                      \
+                    if (min64(q1, qs) > q0) {                                                           \
                         const int64_t i = ic + q0 * MR;                                                 \
                         pack_a_isa_##SFX(isa, MR, Ap + q0 * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
-                                         lda, transa, min64(mc, q1 * MR) - q0 * MR, kc);                \
+                                         lda, transa, min64(mc, min64(q1, qs) * MR) - q0 * MR, kc);     \
+                    }                                                                                   \
+                    for (int64_t q = q0 > qs ? q0 : qs; q < q1; q++) {   /* the two split panels */     \
+                        const int64_t i = ic + qs * MR + (q == qs ? 0 : h1);                            \
+                        pack_a_isa_##SFX(isa, MR, Ap + q * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
+                                         lda, transa, q == qs ? h1 : mc - qs * MR - h1, kc);            \
                     }                                                                                   \
                     DP_OMP_BARRIER();                                                                   \
                     int64_t t0, t1;                                                                     \
                     share(ceil_div(mc, MR) * ceil_div(nc, NR), th, nth, &t0, &t1);  /* my tiles */      \
-                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], isa, mc, nc, kc, Ap, Bp, C + ic * ldc + jc, \
+                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], isa, mc, h1, nc, kc, Ap, Bp, C + ic * ldc + jc, \
                                        ldc, alpha, beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc, \
                                        t0, t1, one_a ? (transb ? B + jc * ldb + pc : B + pc * ldb + jc) : NULL, \
                                        ldb, transb);                                                    \
