@@ -667,8 +667,9 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
     _Alignas(64) unsigned char blb[GEMM_BMICRO_BYTES];   /* Bs's micro-panel jr_bl */                   \
     T *const bl = (T *)blb;                                                                             \
     int64_t jr_bl = -1;                                                                                 \
-    for (int64_t t = t0; t < t1; t++) {                                                                 \
-        const int64_t jr = t / n_ir * NR, q = t % n_ir;   /* q: the micro-panel of Ap */                \
+    int64_t q = t0 % n_ir, jr = t0 / n_ir * NR;   /* tile t's panel of Ap and column; counted on,       \
+                                                 * not divided out of t at every tile */                \
+    for (int64_t t = t0; t < t1; t++, q = q + 1 < n_ir ? q + 1 : 0, jr += q ? 0 : NR) {                 \
         /* rows ir .. ir+mr-1; h1 > 0: the last two panels hold h1 and mc % MR + MR - h1 rows */        \
         const int64_t ir = h1 && q == n_ir - 1 ? (q - 1) * MR + h1 : q * MR;                            \
         const int64_t nr = min64(NR, nc - jr);                                                          \
