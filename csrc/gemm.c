@@ -11,8 +11,17 @@
  * same micro-kernel: a partial tile is computed whole into a small buffer and only its mr x nr part is
  * merged into C (on the avx2 path, a partial panel of mr < MR rows runs a kernel of just mr rows).
  * The k blocks are balanced (k = 257 is two blocks of 129, not 256 + 1), and so are the m and n
- * blocks (rounded up to MR, NR). The bias of a fused bias (gemm.h) is added in the first k block's
- * store, the epilogue runs on each tile after the last.
+ * blocks (rounded up to MR, NR); a k block shallower than KC allows up to MC x KC values of A per m
+ * block. The bias of a fused bias (gemm.h) is added in the first k block's store, the epilogue runs on
+ * each tile after the last.
+ * Small products (the depth harness's 128 x 256 x 256): when all of op(A) is one m block, each B
+ * micro-panel is used by that block only, so it is packed in the macro-kernel just before its column
+ * of tiles, into a 16 KiB buffer that stays in L1, instead of the whole panel into Bp first (written
+ * out to L2/L3 and read back); on the avx2 path such an A, not transposed, is not packed at all: the
+ * kernels read its MR rows where they lie (6 sequential streams, in L2 as a packed block would be).
+ * A block whose last A panel would hold 1 .. MR/2 rows ends in two panels of about half instead
+ * (m = 128: ... 6 + 4 + 4, not ... 6 + 6 + 2), on paths with partial-panel kernels (see tail_split).
+ * None of this changes a value: every element of C is one micro-kernel's k loop in the same order.
  *
  * Micro-kernels, one per ISA, chosen once at run time (gemm_isa(); DEEPPROP_GEMM_ISA overrides):
  *   avx2      AVX2 + FMA, 6 x 16 float / 6 x 8 double: 12 ymm accumulators, 2 loads of B and one
@@ -22,15 +31,18 @@
  *             separate multiply and add: no FMA is assumed).
  * Each vector variant is compiled with __attribute__((target(...))), so the module builds without
  * -march (csrc/build.py's flags) and runs on any x86-64; __builtin_cpu_supports (which also checks
- * that the OS saves the wide registers) picks the widest this CPU runs. One template (UKERNEL_VEC)
- * generates all the vector kernels, so they differ only in vector type, width and tile.
+ * that the OS saves the wide registers) picks the widest this CPU runs. One template (UKERNEL_VEC_ANY)
+ * generates all the vector kernels, so they differ only in vector type, width, tile and where A is
+ * read from (a packed panel, or on the avx2 path also rows of A not packed).
  * "avx2-as-avx512" (DEEPPROP_GEMM_ISA only, for tests) runs the AVX-512 blocking -- 14 x 32 / 14 x 16
  * tiles, its MC, KC, NC -- with AVX2 kernels of that shape: on a CPU without AVX-512 it exercises
  * every line of the AVX-512 path except the intrinsics' width.
  *
  * Measured on this Zen 3 core (1 thread, AVX2 path; NumPy = OpenBLAS's Haswell kernels): 1024^3 float32
- * ~90 GFLOP/s (peak ~100), float64 ~44 (peak ~50), on a par with or ahead of NumPy; at 128x256x256
- * the packing (bound by reading the operands from L3) is ~8% of the time.
+ * ~86-90 GFLOP/s (peak ~100), float64 ~43-44 (peak ~50), on a par with or ahead of NumPy; 256 x 1024
+ * x 1024 ~83-85 and ~41-42. At 128 x 256 x 256 (linear_forward with relu, z kept: ~193-200 us, ~85
+ * GFLOP/s; linear_backward ~384-390 us) what remains outside the micro-kernel is mostly reading W and
+ * x from L3 into the packed micro-panels and writing z and y (~10% of the time).
  *
  * Threads (OpenMP, see "threads" below): a GEMM large enough runs on a team of OMP_NUM_THREADS threads.
  * All of them pack each B panel and each A block (their micro-panels shared out), then the tiles of the
@@ -232,11 +244,24 @@ UKERNEL_PORTABLE(uk_portable_f64, double, 4, 4)
     UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)
 /* ROWS <= MR of the rows of an MR-row micro-panel (the last, partial panel of a block): only those
  * rows are computed and stored (c has ROWS rows) */
-#define UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR_, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,  \
+#define UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR_, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, \
                          ZERO)                                                                          \
-__attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, const T *restrict b,  \
-                                                 T *restrict c, int64_t ldc, T alpha, T beta,          \
-                                                 const T *restrict bias) {                             \
+    UKERNEL_VEC_ANY(NAME, TARGET, T, VT, L, MR_, 1, (), MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,   \
+                    ZERO)
+/* the same kernels reading A where it lies, not packed: MR rows of A side by side, a[r * lda + p] (A
+ * not transposed, row stride lda) -- the same values in the same order as from a packed panel */
+#define UKERNEL_VEC_UNPACKED(NAME, TARGET, T, VT, L, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,      \
+                             ZERO)                                                                      \
+    UKERNEL_VEC_ANY(NAME, TARGET, T, VT, L, 1, lda, (int64_t lda,), MR, NV, LOAD, LOADU, STOREU, SET1, FMA, \
+                    MUL, ADD, ZERO)
+#define DP_ID(...) __VA_ARGS__
+/* a[r * ALD] is row r of A at step p (a advances by ASTEP a step); LDA_PARAM: the parameter list's
+ * (int64_t lda,) or () */
+#define UKERNEL_VEC_ANY(NAME, TARGET, T, VT, L, ASTEP, ALD, LDA_PARAM, MR, NV, LOAD, LOADU, STOREU, SET1, \
+                        FMA, MUL, ADD, ZERO)                                                            \
+__attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, DP_ID LDA_PARAM       \
+                                                 const T *restrict b, T *restrict c, int64_t ldc,        \
+                                                 T alpha, T beta, const T *restrict bias) {             \
     VT acc[MR][NV];                                                                                     \
     _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                            \
         __builtin_prefetch(c + r * ldc, 1, 3);                                                          \
@@ -247,10 +272,10 @@ __attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a
         VT bv[NV];                                                                                      \
         _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bv[v] = LOAD(b + v * L);                  \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                        \
-            const VT ar = SET1(a[r]);                                                                   \
+            const VT ar = SET1(a[r * (ALD)]);                                                           \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = FMA(ar, bv[v], acc[r][v]); \
         }                                                                                               \
-        a += MR_;                                                                                       \
+        a += ASTEP;                                                                                     \
         b += NV * L;                                                                                    \
     }                                                                                                   \
     if (alpha != (T)1) {                                                                                \
@@ -303,8 +328,8 @@ UKERNEL_VEC_(uk_avx512_f32, AVX512_PS, 14, 2, AVX512_PS_OPS)
 UKERNEL_VEC_(uk_avx512_f64, AVX512_PD, 14, 2, AVX512_PD_OPS)
 UKERNEL_VEC_(uk_avx2w_f32, AVX2_PS, 14, 4, AVX2_PS_OPS)   /* avx2-as-avx512: 14 x 32 in ymm (tests) */
 UKERNEL_VEC_(uk_avx2w_f64, AVX2_PD, 14, 4, AVX2_PD_OPS)   /* 14 x 16 */
-/* the avx2 path's last partial panels: 1 .. 5 of the 6 rows (m = 128 is 21 panels and 2 rows: computing
- * all 6 there would cost 3% more) */
+/* the avx2 path's last partial panels: 1 .. 5 of the 6 rows (m = 133 is 22 panels and 1 row: computing
+ * all 6 there would cost ~3% more; m = 128 ends in two panels of 4, see tail_split) */
 #define UKERNEL_VEC_ROWS_(...) UKERNEL_VEC_ROWS(__VA_ARGS__)
 UKERNEL_VEC_ROWS_(uk_avx2_f32_r1, AVX2_PS, 6, 1, 2, AVX2_PS_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f32_r2, AVX2_PS, 6, 2, 2, AVX2_PS_OPS)
@@ -316,6 +341,20 @@ UKERNEL_VEC_ROWS_(uk_avx2_f64_r2, AVX2_PD, 6, 2, 2, AVX2_PD_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f64_r3, AVX2_PD, 6, 3, 2, AVX2_PD_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f64_r4, AVX2_PD, 6, 4, 2, AVX2_PD_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f64_r5, AVX2_PD, 6, 5, 2, AVX2_PD_OPS)
+/* the avx2 path's kernels on A not packed (one block of A not transposed, see the driver): 1 .. 6 rows */
+#define UKERNEL_VEC_UNPACKED_(...) UKERNEL_VEC_UNPACKED(__VA_ARGS__)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r1, AVX2_PS, 1, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r2, AVX2_PS, 2, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r3, AVX2_PS, 3, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r4, AVX2_PS, 4, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r5, AVX2_PS, 5, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r6, AVX2_PS, 6, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r1, AVX2_PD, 1, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r2, AVX2_PD, 2, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r3, AVX2_PD, 3, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r4, AVX2_PD, 4, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r5, AVX2_PD, 5, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r6, AVX2_PD, 6, 2, AVX2_PD_OPS)
 #endif
 
 typedef void (*ukernel_f32)(int64_t, const float *, const float *, float *, int64_t, float, float, const float *);
@@ -335,6 +374,22 @@ static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_portable_f32, uk_p
 static const ukernel_f64 UK_f64[N_ISA] = {uk_portable_f64, uk_portable_f64, uk_portable_f64, uk_portable_f64};
 static const ukernel_f32 UKROWS_f32[N_ISA][MAX_MR];
 static const ukernel_f64 UKROWS_f64[N_ISA][MAX_MR];
+#endif
+typedef void (*ukernel_u_f32)(int64_t, const float *, int64_t, const float *, float *, int64_t, float, float,
+                              const float *);
+typedef void (*ukernel_u_f64)(int64_t, const double *, int64_t, const double *, double *, int64_t, double, double,
+                              const double *);
+/* [isa][mr]: the kernel for mr rows of A not packed; all NULL where the path has none (A is packed) */
+#if DP_X86
+static const ukernel_u_f32 UKU_f32[N_ISA][MAX_MR + 1] = {
+    [ISA_AVX2] = {NULL, uku_avx2_f32_r1, uku_avx2_f32_r2, uku_avx2_f32_r3, uku_avx2_f32_r4, uku_avx2_f32_r5,
+                  uku_avx2_f32_r6}};
+static const ukernel_u_f64 UKU_f64[N_ISA][MAX_MR + 1] = {
+    [ISA_AVX2] = {NULL, uku_avx2_f64_r1, uku_avx2_f64_r2, uku_avx2_f64_r3, uku_avx2_f64_r4, uku_avx2_f64_r5,
+                  uku_avx2_f64_r6}};
+#else
+static const ukernel_u_f32 UKU_f32[N_ISA][MAX_MR + 1];
+static const ukernel_u_f64 UKU_f64[N_ISA][MAX_MR + 1];
 #endif
 
 /* ---- packing -----------------------------------------------------------------------------------------
@@ -542,25 +597,29 @@ __attribute__((target("avx2"))) static void pack_at6_avx2_f64(double *restrict d
         _mm_storeu_pd(dst + p * 6 + 4, _mm_loadu_pd(A + p * lda + 4));
     }
 }
-/* nq full micro-panels of B: dst[q * 16 * kc + p * 16 + c] = B[p * ldb + q * 16 + c] (64-byte aligned
- * stores: dst and 16 * kc floats are) */
+/* nq full micro-panels of B: dst[q * 16 * kc + p * 16 + c] = B[p * ldb + q * 16 + c], row p of B read
+ * once, left to right, like pack_b (64-byte aligned stores: dst and 16 * kc floats are) */
 __attribute__((target("avx2"))) static void pack_b16_avx2_f32(float *restrict dst, const float *restrict B,
                                                               int64_t ldb, int64_t kc, int64_t nq) {
-    for (int64_t q = 0; q < nq; q++, dst += 16 * kc, B += 16)
-        for (int64_t p = 0; p < kc; p++) {
-            const float *s = B + p * ldb;
-            _mm256_store_ps(dst + p * 16, _mm256_loadu_ps(s));
-            _mm256_store_ps(dst + p * 16 + 8, _mm256_loadu_ps(s + 8));
+    for (int64_t p = 0; p < kc; p++) {
+        const float *s = B + p * ldb;
+        float *d = dst + p * 16;
+        for (int64_t q = 0; q < nq; q++, s += 16, d += 16 * kc) {
+            _mm256_store_ps(d, _mm256_loadu_ps(s));
+            _mm256_store_ps(d + 8, _mm256_loadu_ps(s + 8));
         }
+    }
 }
 __attribute__((target("avx2"))) static void pack_b8_avx2_f64(double *restrict dst, const double *restrict B,
                                                              int64_t ldb, int64_t kc, int64_t nq) {
-    for (int64_t q = 0; q < nq; q++, dst += 8 * kc, B += 8)
-        for (int64_t p = 0; p < kc; p++) {
-            const double *s = B + p * ldb;
-            _mm256_store_pd(dst + p * 8, _mm256_loadu_pd(s));
-            _mm256_store_pd(dst + p * 8 + 4, _mm256_loadu_pd(s + 4));
+    for (int64_t p = 0; p < kc; p++) {
+        const double *s = B + p * ldb;
+        double *d = dst + p * 8;
+        for (int64_t q = 0; q < nq; q++, s += 8, d += 8 * kc) {
+            _mm256_store_pd(d, _mm256_loadu_pd(s));
+            _mm256_store_pd(d + 4, _mm256_loadu_pd(s + 4));
         }
+    }
 }
 #define PACK_AT6_AVX2_f32 pack_at6_avx2_f32
 #define PACK_AT6_AVX2_f64 pack_at6_avx2_f64
@@ -652,13 +711,16 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
                                int isa, int64_t mc, int64_t h1, int64_t nc,                             \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
                                const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0,          \
-                               int64_t t0, int64_t t1, const T *Bs, int64_t ldb, int transb) {          \
+                               int64_t t0, int64_t t1, const T *Bs, int64_t ldb, int transb,            \
+                               const T *As, int64_t lda_a, const ukernel_u_##SFX *uku) {                \
     /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
      * bias != NULL on the first k block only, ep != NULL on the last. Only the tiles t0 .. t1-1 of     \
      * the block, numbered jr-major (t = jr / NR * n_ir + ir / MR: one B micro-panel stays in L1 across \
      * the consecutive ir), are computed: a thread's share. Bs != NULL (one block of A, see the driver):\
      * Bp is not packed; op(B) (kc x nc, transb, ldb) starts at Bs and each NR-column micro-panel is    \
-     * packed here, when the first tile of its column is reached, into bl (stays in L1 for the ir loop). */\
+     * packed here, when the first tile of its column is reached, into bl (stays in L1 for the ir loop).\
+     * As != NULL: Ap is not packed either; op(A) = A (not transposed, row stride lda_a) starts at As   \
+     * and the kernels uku[rows] read it there. */                                                      \
     const int MR = bk->mr, NR = bk->nr;                                                                 \
     const int64_t n_ir = ceil_div(mc, MR);                                                              \
     _Alignas(64) T ct[MAX_MR * MAX_NR];   /* a partial tile, computed whole */                          \
@@ -692,10 +754,14 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
             const T *a = Ap + q * MR * kc;                                                              \
             T *c = C + ir * ldc + jr;                                                                   \
             const ukernel_##SFX uk = mr < MR && rows_kernel[mr] ? rows_kernel[mr] : kernel;            \
-            if (nr == NR && (mr == MR || uk != kernel)) {    /* straight into C */                      \
-                uk(kc, a, b, c, ldc, alpha, beta, bj);                                                  \
-            } else {                                                                                    \
-                uk(kc, a, b, ct, NR, alpha, (T)0, bj);                                                  \
+            /* straight into C, or (a partial tile) whole into ct, then merged */                       \
+            const int direct = nr == NR && (As || mr == MR || uk != kernel);                            \
+            if (As)                                                                                     \
+                uku[mr](kc, As + ir * lda_a, lda_a, b, direct ? c : ct, direct ? ldc : NR, alpha,       \
+                        direct ? beta : (T)0, bj);                                                      \
+            else                                                                                        \
+                uk(kc, a, b, direct ? c : ct, direct ? ldc : NR, alpha, direct ? beta : (T)0, bj);      \
+            if (!direct) {                                                                              \
                 for (int64_t r = 0; r < mr; r++)                                                        \
                     for (int64_t j = 0; j < nr; j++) {                                                  \
                         T *cj = c + r * ldc + j;                                                        \
@@ -740,6 +806,9 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
      * whole panel into Bp first (written out to L2 / L3 and read back: ~8% of the time at 128 x 256    \
      * x 256). The same values reach the same micro-kernel calls. */                                    \
     const int one_a = m <= mb;                                                                          \
+    /* and on the avx2 path, one block of A not transposed is not packed at all: the kernels read its   \
+     * rows where they lie (UKU; 6 sequential streams, in L2 like a packed block would be). */          \
+    const int a_direct = one_a && !transa && UKU_##SFX[isa][MR] != NULL;                                \
     const int nt = gemm_team_size(m, n, k);                                                             \
     /* One team for the whole product. Each B panel's micro-panels are packed by all threads, then     \
      * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's \
@@ -768,12 +837,12 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                     const int64_t h1 = tail_split_##SFX(mc, MR, UKROWS_##SFX[isa]);                     \
                     const int64_t qs = ceil_div(mc, MR) - (h1 ? 2 : 0);   /* the panels before the split */\
                     share(ceil_div(mc, MR), th, nth, &q0, &q1);  /* my micro-panels of op(A) */         \
-                    if (min64(q1, qs) > q0) {                                                           \
+                    if (min64(q1, qs) > q0 && !a_direct) {                                              \
                         const int64_t i = ic + q0 * MR;                                                 \
                         pack_a_isa_##SFX(isa, MR, Ap + q0 * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
                                          lda, transa, min64(mc, min64(q1, qs) * MR) - q0 * MR, kc);     \
                     }                                                                                   \
-                    for (int64_t q = q0 > qs ? q0 : qs; q < q1; q++) {   /* the two split panels */     \
+                    for (int64_t q = q0 > qs ? q0 : qs; q < q1 && !a_direct; q++) {   /* the split ones */\
                         const int64_t i = ic + qs * MR + (q == qs ? 0 : h1);                            \
                         pack_a_isa_##SFX(isa, MR, Ap + q * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
                                          lda, transa, q == qs ? h1 : mc - qs * MR - h1, kc);            \
@@ -784,7 +853,7 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                     macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], isa, mc, h1, nc, kc, Ap, Bp, C + ic * ldc + jc, \
                                        ldc, alpha, beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc, \
                                        t0, t1, one_a ? (transb ? B + jc * ldb + pc : B + pc * ldb + jc) : NULL, \
-                                       ldb, transb);                                                    \
+                                       ldb, transb, a_direct ? A + ic * lda + pc : NULL, lda, UKU_##SFX[isa]);\
                     if (ic + mc < m || pc + kc < k || jc + nc < n) { DP_OMP_BARRIER(); }  /* packing follows */ \
                 }                                                                                       \
             }                                                                                           \
