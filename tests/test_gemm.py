@@ -8,6 +8,9 @@ every packing routine (A and B, plain and transposed), every partial tile, every
 and the fused bias + activation store are exercised. The results must meet the componentwise BLAS
 bound |C - C_ref| <= 16 eps (|A|·|B|) against the float64 product, y must be the elementwise
 activation of z bit for bit, and K = 0, N = 0, M = 0 give their documented results.
+Slices: a product's rows (columns) must be bit for bit those of the same rows (columns) of a larger
+product, so the small-GEMM paths (B packed per micro-panel, A not packed, a split last panel) give
+exactly what the packed blocks give.
 
 Threads: the children run with DEEPPROP_GEMM_THREAD_MIN_WORK=0, so every GEMM of every shape runs on
 the OMP_NUM_THREADS team; the results (a digest of every output) must be bit for bit the same for 1, 2
