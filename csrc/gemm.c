@@ -40,9 +40,10 @@
  *
  * Measured on this Zen 3 core (1 thread, AVX2 path; NumPy = OpenBLAS's Haswell kernels): 1024^3 float32
  * ~86-90 GFLOP/s (peak ~100), float64 ~43-44 (peak ~50), on a par with or ahead of NumPy; 256 x 1024
- * x 1024 ~83-85 and ~41-42. At 128 x 256 x 256 (linear_forward with relu, z kept: ~193-200 us, ~85
- * GFLOP/s; linear_backward ~384-390 us) what remains outside the micro-kernel is mostly reading W and
- * x from L3 into the packed micro-panels and writing z and y (~10% of the time).
+ * x 1024 ~83-85 and ~41-42. At 128 x 256 x 256 (linear_forward with relu, z kept: ~193-205 us, ~84
+ * GFLOP/s; linear_backward ~384-405 us; ~5% less than with every operand packed whole first) what
+ * remains outside the micro-kernel is mostly reading W from L3 into the B micro-panels and writing z
+ * and y (~10% of the time).
  *
  * Threads (OpenMP, see "threads" below): a GEMM large enough runs on a team of OMP_NUM_THREADS threads.
  * All of them pack each B panel and each A block (their micro-panels shared out), then the tiles of the
