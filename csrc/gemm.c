@@ -11,8 +11,17 @@
  * same micro-kernel: a partial tile is computed whole into a small buffer and only its mr x nr part is
  * merged into C (on the avx2 path, a partial panel of mr < MR rows runs a kernel of just mr rows).
  * The k blocks are balanced (k = 257 is two blocks of 129, not 256 + 1), and so are the m and n
- * blocks (rounded up to MR, NR). The bias of a fused bias (gemm.h) is added in the first k block's
- * store, the epilogue runs on each tile after the last.
+ * blocks (rounded up to MR, NR); a k block shallower than KC allows up to MC x KC values of A per m
+ * block. The bias of a fused bias (gemm.h) is added in the first k block's store, the epilogue runs on
+ * each tile after the last.
+ * Small products (the depth harness's 128 x 256 x 256): when all of op(A) is one m block, each B
+ * micro-panel is used by that block only, so it is packed in the macro-kernel just before its column
+ * of tiles, into a 16 KiB buffer that stays in L1, instead of the whole panel into Bp first (written
+ * out to L2/L3 and read back); on the avx2 path such an A, not transposed, is not packed at all: the
+ * kernels read its MR rows where they lie (6 sequential streams, in L2 as a packed block would be).
+ * A block whose last A panel would hold 1 .. MR/2 rows ends in two panels of about half instead
+ * (m = 128: ... 6 + 4 + 4, not ... 6 + 6 + 2), on paths with partial-panel kernels (see tail_split).
+ * None of this changes a value: every element of C is one micro-kernel's k loop in the same order.
  *
  * Micro-kernels, one per ISA, chosen once at run time (gemm_isa(); DEEPPROP_GEMM_ISA overrides):
  *   avx2      AVX2 + FMA, 6 x 16 float / 6 x 8 double: 12 ymm accumulators, 2 loads of B and one
@@ -22,15 +31,19 @@
  *             separate multiply and add: no FMA is assumed).
  * Each vector variant is compiled with __attribute__((target(...))), so the module builds without
  * -march (csrc/build.py's flags) and runs on any x86-64; __builtin_cpu_supports (which also checks
- * that the OS saves the wide registers) picks the widest this CPU runs. One template (UKERNEL_VEC)
- * generates all the vector kernels, so they differ only in vector type, width and tile.
+ * that the OS saves the wide registers) picks the widest this CPU runs. One template (UKERNEL_VEC_ANY)
+ * generates all the vector kernels, so they differ only in vector type, width, tile and where A is
+ * read from (a packed panel, or on the avx2 path also rows of A not packed).
  * "avx2-as-avx512" (DEEPPROP_GEMM_ISA only, for tests) runs the AVX-512 blocking -- 14 x 32 / 14 x 16
  * tiles, its MC, KC, NC -- with AVX2 kernels of that shape: on a CPU without AVX-512 it exercises
  * every line of the AVX-512 path except the intrinsics' width.
  *
  * Measured on this Zen 3 core (1 thread, AVX2 path; NumPy = OpenBLAS's Haswell kernels): 1024^3 float32
- * ~90 GFLOP/s (peak ~100), float64 ~44 (peak ~50), on a par with or ahead of NumPy; at 128x256x256
- * the packing (bound by reading the operands from L3) is ~8% of the time.
+ * ~86-90 GFLOP/s (peak ~100), float64 ~43-44 (peak ~50), on a par with or ahead of NumPy; 256 x 1024
+ * x 1024 ~83-85 and ~41-42. At 128 x 256 x 256 (linear_forward with relu, z kept: ~193-205 us, ~84
+ * GFLOP/s; linear_backward ~384-405 us; ~5% less than with every operand packed whole first) what
+ * remains outside the micro-kernel is mostly reading W from L3 into the B micro-panels and writing z
+ * and y (~10% of the time).
  *
  * Threads (OpenMP, see "threads" below): a GEMM large enough runs on a team of OMP_NUM_THREADS threads.
  * All of them pack each B panel and each A block (their micro-panels shared out), then the tiles of the
@@ -75,6 +88,7 @@ typedef struct { int mr, nr, mc, kc, nc; } blocking;
 #define MAX_NR 32
 #define GEMM_APACK_BYTES (192 * 1024)
 #define GEMM_BPACK_BYTES (2 * 1024 * 1024)
+#define GEMM_BMICRO_BYTES (16 * 1024)   /* one KC x NR micro-panel of B (macro_kernel's bl) */
 
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AVX2_AS_AVX512 = 3, N_ISA = 4 };
 
@@ -93,7 +107,7 @@ static const blocking BLK_f64[N_ISA] = {{PORTABLE_F64}, {AVX2_F64}, {AVX512_F64}
 /* every blocking fits the tile buffer and the packing buffers, and MC, NC are multiples of MR, NR */
 #define BLOCKING_FITS(T, MR, NR, MC, KC, NC) ((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 &&    \
     (NC) % (NR) == 0 && (size_t)(MC) * (KC) * sizeof(T) <= GEMM_APACK_BYTES &&                            \
-    (size_t)(KC) * (NC) * sizeof(T) <= GEMM_BPACK_BYTES)
+    (size_t)(KC) * (NC) * sizeof(T) <= GEMM_BPACK_BYTES && (size_t)(KC) * (NR) * sizeof(T) <= GEMM_BMICRO_BYTES)
 #define BLOCKING_FITS_(...) BLOCKING_FITS(__VA_ARGS__)
 _Static_assert(BLOCKING_FITS_(float, PORTABLE_F32) && BLOCKING_FITS_(double, PORTABLE_F64), "portable blocking");
 _Static_assert(BLOCKING_FITS_(float, AVX2_F32) && BLOCKING_FITS_(double, AVX2_F64), "avx2 blocking");
@@ -231,11 +245,24 @@ UKERNEL_PORTABLE(uk_portable_f64, double, 4, 4)
     UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, ZERO)
 /* ROWS <= MR of the rows of an MR-row micro-panel (the last, partial panel of a block): only those
  * rows are computed and stored (c has ROWS rows) */
-#define UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR_, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,  \
+#define UKERNEL_VEC_ROWS(NAME, TARGET, T, VT, L, MR_, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD, \
                          ZERO)                                                                          \
-__attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, const T *restrict b,  \
-                                                 T *restrict c, int64_t ldc, T alpha, T beta,          \
-                                                 const T *restrict bias) {                             \
+    UKERNEL_VEC_ANY(NAME, TARGET, T, VT, L, MR_, 1, (), MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,   \
+                    ZERO)
+/* the same kernels reading A where it lies, not packed: MR rows of A side by side, a[r * lda + p] (A
+ * not transposed, row stride lda) -- the same values in the same order as from a packed panel */
+#define UKERNEL_VEC_UNPACKED(NAME, TARGET, T, VT, L, MR, NV, LOAD, LOADU, STOREU, SET1, FMA, MUL, ADD,      \
+                             ZERO)                                                                      \
+    UKERNEL_VEC_ANY(NAME, TARGET, T, VT, L, 1, lda, (int64_t lda,), MR, NV, LOAD, LOADU, STOREU, SET1, FMA, \
+                    MUL, ADD, ZERO)
+#define DP_ID(...) __VA_ARGS__
+/* a[r * ALD] is row r of A at step p (a advances by ASTEP a step); LDA_PARAM: the parameter list's
+ * (int64_t lda,) or () */
+#define UKERNEL_VEC_ANY(NAME, TARGET, T, VT, L, ASTEP, ALD, LDA_PARAM, MR, NV, LOAD, LOADU, STOREU, SET1, \
+                        FMA, MUL, ADD, ZERO)                                                            \
+__attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a, DP_ID LDA_PARAM       \
+                                                 const T *restrict b, T *restrict c, int64_t ldc,        \
+                                                 T alpha, T beta, const T *restrict bias) {             \
     VT acc[MR][NV];                                                                                     \
     _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                            \
         __builtin_prefetch(c + r * ldc, 1, 3);                                                          \
@@ -246,10 +273,10 @@ __attribute__((target(TARGET))) static void NAME(int64_t kc, const T *restrict a
         VT bv[NV];                                                                                      \
         _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bv[v] = LOAD(b + v * L);                  \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++) {                                        \
-            const VT ar = SET1(a[r]);                                                                   \
+            const VT ar = SET1(a[r * (ALD)]);                                                           \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = FMA(ar, bv[v], acc[r][v]); \
         }                                                                                               \
-        a += MR_;                                                                                       \
+        a += ASTEP;                                                                                     \
         b += NV * L;                                                                                    \
     }                                                                                                   \
     if (alpha != (T)1) {                                                                                \
@@ -302,8 +329,8 @@ UKERNEL_VEC_(uk_avx512_f32, AVX512_PS, 14, 2, AVX512_PS_OPS)
 UKERNEL_VEC_(uk_avx512_f64, AVX512_PD, 14, 2, AVX512_PD_OPS)
 UKERNEL_VEC_(uk_avx2w_f32, AVX2_PS, 14, 4, AVX2_PS_OPS)   /* avx2-as-avx512: 14 x 32 in ymm (tests) */
 UKERNEL_VEC_(uk_avx2w_f64, AVX2_PD, 14, 4, AVX2_PD_OPS)   /* 14 x 16 */
-/* the avx2 path's last partial panels: 1 .. 5 of the 6 rows (m = 128 is 21 panels and 2 rows: computing
- * all 6 there would cost 3% more) */
+/* the avx2 path's last partial panels: 1 .. 5 of the 6 rows (m = 133 is 22 panels and 1 row: computing
+ * all 6 there would cost ~3% more; m = 128 ends in two panels of 4, see tail_split) */
 #define UKERNEL_VEC_ROWS_(...) UKERNEL_VEC_ROWS(__VA_ARGS__)
 UKERNEL_VEC_ROWS_(uk_avx2_f32_r1, AVX2_PS, 6, 1, 2, AVX2_PS_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f32_r2, AVX2_PS, 6, 2, 2, AVX2_PS_OPS)
@@ -315,6 +342,20 @@ UKERNEL_VEC_ROWS_(uk_avx2_f64_r2, AVX2_PD, 6, 2, 2, AVX2_PD_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f64_r3, AVX2_PD, 6, 3, 2, AVX2_PD_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f64_r4, AVX2_PD, 6, 4, 2, AVX2_PD_OPS)
 UKERNEL_VEC_ROWS_(uk_avx2_f64_r5, AVX2_PD, 6, 5, 2, AVX2_PD_OPS)
+/* the avx2 path's kernels on A not packed (one block of A not transposed, see the driver): 1 .. 6 rows */
+#define UKERNEL_VEC_UNPACKED_(...) UKERNEL_VEC_UNPACKED(__VA_ARGS__)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r1, AVX2_PS, 1, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r2, AVX2_PS, 2, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r3, AVX2_PS, 3, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r4, AVX2_PS, 4, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r5, AVX2_PS, 5, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f32_r6, AVX2_PS, 6, 2, AVX2_PS_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r1, AVX2_PD, 1, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r2, AVX2_PD, 2, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r3, AVX2_PD, 3, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r4, AVX2_PD, 4, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r5, AVX2_PD, 5, 2, AVX2_PD_OPS)
+UKERNEL_VEC_UNPACKED_(uku_avx2_f64_r6, AVX2_PD, 6, 2, AVX2_PD_OPS)
 #endif
 
 typedef void (*ukernel_f32)(int64_t, const float *, const float *, float *, int64_t, float, float, const float *);
@@ -334,6 +375,22 @@ static const ukernel_f32 UK_f32[N_ISA] = {uk_portable_f32, uk_portable_f32, uk_p
 static const ukernel_f64 UK_f64[N_ISA] = {uk_portable_f64, uk_portable_f64, uk_portable_f64, uk_portable_f64};
 static const ukernel_f32 UKROWS_f32[N_ISA][MAX_MR];
 static const ukernel_f64 UKROWS_f64[N_ISA][MAX_MR];
+#endif
+typedef void (*ukernel_u_f32)(int64_t, const float *, int64_t, const float *, float *, int64_t, float, float,
+                              const float *);
+typedef void (*ukernel_u_f64)(int64_t, const double *, int64_t, const double *, double *, int64_t, double, double,
+                              const double *);
+/* [isa][mr]: the kernel for mr rows of A not packed; all NULL where the path has none (A is packed) */
+#if DP_X86
+static const ukernel_u_f32 UKU_f32[N_ISA][MAX_MR + 1] = {
+    [ISA_AVX2] = {NULL, uku_avx2_f32_r1, uku_avx2_f32_r2, uku_avx2_f32_r3, uku_avx2_f32_r4, uku_avx2_f32_r5,
+                  uku_avx2_f32_r6}};
+static const ukernel_u_f64 UKU_f64[N_ISA][MAX_MR + 1] = {
+    [ISA_AVX2] = {NULL, uku_avx2_f64_r1, uku_avx2_f64_r2, uku_avx2_f64_r3, uku_avx2_f64_r4, uku_avx2_f64_r5,
+                  uku_avx2_f64_r6}};
+#else
+static const ukernel_u_f32 UKU_f32[N_ISA][MAX_MR + 1];
+static const ukernel_u_f64 UKU_f64[N_ISA][MAX_MR + 1];
 #endif
 
 /* ---- packing -----------------------------------------------------------------------------------------
@@ -521,6 +578,54 @@ __attribute__((target("avx2"))) static void pack_bt8_avx2_f64(double *restrict d
     for (; p < kc; p++)
         for (int c = 0; c < 8; c++) dst[p * 8 + c] = B[c * ldb + p];
 }
+/* The two copying packs -- A transposed (MR contiguous values of a row of A per step) and B not
+ * transposed (NR contiguous values of a row of B to each micro-panel) -- in 256-bit loads and stores
+ * (the plain C loops compile to 128-bit or scalar moves: csrc/build.py has no -march). */
+/* one micro-panel of A^T: dst[p * 6 + r] = A[p * lda + r]. An 8-wide store writes 2 lanes of the next
+ * step, rewritten by it; the 8-wide load of step p < kc - 1 reads 2 values past the 6, still inside
+ * the matrix (row p + 1 follows: lda >= 6); the last step moves exactly 6 */
+__attribute__((target("avx2"))) static void pack_at6_avx2_f32(float *restrict dst, const float *restrict A,
+                                                              int64_t lda, int64_t kc) {
+    int64_t p = 0;
+    for (; p + 1 < kc; p++) _mm256_storeu_ps(dst + p * 6, _mm256_loadu_ps(A + p * lda));
+    _mm_storeu_ps(dst + p * 6, _mm_loadu_ps(A + p * lda));
+    _mm_storel_pi((__m64 *)(dst + p * 6 + 4), _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(A + p * lda + 4)));
+}
+__attribute__((target("avx2"))) static void pack_at6_avx2_f64(double *restrict dst, const double *restrict A,
+                                                              int64_t lda, int64_t kc) {
+    for (int64_t p = 0; p < kc; p++) {
+        _mm256_storeu_pd(dst + p * 6, _mm256_loadu_pd(A + p * lda));
+        _mm_storeu_pd(dst + p * 6 + 4, _mm_loadu_pd(A + p * lda + 4));
+    }
+}
+/* nq full micro-panels of B: dst[q * 16 * kc + p * 16 + c] = B[p * ldb + q * 16 + c], row p of B read
+ * once, left to right, like pack_b (64-byte aligned stores: dst and 16 * kc floats are) */
+__attribute__((target("avx2"))) static void pack_b16_avx2_f32(float *restrict dst, const float *restrict B,
+                                                              int64_t ldb, int64_t kc, int64_t nq) {
+    for (int64_t p = 0; p < kc; p++) {
+        const float *s = B + p * ldb;
+        float *d = dst + p * 16;
+        for (int64_t q = 0; q < nq; q++, s += 16, d += 16 * kc) {
+            _mm256_store_ps(d, _mm256_loadu_ps(s));
+            _mm256_store_ps(d + 8, _mm256_loadu_ps(s + 8));
+        }
+    }
+}
+__attribute__((target("avx2"))) static void pack_b8_avx2_f64(double *restrict dst, const double *restrict B,
+                                                             int64_t ldb, int64_t kc, int64_t nq) {
+    for (int64_t p = 0; p < kc; p++) {
+        const double *s = B + p * ldb;
+        double *d = dst + p * 8;
+        for (int64_t q = 0; q < nq; q++, s += 8, d += 8 * kc) {
+            _mm256_store_pd(d, _mm256_loadu_pd(s));
+            _mm256_store_pd(d + 4, _mm256_loadu_pd(s + 4));
+        }
+    }
+}
+#define PACK_AT6_AVX2_f32 pack_at6_avx2_f32
+#define PACK_AT6_AVX2_f64 pack_at6_avx2_f64
+#define PACK_B_AVX2_f32 pack_b16_avx2_f32
+#define PACK_B_AVX2_f64 pack_b8_avx2_f64
 #define PACK_A6_AVX2_f32 pack_a6_avx2_f32
 #define PACK_A6_AVX2_f64 pack_a6_avx2_f64
 #define PACK_BT_AVX2_f32 pack_bt16_avx2_f32
@@ -539,6 +644,12 @@ static void pack_a_isa_##SFX(int isa, int MR, T *dst, const T *A, int64_t lda, i
         if (mc > mfull) pack_a_##SFX(MR, dst + mfull * kc, A + mfull * lda, lda, trans, mc - mfull, kc); \
         return;                                                                                         \
     }                                                                                                   \
+    if (DP_X86 && isa == ISA_AVX2 && MR == 6 && trans) {                                                \
+        const int64_t mfull = mc / 6 * 6;                                                               \
+        for (int64_t i = 0; i < mfull; i += 6) PACK_AT6(SFX)(dst + i * kc, A + i, lda, kc);             \
+        if (mc > mfull) pack_a_##SFX(MR, dst + mfull * kc, A + mfull, lda, trans, mc - mfull, kc);      \
+        return;                                                                                         \
+    }                                                                                                   \
     pack_a_##SFX(MR, dst, A, lda, trans, mc, kc);                                                       \
 }                                                                                                       \
 static void pack_b_isa_##SFX(int isa, int NR, T *dst, const T *B, int64_t ldb, int trans, int64_t kc,    \
@@ -549,17 +660,29 @@ static void pack_b_isa_##SFX(int isa, int NR, T *dst, const T *B, int64_t ldb, i
         if (nc > nfull) pack_b_##SFX(NR, dst + nfull * kc, B + nfull * ldb, ldb, trans, kc, nc - nfull); \
         return;                                                                                         \
     }                                                                                                   \
+    if (DP_X86 && isa == ISA_AVX2 && NR == PACK_BT_NR(SFX) && !trans) {                                 \
+        const int64_t nfull = nc / NR * NR;                                                             \
+        PACK_B(SFX)(dst, B, ldb, kc, nfull / NR);                                                       \
+        if (nc > nfull) pack_b_##SFX(NR, dst + nfull * kc, B + nfull, ldb, trans, kc, nc - nfull);      \
+        return;                                                                                         \
+    }                                                                                                   \
     pack_b_##SFX(NR, dst, B, ldb, trans, kc, nc);                                                       \
 }
 #if DP_X86
 #define PACK_A6(SFX) PACK_A6_AVX2_##SFX
 #define PACK_BT(SFX) PACK_BT_AVX2_##SFX
+#define PACK_AT6(SFX) PACK_AT6_AVX2_##SFX
+#define PACK_B(SFX) PACK_B_AVX2_##SFX
 #define PACK_BT_NR(SFX) PACK_BT_NR_##SFX
 #else   /* never called (DP_X86 is 0 in the condition), only named */
 static void pack_none_f32(float *d, const float *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
 static void pack_none_f64(double *d, const double *s, int64_t ld, int64_t kc) { (void)d, (void)s, (void)ld, (void)kc; }
+static void pack_none_q_f32(float *d, const float *s, int64_t ld, int64_t kc, int64_t nq) { (void)d, (void)s, (void)ld, (void)kc, (void)nq; }
+static void pack_none_q_f64(double *d, const double *s, int64_t ld, int64_t kc, int64_t nq) { (void)d, (void)s, (void)ld, (void)kc, (void)nq; }
 #define PACK_A6(SFX) pack_none_##SFX
 #define PACK_BT(SFX) pack_none_##SFX
+#define PACK_AT6(SFX) pack_none_##SFX
+#define PACK_B(SFX) pack_none_q_##SFX
 #define PACK_BT_NR(SFX) 0
 #endif
 DEFINE_PACK_DISPATCH(float, f32)
@@ -574,24 +697,52 @@ static inline void share(int64_t count, int th, int nth, int64_t *lo, int64_t *h
 }
 
 #define DEFINE_GEMM(T, SFX)                                                                             \
+/* A block of mc rows whose last micro-panel would hold only 1 .. MR/2 rows (m = 128 with MR = 6: 21    \
+ * panels and 2 rows) ends instead in two panels of about (MR + mc % MR) / 2 rows each (4 and 4), on    \
+ * a path with kernels for partial panels: a 2-row kernel has only 4 accumulator chains, too few to     \
+ * hide the FMA latency, and takes about as long per k as a 4-row one; two 4-row tiles (8 chains        \
+ * each) cost ~8 cycles per k where a 6-row and a 2-row tile cost ~10. Returns the rows of the first    \
+ * of the two panels, 0 for no split. */                                                                \
+static inline int64_t tail_split_##SFX(int64_t mc, int MR, const ukernel_##SFX *rows_kernel) {          \
+    const int64_t rem = mc % MR, h1 = (MR + rem + 1) / 2;                                               \
+    if (mc < MR || rem == 0 || rem > MR / 2) return 0;                                                  \
+    return rows_kernel[h1] && rows_kernel[MR + rem - h1] ? h1 : 0;                                      \
+}                                                                                                       \
 static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
-                               int64_t mc, int64_t nc,                                                  \
+                               int isa, int64_t mc, int64_t h1, int64_t nc,                             \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
                                const T *bias, const gemm_epilogue *ep, int64_t i0, int64_t j0,          \
-                               int64_t t0, int64_t t1) {                                                \
+                               int64_t t0, int64_t t1, const T *Bs, int64_t ldb, int transb,            \
+                               const T *As, int64_t lda_a, const ukernel_u_##SFX *uku) {                \
     /* C (mc, nc) block at (i0, j0) = alpha Ap (mc x kc) . Bp (kc x nc) + bias (nc,) + beta C;          \
      * bias != NULL on the first k block only, ep != NULL on the last. Only the tiles t0 .. t1-1 of     \
      * the block, numbered jr-major (t = jr / NR * n_ir + ir / MR: one B micro-panel stays in L1 across \
-     * the consecutive ir), are computed: a thread's share. */                                          \
+     * the consecutive ir), are computed: a thread's share. Bs != NULL (one block of A, see the driver):\
+     * Bp is not packed; op(B) (kc x nc, transb, ldb) starts at Bs and each NR-column micro-panel is    \
+     * packed here, when the first tile of its column is reached, into bl (stays in L1 for the ir loop).\
+     * As != NULL: Ap is not packed either; op(A) = A (not transposed, row stride lda_a) starts at As   \
+     * and the kernels uku[rows] read it there. */                                                      \
     const int MR = bk->mr, NR = bk->nr;                                                                 \
     const int64_t n_ir = ceil_div(mc, MR);                                                              \
     _Alignas(64) T ct[MAX_MR * MAX_NR];   /* a partial tile, computed whole */                          \
     T bt[MAX_NR];                         /* the bias of a partial tile, zero-padded to NR */           \
     int64_t jr_bt = -1;                   /* the column panel bt holds */                               \
-    for (int64_t t = t0; t < t1; t++) {                                                                 \
-        const int64_t jr = t / n_ir * NR, ir = t % n_ir * MR;                                           \
+    _Alignas(64) unsigned char blb[GEMM_BMICRO_BYTES];   /* Bs's micro-panel jr_bl */                   \
+    T *const bl = (T *)blb;                                                                             \
+    int64_t jr_bl = -1;                                                                                 \
+    int64_t q = t0 % n_ir, jr = t0 / n_ir * NR;   /* tile t's panel of Ap and column; counted on,       \
+                                                 * not divided out of t at every tile */                \
+    for (int64_t t = t0; t < t1; t++, q = q + 1 < n_ir ? q + 1 : 0, jr += q ? 0 : NR) {                 \
+        /* rows ir .. ir+mr-1; h1 > 0: the last two panels hold h1 and mc % MR + MR - h1 rows */        \
+        const int64_t ir = h1 && q == n_ir - 1 ? (q - 1) * MR + h1 : q * MR;                            \
         const int64_t nr = min64(NR, nc - jr);                                                          \
         const T *b = Bp + jr * kc;                                                                      \
+        if (Bs) {                                                                                       \
+            if (jr_bl != jr)                                                                            \
+                pack_b_isa_##SFX(isa, NR, bl, transb ? Bs + jr * ldb : Bs + jr, ldb, transb, kc, nr);   \
+            jr_bl = jr;                                                                                 \
+            b = bl;                                                                                     \
+        }                                                                                               \
         const T *bj = bias ? bias + jr : NULL;                                                          \
         if (bias && nr < NR) {                                                                          \
             if (jr_bt != jr)                                                                            \
@@ -600,14 +751,18 @@ static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const u
             bj = bt;                                                                                    \
         }                                                                                               \
         {                                                                                               \
-            const int64_t mr = min64(MR, mc - ir);                                                      \
-            const T *a = Ap + ir * kc;                                                                  \
+            const int64_t mr = h1 && q == n_ir - 2 ? h1 : min64(MR, mc - ir);                           \
+            const T *a = Ap + q * MR * kc;                                                              \
             T *c = C + ir * ldc + jr;                                                                   \
             const ukernel_##SFX uk = mr < MR && rows_kernel[mr] ? rows_kernel[mr] : kernel;            \
-            if (nr == NR && (mr == MR || uk != kernel)) {    /* straight into C */                      \
-                uk(kc, a, b, c, ldc, alpha, beta, bj);                                                  \
-            } else {                                                                                    \
-                uk(kc, a, b, ct, NR, alpha, (T)0, bj);                                                  \
+            /* straight into C, or (a partial tile) whole into ct, then merged */                       \
+            const int direct = nr == NR && (As || mr == MR || uk != kernel);                            \
+            if (As)                                                                                     \
+                uku[mr](kc, As + ir * lda_a, lda_a, b, direct ? c : ct, direct ? ldc : NR, alpha,       \
+                        direct ? beta : (T)0, bj);                                                      \
+            else                                                                                        \
+                uk(kc, a, b, direct ? c : ct, direct ? ldc : NR, alpha, direct ? beta : (T)0, bj);      \
+            if (!direct) {                                                                              \
                 for (int64_t r = 0; r < mr; r++)                                                        \
                     for (int64_t j = 0; j < nr; j++) {                                                  \
                         T *cj = c + r * ldc + j;                                                        \
@@ -642,8 +797,19 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
     T *const Ap = (T *)apack, *const Bp = (T *)bpack;                                                   \
     /* balanced blocks: the fewest of at most KC (MC, NC), equal up to the rounding to MR (NR) */       \
     const int64_t kb = ceil_div(k, ceil_div(k, bk->kc));                                                \
-    const int64_t mb = round_up(ceil_div(m, ceil_div(m, bk->mc)), bk->mr);                              \
+    /* a k block shallower than KC leaves room in L2 for more rows of A: up to MC x KC values (dW = x^T dz\
+     * at N = 128, k = 128: all 256 rows in one block, so B is packed once and in the macro-kernel) */  \
+    const int64_t mcap = bk->mc * bk->kc / kb / bk->mr * bk->mr;                                        \
+    const int64_t mb = round_up(ceil_div(m, ceil_div(m, mcap > bk->mc ? mcap : bk->mc)), bk->mr);       \
     const int64_t nb = round_up(ceil_div(n, ceil_div(n, bk->nc)), bk->nr);                              \
+    /* one block of A (m <= mb): each micro-panel of B is used by that block only, so it is packed      \
+     * in the macro-kernel, just before its tiles, into a buffer that stays in L1, instead of the       \
+     * whole panel into Bp first (written out to L2 / L3 and read back: ~8% of the time at 128 x 256    \
+     * x 256). The same values reach the same micro-kernel calls. */                                    \
+    const int one_a = m <= mb;                                                                          \
+    /* and on the avx2 path, one block of A not transposed is not packed at all: the kernels read its   \
+     * rows where they lie (UKU; 6 sequential streams, in L2 like a packed block would be). */          \
+    const int a_direct = one_a && !transa && UKU_##SFX[isa][MR] != NULL;                                \
     const int nt = gemm_team_size(m, n, k);                                                             \
     /* One team for the whole product. Each B panel's micro-panels are packed by all threads, then     \
      * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's \
@@ -662,25 +828,33 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                 const gemm_epilogue *ep_pc = pc + kc >= k ? ep : NULL;                                  \
                 int64_t q0, q1;                                                                         \
                 share(ceil_div(nc, NR), th, nth, &q0, &q1);  /* my micro-panels of op(B) */             \
-                if (q1 > q0) {                                                                          \
+                if (q1 > q0 && !one_a) {                                                                \
                     const int64_t j = jc + q0 * NR;                                                     \
                     pack_b_isa_##SFX(isa, NR, Bp + q0 * NR * kc, transb ? B + j * ldb + pc : B + pc * ldb + j, \
                                      ldb, transb, kc, min64(nc, q1 * NR) - q0 * NR);                    \
                 }                                                                                       \
                 for (int64_t ic = 0; ic < m; ic += mb) {                                                \
                     const int64_t mc = min64(mb, m - ic);                                               \
+                    const int64_t h1 = tail_split_##SFX(mc, MR, UKROWS_##SFX[isa]);                     \
+                    const int64_t qs = ceil_div(mc, MR) - (h1 ? 2 : 0);   /* the panels before the split */\
                     share(ceil_div(mc, MR), th, nth, &q0, &q1);  /* my micro-panels of op(A) */         \
-                    if (q1 > q0) {                                                                      \
+                    if (min64(q1, qs) > q0 && !a_direct) {                                              \
                         const int64_t i = ic + q0 * MR;                                                 \
                         pack_a_isa_##SFX(isa, MR, Ap + q0 * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
-                                         lda, transa, min64(mc, q1 * MR) - q0 * MR, kc);                \
+                                         lda, transa, min64(mc, min64(q1, qs) * MR) - q0 * MR, kc);     \
+                    }                                                                                   \
+                    for (int64_t q = q0 > qs ? q0 : qs; q < q1 && !a_direct; q++) {   /* the split ones */\
+                        const int64_t i = ic + qs * MR + (q == qs ? 0 : h1);                            \
+                        pack_a_isa_##SFX(isa, MR, Ap + q * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
+                                         lda, transa, q == qs ? h1 : mc - qs * MR - h1, kc);            \
                     }                                                                                   \
                     DP_OMP_BARRIER();                                                                   \
                     int64_t t0, t1;                                                                     \
                     share(ceil_div(mc, MR) * ceil_div(nc, NR), th, nth, &t0, &t1);  /* my tiles */      \
-                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], mc, nc, kc, Ap, Bp, C + ic * ldc + jc, \
+                    macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], isa, mc, h1, nc, kc, Ap, Bp, C + ic * ldc + jc, \
                                        ldc, alpha, beta_pc, pc == 0 && bias ? bias + jc : NULL, ep_pc, ic, jc, \
-                                       t0, t1);                                                         \
+                                       t0, t1, one_a ? (transb ? B + jc * ldb + pc : B + pc * ldb + jc) : NULL, \
+                                       ldb, transb, a_direct ? A + ic * lda + pc : NULL, lda, UKU_##SFX[isa]);\
                     if (ic + mc < m || pc + kc < k || jc + nc < n) { DP_OMP_BARRIER(); }  /* packing follows */ \
                 }                                                                                       \
             }                                                                                           \

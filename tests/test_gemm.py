@@ -8,6 +8,9 @@ every packing routine (A and B, plain and transposed), every partial tile, every
 and the fused bias + activation store are exercised. The results must meet the componentwise BLAS
 bound |C - C_ref| <= 16 eps (|A|·|B|) against the float64 product, y must be the elementwise
 activation of z bit for bit, and K = 0, N = 0, M = 0 give their documented results.
+Slices: a product's rows (columns) must be bit for bit those of the same rows (columns) of a larger
+product, so the small-GEMM paths (B packed per micro-panel, A not packed, a split last panel) give
+exactly what the packed blocks give.
 
 Threads: the children run with DEEPPROP_GEMM_THREAD_MIN_WORK=0, so every GEMM of every shape runs on
 the OMP_NUM_THREADS team; the results (a digest of every output) must be bit for bit the same for 1, 2
@@ -131,8 +134,42 @@ def worker() -> dict:
             if not (db.shape == (M,) and _bound_ok(db, dz.sum(0), np.abs(dz).sum(0), 1)[0]):
                 fail("empty backward: db", (N, K, M), dt, "relu")
             checked += 1
+    sliced = _slices(rng, fail)
     return {"isa": kernels.backend_info()["gemm_isa"], "checked": checked, "failures": failures,
-            "digest": digest.hexdigest()}
+            "digest": digest.hexdigest(), "sliced": sliced}
+
+
+SLICES = (1, 5, 6, 7, 8, 9, 13, 128, 131, 144, 145, 174, 175, 283)
+
+
+def _slices(rng, fail) -> int:
+    """Each element of C is one micro-kernel's k loop in the same order whatever the blocking of m
+    and n, so the rows (columns) of a product are bit for bit those of the same rows (columns) of a
+    larger one. A few rows take the small-GEMM paths (one block of A: B packed micro-panel by
+    micro-panel in the macro-kernel; on avx2 A not packed at all; the last panel split in two), many
+    rows the packed blocks: every one must give the same bits. Forward and dx by rows of x; dW and
+    dx by columns of x (rows of W). Returns the comparisons made."""
+    from kernels.linear import linear_backward_c, linear_forward_c
+
+    N, K, M = 1025, 257, 129
+    done = 0
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((N, K)).astype(dt)
+        W = rng.standard_normal((K, M)).astype(dt)
+        b = rng.standard_normal(M).astype(dt)
+        dy = rng.standard_normal((N, M)).astype(dt)
+        y, z = linear_forward_c(x, W, b, "relu", keep_preactivation=True)
+        dx, dW, db = linear_backward_c(dy, x, W, z, "relu")
+        for n in SLICES:
+            ys, zs = linear_forward_c(x[:n], W, b, "relu", keep_preactivation=True)
+            dxs = linear_backward_c(dy[:n], x[:n], W, z[:n], "relu")[0]
+            if not (np.array_equal(ys, y[:n]) and np.array_equal(zs, z[:n]) and np.array_equal(dxs, dx[:n])):
+                fail("rows of x differ from those of the larger product", (n, K, M), dt, "relu")
+            dxk, dWk, _ = linear_backward_c(dy, np.ascontiguousarray(x[:, :n]), W[:n], z, "relu")
+            if n <= K and not (np.array_equal(dWk, dW[:n]) and np.array_equal(dxk, dx[:, :n])):
+                fail("columns of x differ from those of the larger product", (N, n, M), dt, "relu")
+            done += 1
+    return done
 
 
 PATHS = ("portable", "avx2", "avx2-as-avx512", "avx512")
@@ -169,6 +206,7 @@ def test_linear_on_every_block_edge_under_each_isa_path(path):
     assert res["isa"].split()[0] == path and "forced" in res["isa"], res["isa"]
     assert "; 2 threads (OpenMP)" in res["isa"], res["isa"]   # every GEMM ran on a team of 2
     assert res["checked"] == 2 * (len(shapes()) + len(EMPTY))
+    assert res["sliced"] == 2 * len(SLICES)
     assert not res["failures"], "\n".join(res["failures"][:20])
 
 
