@@ -60,6 +60,11 @@ def shapes():
 EMPTY = ((4, 0, 3), (1025, 0, 17), (3, 0, 1025), (0, 5, 3), (0, 257, 33), (4, 5, 0), (33, 257, 0), (0, 0, 0))
 
 
+def _operands(rng, N, K, M, dt):
+    """x (N, K), W (K, M), b (M,), dy (N, M): standard normal, drawn in that order, in dtype dt."""
+    return tuple(rng.standard_normal(shape).astype(dt) for shape in ((N, K), (K, M), (M,), (N, M)))
+
+
 def _bound_ok(got, want, den, terms):
     """|got - want| <= 16 eps den + terms * eta (eta: the dtype's smallest subnormal; each of the
     terms products may underflow, gradual underflow adds at most eta to each); (ok, worst ratio)."""
@@ -117,10 +122,7 @@ def worker() -> dict:
             checked += 1
     for N, K, M in EMPTY:   # every case has a zero dimension: z = b broadcast; dx, dW zero or empty
         for dt in (np.float32, np.float64):
-            x = rng.standard_normal((N, K)).astype(dt)
-            W = rng.standard_normal((K, M)).astype(dt)
-            b = rng.standard_normal(M).astype(dt)
-            dy = rng.standard_normal((N, M)).astype(dt)
+            x, W, b, dy = _operands(rng, N, K, M, dt)
             y, z = linear_forward_c(x, W, b, "relu", keep_preactivation=True)
             if not (z.shape == (N, M) and np.array_equal(z, np.broadcast_to(b, (N, M)))
                     and np.array_equal(y, np.maximum(z, 0))):
@@ -154,10 +156,7 @@ def _slices(rng, fail) -> int:
     N, K, M = 1025, 257, 129
     done = 0
     for dt in (np.float32, np.float64):
-        x = rng.standard_normal((N, K)).astype(dt)
-        W = rng.standard_normal((K, M)).astype(dt)
-        b = rng.standard_normal(M).astype(dt)
-        dy = rng.standard_normal((N, M)).astype(dt)
+        x, W, b, dy = _operands(rng, N, K, M, dt)
         y, z = linear_forward_c(x, W, b, "relu", keep_preactivation=True)
         dx, dW, db = linear_backward_c(dy, x, W, z, "relu")
         for n in SLICES:
