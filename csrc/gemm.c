@@ -46,7 +46,9 @@
  * and y (~10% of the time).
  *
  * Threads (OpenMP, see "threads" below): a GEMM large enough runs on a team of OMP_NUM_THREADS threads.
- * All of them pack each B panel and each A block (their micro-panels shared out), then the tiles of the
+ * With several blocks of A the threads claim them (gemm_: B packed for a group of k blocks, then each
+ * thread packs and multiplies whole m blocks in its own A buffer, no barrier between them); with one,
+ * all of them pack each B panel and the A block (their micro-panels shared out), then the tiles of the
  * block (jr-major, shared out in equal contiguous runs); barriers between. Each element of C is still
  * computed by one micro-kernel call sequence, in the same k order, so the results are bit for bit the
  * same for any thread count (tests/test_gemm.py). At 1024^3 float32 two threads run ~1.7-1.85x one.
@@ -87,7 +89,7 @@ typedef struct { int mr, nr, mc, kc, nc; } blocking;
 #define MAX_MR 14
 #define MAX_NR 32
 #define GEMM_APACK_BYTES (192 * 1024)
-#define GEMM_BPACK_BYTES (2 * 1024 * 1024)
+#define GEMM_BPACK_BYTES (4 * 1024 * 1024)   /* all of B at 1024^2 float32: claimed m blocks */
 #define GEMM_BMICRO_BYTES (16 * 1024)   /* one KC x NR micro-panel of B (macro_kernel's bl) */
 
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AVX2_AS_AVX512 = 3, N_ISA = 4 };
@@ -708,6 +710,22 @@ static inline int64_t tail_split_##SFX(int64_t mc, int MR, const ukernel_##SFX *
     if (mc < MR || rem == 0 || rem > MR / 2) return 0;                                                  \
     return rows_kernel[h1] && rows_kernel[MR + rem - h1] ? h1 : 0;                                      \
 }                                                                                                       \
+/* pack the micro-panels q0 .. q1-1 of op(A)'s block of mc rows at (ic, pc) into Ap (kc deep); h1 > 0:  \
+ * the block's last two panels hold h1 and mc % MR + MR - h1 rows (tail_split) */                       \
+static void pack_a_block_##SFX(int isa, int MR, T *Ap, const T *A, int64_t lda, int transa, int64_t ic, \
+                               int64_t pc, int64_t mc, int64_t kc, int64_t h1, int64_t q0, int64_t q1) {\
+    const int64_t qs = ceil_div(mc, MR) - (h1 ? 2 : 0);   /* the panels before the split */             \
+    if (min64(q1, qs) > q0) {                                                                           \
+        const int64_t i = ic + q0 * MR;                                                                 \
+        pack_a_isa_##SFX(isa, MR, Ap + q0 * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, lda, transa,\
+                         min64(mc, min64(q1, qs) * MR) - q0 * MR, kc);                                  \
+    }                                                                                                   \
+    for (int64_t q = q0 > qs ? q0 : qs; q < q1; q++) {   /* the split ones */                           \
+        const int64_t i = ic + qs * MR + (q == qs ? 0 : h1);                                            \
+        pack_a_isa_##SFX(isa, MR, Ap + q * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, lda, transa,\
+                         q == qs ? h1 : mc - qs * MR - h1, kc);                                         \
+    }                                                                                                   \
+}                                                                                                       \
 static void macro_kernel_##SFX(const blocking *bk, ukernel_##SFX kernel, const ukernel_##SFX *rows_kernel, \
                                int isa, int64_t mc, int64_t h1, int64_t nc,                             \
                                int64_t kc, const T *Ap, const T *Bp, T *C, int64_t ldc, T alpha, T beta,  \
@@ -811,16 +829,78 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
      * rows where they lie (UKU; 6 sequential streams, in L2 like a packed block would be). */          \
     const int a_direct = one_a && !transa && UKU_##SFX[isa][MR] != NULL;                                \
     const int nt = gemm_team_size(m, n, k);                                                             \
-    /* One team for the whole product. Each B panel's micro-panels are packed by all threads, then     \
-     * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's \
+    /* Claimed m blocks (a team, more than one block of A): the B panels of a group of k blocks (as     \
+     * many as Bp holds: all of k at 1024^2 float32) are packed by all threads, in chunks of micro-panels\
+     * they claim (an atomic counter); barrier; then each thread claims m blocks one at a time and, in  \
+     * its own A buffer (its thread's apack), packs and multiplies a claimed block for every k block of \
+     * the group in turn; barrier before the next group's packing. A block's rows of C belong to one    \
+     * thread across the group, so no barrier is needed between k blocks nor between m blocks, and      \
+     * claiming balances the load: a team waits at a barrier for its slowest thread, and on a shared    \
+     * machine one core is often slower than the other for a while (a busy neighbour), or its thread    \
+     * is descheduled. The static shares further down have two barriers per (k, m) block (64 at 1024^3  \
+     * float32 on the avx2 path): with another process busy on one of the two cores, 2 threads took     \
+     * ~240 ms there (median; 1 thread ~32 ms), claimed ~35 ms. nmb blocks of whole micro-panels, at    \
+     * least 4 per thread (and 4 micro-panels per block) for the claiming to balance, a multiple of the \
+     * team size so that equal cores finish together. Each element of C is still one micro-kernel call  \
+     * sequence in the same k order: the results are those of one thread. */                            \
+    const int64_t panels_m = ceil_div(m, MR);                                                           \
+    const int claim = nt > 1 && !one_a && panels_m >= 2 * (int64_t)nt;                                  \
+    int64_t nmb = ceil_div(m, mb);                                                                      \
+    if (claim) {                                                                                        \
+        const int64_t want = min64(4 * (int64_t)nt, panels_m / 4);                                      \
+        nmb = min64(round_up(nmb > want ? nmb : want, nt), panels_m);                                   \
+    }                                                                                                   \
+    const int64_t nkb = ceil_div(k, kb);                                                                \
+    const int64_t group_max = (int64_t)(GEMM_BPACK_BYTES / ((size_t)kb * (size_t)nb * sizeof(T)));      \
+    const int64_t group = group_max < 1 ? 1 : min64(group_max, nkb);                                    \
+    /* the claim counters, never reset: each group's claims are numbered on from the last group's */    \
+    atomic_llong next_b = 0, next_m = 0;                                                                \
+    /* Else one team for the whole product. Each B panel's micro-panels are packed by all threads, then \
+     * each A block's likewise; barrier (B and A packed); the block's tiles are shared out (macro_kernel's\
      * t0 .. t1); barrier, unless nothing is packed after (before the next packing overwrites Ap or Bp; \
-     * the region's end waits for all). A small product (one block) costs one barrier and the join. Every \
-     * element of C is computed by one thread, by the same micro-kernel call sequence in the same k    \
-     * order whatever the team size: the results are bit for bit those of one thread. */              \
-    DP_OMP_PARALLEL_NT                                                                                 \
+     * the region's end waits for all). A small product (one block) costs one barrier and the join. Every\
+     * element of C is computed by one thread, by the same micro-kernel call sequence in the same k     \
+     * order whatever the team size: the results are bit for bit those of one thread. */                \
+    DP_OMP_PARALLEL_NT                                                                                  \
     {                                                                                                   \
         const int th = dp_thread_num(), nth = dp_num_threads();                                         \
-        for (int64_t jc = 0; jc < n; jc += nb) {                                                        \
+        int64_t bbase = 0, mbase = 0;   /* the first claim number of this group's B chunks, m blocks */ \
+        for (int64_t jc = 0; claim && jc < n; jc += nb) {                                               \
+            const int64_t nc = min64(nb, n - jc), npan = ceil_div(nc, NR), nch = min64(npan, 4 * (int64_t)nth);\
+            for (int64_t g0 = 0; g0 < nkb; g0 += group) {                                               \
+                const int64_t g1 = min64(g0 + group, nkb);                                              \
+                /* B: nch chunks of micro-panels, each packed for every k block of the group */         \
+                for (int64_t ch; (ch = atomic_fetch_add_explicit(&next_b, 1, memory_order_relaxed) - bbase) < nch;) {\
+                    const int64_t q0 = npan * ch / nch, q1 = npan * (ch + 1) / nch;                     \
+                    for (int64_t g = g0; g < g1; g++) {                                                 \
+                        const int64_t pc = g * kb, kc = min64(kb, k - pc), j = jc + q0 * NR;            \
+                        pack_b_isa_##SFX(isa, NR, Bp + (g - g0) * kb * nb + q0 * NR * kc,               \
+                                         transb ? B + j * ldb + pc : B + pc * ldb + j, ldb, transb, kc, \
+                                         min64(nc, q1 * NR) - q0 * NR);                                 \
+                    }                                                                                   \
+                }                                                                                       \
+                DP_OMP_BARRIER();   /* B packed */                                                      \
+                T *const Am = (T *)apack;   /* this thread's own A buffer */                            \
+                for (int64_t ib; (ib = atomic_fetch_add_explicit(&next_m, 1, memory_order_relaxed) - mbase) < nmb;) {\
+                    const int64_t ic = panels_m * ib / nmb * MR, mc = min64(panels_m * (ib + 1) / nmb * MR, m) - ic;\
+                    const int64_t h1 = tail_split_##SFX(mc, MR, UKROWS_##SFX[isa]), nq = ceil_div(mc, MR);\
+                    for (int64_t g = g0; g < g1; g++) {                                                 \
+                        const int64_t pc = g * kb, kc = min64(kb, k - pc);                              \
+                        pack_a_block_##SFX(isa, MR, Am, A, lda, transa, ic, pc, mc, kc, h1, 0, nq);     \
+                        macro_kernel_##SFX(bk, kernel, UKROWS_##SFX[isa], isa, mc, h1, nc, kc, Am,      \
+                                           Bp + (g - g0) * kb * nb, C + ic * ldc + jc, ldc, alpha,      \
+                                           pc == 0 ? beta : (T)1, pc == 0 && bias ? bias + jc : NULL,   \
+                                           pc + kc >= k ? ep : NULL, ic, jc, 0, nq * npan, NULL, ldb, transb,\
+                                           NULL, lda, UKU_##SFX[isa]);                                  \
+                    }                                                                                   \
+                }                                                                                       \
+                /* every thread stopped at its first claim past the end: nth claims past each range */  \
+                bbase += nch + nth;                                                                     \
+                mbase += nmb + nth;                                                                     \
+                if (g1 < nkb || jc + nc < n) { DP_OMP_BARRIER(); }  /* before the next packing of Bp */ \
+            }                                                                                           \
+        }                                                                                               \
+        for (int64_t jc = 0; !claim && jc < n; jc += nb) {                                              \
             const int64_t nc = min64(nb, n - jc);                                                       \
             for (int64_t pc = 0; pc < k; pc += kb) {                                                    \
                 const int64_t kc = min64(kb, k - pc);                                                   \
@@ -836,18 +916,8 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
                 for (int64_t ic = 0; ic < m; ic += mb) {                                                \
                     const int64_t mc = min64(mb, m - ic);                                               \
                     const int64_t h1 = tail_split_##SFX(mc, MR, UKROWS_##SFX[isa]);                     \
-                    const int64_t qs = ceil_div(mc, MR) - (h1 ? 2 : 0);   /* the panels before the split */\
                     share(ceil_div(mc, MR), th, nth, &q0, &q1);  /* my micro-panels of op(A) */         \
-                    if (min64(q1, qs) > q0 && !a_direct) {                                              \
-                        const int64_t i = ic + q0 * MR;                                                 \
-                        pack_a_isa_##SFX(isa, MR, Ap + q0 * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
-                                         lda, transa, min64(mc, min64(q1, qs) * MR) - q0 * MR, kc);     \
-                    }                                                                                   \
-                    for (int64_t q = q0 > qs ? q0 : qs; q < q1 && !a_direct; q++) {   /* the split ones */\
-                        const int64_t i = ic + qs * MR + (q == qs ? 0 : h1);                            \
-                        pack_a_isa_##SFX(isa, MR, Ap + q * MR * kc, transa ? A + pc * lda + i : A + i * lda + pc, \
-                                         lda, transa, q == qs ? h1 : mc - qs * MR - h1, kc);            \
-                    }                                                                                   \
+                    if (!a_direct) pack_a_block_##SFX(isa, MR, Ap, A, lda, transa, ic, pc, mc, kc, h1, q0, q1);\
                     DP_OMP_BARRIER();                                                                   \
                     int64_t t0, t1;                                                                     \
                     share(ceil_div(mc, MR) * ceil_div(nc, NR), th, nth, &t0, &t1);  /* my tiles */      \

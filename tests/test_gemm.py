@@ -44,7 +44,8 @@ ALPHA = {"leaky_relu": 0.1, "elu": 0.7}
 
 def shapes():
     """(N, K, M) triples: each dimension walks EDGES with the others small; pairs of big dimensions
-    (several MC / KC / NC blocks at once, with partial ones); all-big cubes; n past every NC."""
+    (several MC / KC / NC blocks at once, with partial ones); all-big cubes; n past every NC; several
+    groups of k blocks for a team's claimed m blocks."""
     out = []
     for e in EDGES:
         for o1, o2 in ((1, 7), (17, 1), (7, 17)):
@@ -54,6 +55,9 @@ def shapes():
             out += [(a, b, 7), (a, 7, b), (7, a, b)]
     out += [(255, 257, 129), (257, 255, 257), (145, 513, 169), (1025, 257, 1025)]
     out += [(5, 17, 2047), (7, 33, 2049), (3, 9, 4097), (2049, 15, 6)]
+    # a team's claimed m blocks with B packed for a group of k blocks: k x n too big for one group
+    # (float64: 3 groups of 2 k blocks, the last partial; float32: 2 groups)
+    out += [(400, 1100, 1000)]
     return list(dict.fromkeys(out))
 
 
