@@ -534,14 +534,18 @@ def _macro(C, Y, Ap, Bp, tile, bias, ic, mc, jc, nc, kc, first, last, code, alph
 @njit(inline="always")
 def _blocks(m, n, k, NR, MC, NC, nt):
     # balanced blocks: ceil(k / KC) k blocks of (nearly) equal depth; n blocks of at most NC rounded up
-    # to NR; m blocks of whole MR-row micro-panels, as equal as integers allow, at least nt of them and a
-    # multiple of nt (when there are enough micro-panels) so that a team's threads get equal shares
+    # to NR; m blocks of whole MR-row micro-panels, as equal as integers allow, and for a team at least
+    # 8 per thread (of 4 micro-panels or more) and a multiple of nt (when there are enough micro-panels):
+    # the threads claim them, and with 4 per thread the last one left a core idle for up to an eighth
+    # of the run (as csrc/gemm.c measured)
     nkb = (k + KC - 1) // KC
     kcb = (k + nkb - 1) // nkb
     nnb = (n + NC - 1) // NC
     ncb = ((n + nnb - 1) // nnb + NR - 1) // NR * NR
     panels = (m + MR - 1) // MR
     nmb = (m + MC - 1) // MC
+    if nt > 1:
+        nmb = max(nmb, min(8 * nt, panels // 4))
     nmb = min((nmb + nt - 1) // nt * nt, panels)
     return kcb, ncb, panels, nmb, (panels + nmb - 1) // nmb * MR
 
