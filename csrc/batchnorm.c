@@ -42,7 +42,9 @@
  * rows of 4 columns per step, and faster). The output passes take two rows per sweep of their per-column
  * values. Every pass runs from the first row down: sweeping bottom-up, to start on the rows the
  * previous pass left in the cache, measured 5-25% slower (descending streams prefetch worse than the
- * cache saves); software prefetch of the rows 2..16 ahead measured 20-30% slower in the backward sums.
+ * cache saves); software prefetch of the rows 2..16 ahead measured 20-30% slower in the backward sums
+ * (again 3-30% slower on the VM of the 2026 measurements below, prefetching x, dy or both, 4..16 rows
+ * ahead), but faster in the float32 statistics pass beyond the caches (BN_PREFETCH_ROWS).
  * Large float32 outputs are stored non-temporally (see BN_NT_MIN_BYTES).
  * Column strips (all N rows of 32..256 columns, so x is read from memory once per call and the later
  * passes run from the cache) measured slower on the Zen 3 VM this was tuned on, with and without
@@ -58,6 +60,11 @@
  * backend, which runs the same loops in the same order. batchnorm_isa() says which path runs;
  * DEEPPROP_BATCHNORM_ISA=portable|avx2 forces one. Large calls run on several threads (see "threads"):
  * the statistics passes split by columns, the output passes by rows, the same bits for any count.
+ * No AVX-512 path: the VM of the 2026 measurements (see the NT notes) exposes no AVX-512, so one could be
+ * neither timed nor tested there. On it, float32 1024 x 1024 (1 thread, in the cache) spends per call,
+ * timed inside the C calls (min of 300): statistics 0.185 ms, y 0.19-0.22, backward sums 0.27, dx 0.31-0.33,
+ * each at about its loop's compute rate with the data in L2 (64-row blocks), so no memory effect is
+ * left to remove there: fewer or wider instructions are what would make that shape faster.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -396,35 +403,67 @@ AVX2 static void normn_f32_nt(float *restrict y, const float *restrict x, const 
         const float *restrict xi = x + i * C;
         float *restrict yi = y + i * C;
         int64_t k = 0;
-        for (; k < nb && ((uintptr_t)(yi + k) & 31); k++) yi[k] = ((xi[k] - mh[k]) - ml[k]) * sf[k] + bf[k];
+        for (; k < nb && ((uintptr_t)(yi + k) & 15); k++) yi[k] = ((xi[k] - mh[k]) - ml[k]) * sf[k] + bf[k];
+        if (k + 4 <= nb && ((uintptr_t)(yi + k) & 31)) {   /* a 16-byte head, streamed too (see the NT notes) */
+            const __m128 d = _mm_sub_ps(_mm_sub_ps(_mm_loadu_ps(xi + k), _mm_loadu_ps(mh + k)), _mm_loadu_ps(ml + k));
+            _mm_stream_ps(yi + k, _mm_add_ps(_mm_mul_ps(d, _mm_loadu_ps(sf + k)), _mm_loadu_ps(bf + k)));
+            k += 4;
+        }
         for (; k + 8 <= nb; k += 8) {
             const __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(xi + k), _mm256_loadu_ps(mh + k)),
                                            _mm256_loadu_ps(ml + k));
             _mm256_stream_ps(yi + k, _mm256_add_ps(_mm256_mul_ps(d, _mm256_loadu_ps(sf + k)), _mm256_loadu_ps(bf + k)));
+        }
+        if (k + 4 <= nb) {   /* a 16-byte tail */
+            const __m128 d = _mm_sub_ps(_mm_sub_ps(_mm_loadu_ps(xi + k), _mm_loadu_ps(mh + k)), _mm_loadu_ps(ml + k));
+            _mm_stream_ps(yi + k, _mm_add_ps(_mm_mul_ps(d, _mm_loadu_ps(sf + k)), _mm_loadu_ps(bf + k)));
+            k += 4;
         }
         for (; k < nb; k++) yi[k] = ((xi[k] - mh[k]) - ml[k]) * sf[k] + bf[k];
     }
     _mm_sfence();
 }
 
+/* is any float whose bits are folded into v (a running vpmaxud of |bits|) an Inf or NaN? */
+AVX2 static inline int bn_any_nonfinite(__m256i v) {
+    const __m256i big = _mm256_cmpgt_epi32(v, _mm256_set1_epi32(0x7f7fffff));   /* |bits| > FLT_MAX's */
+    return !_mm256_testz_si256(big, big);
+}
+
+/* one step of shstats_f32_x4: columns [k, k + 4) of rows x0 .. x0 + 3C */
+#define BN_SHSTATS_STEP(k)                                                                           \
+    do {                                                                                             \
+        const __m256d c = _mm256_loadu_pd(K + (k));                                                  \
+        __m256d A = _mm256_loadu_pd(s1 + (k)), B = _mm256_loadu_pd(s2 + (k));                        \
+        for (int u = 0; u < 4; u++) {                                                                \
+            const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x0 + u * C + (k))), c);     \
+            A = _mm256_add_pd(A, d);                                                                 \
+            B = _mm256_add_pd(B, _mm256_mul_pd(d, d));                                               \
+        }                                                                                            \
+        _mm256_storeu_pd(s1 + (k), A);                                                               \
+        _mm256_storeu_pd(s2 + (k), B);                                                               \
+    } while (0)
+
 AVX2 static void shstats_f32_x4(double *restrict s1, double *restrict s2, const double *restrict K,
-                                const float *restrict x, int64_t N, int64_t C, int64_t nb) {
-    /* shstats_f32 with intrinsics (vcvtps2pd ymm, m128), four rows per sweep: the same sums, same order */
+                                const float *restrict x, int64_t N, int64_t C, int64_t nb, int64_t pf) {
+    /* shstats_f32 with intrinsics (vcvtps2pd ymm, m128), four rows per sweep: the same sums, same order.
+     * pf > 0 (x beyond the caches, see BN_PREFETCH_ROWS): each 16-column step first prefetches the same
+     * columns of the four rows pf rows ahead (one 64-byte line each) */
     int64_t i = 0;
     for (; i + 4 <= N; i += 4) {
         const float *restrict x0 = x + i * C;
         int64_t k = 0;
-        for (; k + 4 <= nb; k += 4) {
-            const __m256d c = _mm256_loadu_pd(K + k);
-            __m256d A = _mm256_loadu_pd(s1 + k), B = _mm256_loadu_pd(s2 + k);
-            for (int u = 0; u < 4; u++) {
-                const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x0 + u * C + k)), c);
-                A = _mm256_add_pd(A, d);
-                B = _mm256_add_pd(B, _mm256_mul_pd(d, d));
+        if (pf > 0 && i + pf + 4 <= N) {
+            const float *p0 = x0 + pf * C;
+            for (; k + 16 <= nb; k += 16) {
+                for (int u = 0; u < 4; u++) _mm_prefetch((const char *)(p0 + u * C + k), _MM_HINT_T0);
+                BN_SHSTATS_STEP(k);
+                BN_SHSTATS_STEP(k + 4);
+                BN_SHSTATS_STEP(k + 8);
+                BN_SHSTATS_STEP(k + 12);
             }
-            _mm256_storeu_pd(s1 + k, A);
-            _mm256_storeu_pd(s2 + k, B);
         }
+        for (; k + 4 <= nb; k += 4) BN_SHSTATS_STEP(k);
         for (; k < nb; k++)
             for (int u = 0; u < 4; u++) {
                 const double d = (double)x0[u * C + k] - K[k];
@@ -466,6 +505,18 @@ AVX2 static void bwdsumsf_f32_x4(double *restrict sdy, double *restrict sdyd, co
     if (i < N) bwdsumsf_f32_avx2(sdy, sdyd, dy + i * C, x + i * C, mu, N - i, C, nb);
 }
 
+/* bwddxn's columns [k, k + 4) of one row with a 16-byte non-temporal store (di + k 16-byte aligned);
+ * 1 if one of the four is an Inf or NaN */
+AVX2 static inline int bn_dxn_nt4(float *restrict di, const float *restrict gi, const float *restrict xi,
+                                  const float *restrict mean, const float *restrict rstd, const float *restrict cf,
+                                  const float *restrict sdyf, const float *restrict sdyxf, float nf, int64_t k) {
+    const __m128 h = _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(xi + k), _mm_loadu_ps(mean + k)), _mm_loadu_ps(rstd + k));
+    const __m128 a = _mm_sub_ps(_mm_mul_ps(_mm_set1_ps(nf), _mm_loadu_ps(gi + k)), _mm_loadu_ps(sdyf + k));
+    const __m128 v = _mm_mul_ps(_mm_loadu_ps(cf + k), _mm_sub_ps(a, _mm_mul_ps(h, _mm_loadu_ps(sdyxf + k))));
+    _mm_stream_ps(di + k, v);
+    return _mm_movemask_ps(_mm_cmpneq_ps(_mm_sub_ps(v, v), _mm_setzero_ps())) != 0;   /* v - v != 0: Inf, NaN */
+}
+
 AVX2 static void bwddxn_f32_nt(float *restrict dx, const float *restrict dy, const float *restrict x,
                                const float *restrict mean, const float *restrict rstd, const float *restrict cf,
                                const float *restrict sdyf, const float *restrict sdyxf, const double *restrict mu,
@@ -475,16 +526,21 @@ AVX2 static void bwddxn_f32_nt(float *restrict dx, const float *restrict dy, con
      * again in double (bn_fixup), as in bwddxn */
     const float nf = (float)N;
     const __m256 vn = _mm256_set1_ps(nf);
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);
     for (int64_t i = 0; i < rows; i++) {
         const float *restrict xi = x + i * C, *restrict gi = dy + i * C;
         float *restrict di = dx + i * C;
         int bad = 0;
-        __m256 vbad = _mm256_setzero_ps();
+        __m256i vbad = _mm256_setzero_si256();
         int64_t k = 0;
-        for (; k < nb && ((uintptr_t)(di + k) & 31); k++) {
+        for (; k < nb && ((uintptr_t)(di + k) & 15); k++) {
             const float v = cf[k] * ((nf * gi[k] - sdyf[k]) - ((xi[k] - mean[k]) * rstd[k]) * sdyxf[k]);
             di[k] = v;
             bad |= !(v - v == 0.0f);
+        }
+        if (k + 4 <= nb && ((uintptr_t)(di + k) & 31)) {   /* a 16-byte head, streamed too (see the NT notes) */
+            bad |= bn_dxn_nt4(di, gi, xi, mean, rstd, cf, sdyf, sdyxf, nf, k);
+            k += 4;
         }
         for (; k + 8 <= nb; k += 8) {
             const __m256 h = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xi + k), _mm256_loadu_ps(mean + k)),
@@ -493,14 +549,19 @@ AVX2 static void bwddxn_f32_nt(float *restrict dx, const float *restrict dy, con
             const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(cf + k),
                                            _mm256_sub_ps(a, _mm256_mul_ps(h, _mm256_loadu_ps(sdyxf + k))));
             _mm256_stream_ps(di + k, v);
-            vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+            /* Inf/NaN test in integer ops (|bits| folded by unsigned max), off the floating-point pipes */
+            vbad = _mm256_max_epu32(vbad, _mm256_and_si256(_mm256_castps_si256(v), absm));
+        }
+        if (k + 4 <= nb) {   /* a 16-byte tail */
+            bad |= bn_dxn_nt4(di, gi, xi, mean, rstd, cf, sdyf, sdyxf, nf, k);
+            k += 4;
         }
         for (; k < nb; k++) {
             const float v = cf[k] * ((nf * gi[k] - sdyf[k]) - ((xi[k] - mean[k]) * rstd[k]) * sdyxf[k]);
             di[k] = v;
             bad |= !(v - v == 0.0f);
         }
-        if (bad || _mm256_movemask_ps(vbad)) {
+        if (bad || bn_any_nonfinite(vbad)) {
             _mm_sfence();   /* the streamed stores of this row before they are read back */
             bn_fixup_f32(di, gi, xi, mu, r, coef, sdy, sdyx, (double)N, nb);
         }
@@ -522,8 +583,29 @@ DEFINE_LOOPS(double, f64, portable, )
  * outputs reused, 52.3 -> 49.2 ms with fresh ones; at 1024 x 1024 (4 MiB) no gain with fresh outputs
  * and a 1.5-2x slower backward with a reused dx (0.9-1.2 ms instead of 0.6: streaming over lines still
  * in the cache), so outputs that fit the L3 are stored normally. DEEPPROP_BATCHNORM_NT_MIN_BYTES (a
- * whole number of bytes, read once) overrides the threshold (tests set 0). */
+ * whole number of bytes, read once) overrides the threshold (tests set 0).
+ * Every line of a row is streamed: NumPy's large arrays start 16 bytes past a 32-byte boundary (glibc's
+ * chunk header), so a row's first and last 4 floats, stored normally before, left two lines per row
+ * half written by ordinary stores (a read of the line, then streaming into a cached line); they are
+ * now 16-byte non-temporal stores, and only a row not 16-byte aligned keeps a scalar head and tail.
+ * The dx loop tests for Inf/NaN with integer ops (unsigned max of |bits|), off the floating-point pipes.
+ * Measured (2026, a 2-vCPU VM the project calls Zen 5 but whose CPUID says family 0x19 model 0x01, no
+ * AVX-512 exposed, the other vCPU busy with other processes), 16384 x 1024, buffers 16 bytes past a
+ * 32-byte boundary as NumPy's, 40 interleaved runs: the dx pass alone min 8.2-9.2 -> 7.1-7.9 ms, lower
+ * quartile 10.1-10.4 -> 8.7-8.8 ms; the y pass lower quartile 7.0-7.2 -> 6.0-6.4 ms (min 5.1-5.8 both).
+ * Prefetch (the same VM): from BN_NT_MIN_BYTES of x on, the float32 statistics pass (shstats_f32_x4)
+ * prefetches the four rows BN_PREFETCH_ROWS ahead, one line per row per 16 columns: at 16384 x 1024 the
+ * pass alone went from min 4.2-4.5 / median 4.7-5.0 ms to 3.6-3.7 / 4.3 ms (4, 16 or 32 rows ahead: no
+ * better), the forward from min 9.4-9.9 to 8.7-9.1 ms; at 1024 x 1024 it measured slower (median 0.19 ->
+ * 0.22 ms), hence the threshold. Tried on that VM and not kept: the output loops as 2- or 4-row
+ * intrinsics with ordinary stores (in the cache: no change within a whole call), prefetchw of the output
+ * rows 2-8 ahead (1024 x 1024: y pass 0.19 -> 0.23 ms), non-temporal stores over 2-4 rows per sweep
+ * (3-5x slower: write-combining buffers), the statistics over 2 or 8 rows per sweep (same; 1.5x slower),
+ * moving subtractions and additions onto the FMA pipes as fma(a, 1, b) (the same bits; no faster), and
+ * the output passes in descending row blocks to reuse what the previous pass left in the L3 (no
+ * measurable gain: re-reading the last 16 MiB of a 64 MiB sweep ran at ~30 GB/s against 21). */
 #define BN_NT_MIN_BYTES (32LL << 20)
+#define BN_PREFETCH_ROWS 8   /* shstats_f32_x4's prefetch distance (rows) on x from BN_NT_MIN_BYTES on */
 
 static atomic_llong nt_min_bytes = -1;
 
@@ -565,7 +647,7 @@ static void shstats_pick_f32(double *s1, double *s2, const double *K, const floa
                              int64_t nb) {
 #if BN_X86
     if (batchnorm_path() == DP_PATH_AVX2) {
-        shstats_f32_x4(s1, s2, K, x, N, C, nb);
+        shstats_f32_x4(s1, s2, K, x, N, C, nb, bn_stream((double)N * (double)C * sizeof(float)) ? BN_PREFETCH_ROWS : 0);
         return;
     }
 #endif
