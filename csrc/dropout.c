@@ -24,6 +24,15 @@
  *             zeroing 2 MB huge pages) take ~7.5 ms of that on this machine, whoever touches them.
  *             Streaming stores of y were tried: ~0.8 ms slower into a fresh array (its lines were just
  *             zeroed through the cache), faster only into a preallocated one; not used.
+ *             Zen 5 VM (so named; CPUID: family 19h model 01h, a Zen 3 EPYC under KVM, AVX2 + FMA, NO
+ *             AVX-512 -- XCR0 has no zmm state, so no AVX-512 path can run or be timed on it), busy,
+ *             1 thread, 16M float32, p = 0.5, one process alternating builds, min / median of 30:
+ *             ~15 / 19 ms into a preallocated y (1.1 / 0.87 G elements/s), ~21 / 25 ms into a fresh one;
+ *             16K elements (L2) ~1.05 ns/element min. Re-tried there, none kept (A/B at 16K, 400 calls
+ *             each: the same min to within 2%): blocks in lanes (0, 2, 1, 3) so the unpacks give element
+ *             order without the two cross-lane permutes; the key xor first (c1 ^ key, off the multiply
+ *             chain); two runs of 8 blocks instead of one of 16 (register pressure). Streaming stores
+ *             again: preallocated 14.9 vs 15.4 ms min, fresh 22.3 vs 21.3 -- still not serving both.
  * Large calls run on OpenMP threads (see "threads" below), bit-identical for every team size.
  * threshold 0 (p = 0) keeps and 2^32 (p = 1) drops everything without drawing a word, on both paths. */
 #include <stdatomic.h>
