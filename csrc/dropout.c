@@ -24,6 +24,20 @@
  *             zeroing 2 MB huge pages) take ~7.5 ms of that on this machine, whoever touches them.
  *             Streaming stores of y were tried: ~0.8 ms slower into a fresh array (its lines were just
  *             zeroed through the cache), faster only into a preallocated one; not used.
+ *             Zen 5 VM (so named; CPUID: family 19h model 01h, a Zen 3 EPYC under KVM, AVX2 + FMA, NO
+ *             AVX-512 -- XCR0 has no zmm state, so no AVX-512 path can run or be timed on it), busy,
+ *             1 thread, 16M float32, p = 0.5, one process alternating builds, min / median of 30:
+ *             ~15 / 19 ms into a preallocated y (1.1 / 0.87 G elements/s), ~21 / 25 ms into a fresh one;
+ *             16K elements (L2, called from C, min of 200, a quiet moment): forward 1.59 TSC ticks
+ *             (2.445 GHz) = 0.65 ns/element, mask only 1.50, the Philox alone (16 blocks a step, no
+ *             output) ~1.4: the rounds are the cost, ~280 of the ~370 vector operations per 64 elements.
+ *             Kept: the blocks in lanes (0, 2, 1, 3) (dp_philox_run_avx2_lanes_x4), so the unpacks give
+ *             element order without the two cross-lane permutes: forward 1.57-1.58, mask only 1.46 (in
+ *             the same quiet moment, interleaved; under load within the noise). Tried, no change (A/B
+ *             at 16K): the key xor first (c1 ^ key, off the multiply chain); two runs of 8 blocks
+ *             instead of one of 16 (register pressure); vpshufd instead of the shifts of the products
+ *             (another pipe). Streaming stores again: preallocated 14.9 vs 15.4 ms min, fresh 22.3 vs
+ *             21.3 -- still not serving both.
  * Large calls run on OpenMP threads (see "threads" below), bit-identical for every team size.
  * threshold 0 (p = 0) keeps and 2^32 (p = 1) drops everything without drawing a word, on both paths. */
 #include <stdatomic.h>
@@ -73,16 +87,17 @@ static inline unsigned dp_dropout_byte(int64_t b, int64_t n, uint32_t k0, uint32
  * their lane masks in element order (lanes[k], 32-bit lane l: element 4q + 8k + l, all ones = kept) */
 DP_AVX2_INLINE uint64_t dp_keep64_avx2(uint64_t q, const dp_philox_keys *ks, __m256i tflip, __m256i lanes[8]) {
     __m256i c[4][4];
-    dp_philox_run_avx2_x4(c, ks, q, 0u, 0u);
+    /* blocks q + 4v + (0, 2, 1, 3) in the 4 lanes: the unpacks below then give element order */
+    dp_philox_run_avx2_lanes_x4(c, ks, q, 0u, 0u, _mm256_setr_epi64x(0, 2, 1, 3));
     const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
     uint64_t bits = 0;
     for (int v = 0; v < 4; v++) {
-        /* lane l of a = (w0, w1) of block q + 4v + l: elements +0, +1; of b = (w2, w3): +2, +3 */
+        /* lane l of a = (w0, w1) of its block: elements +0, +1; of b = (w2, w3): +2, +3 */
         __m256i a = _mm256_blend_epi32(c[0][v], _mm256_slli_epi64(c[1][v], 32), 0xAA);
         __m256i b = _mm256_blend_epi32(c[2][v], _mm256_slli_epi64(c[3][v], 32), 0xAA);
-        /* 128-bit lanes: lo = blocks (0, 2) -> elements 0-3, 8-11; hi = blocks (1, 3): 4-7, 12-15 */
-        __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b);
-        __m256i e0 = _mm256_permute2x128_si256(lo, hi, 0x20), e1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+        /* 128-bit lanes: e0 = blocks 0, 1 (elements 0-3 | 4-7), e1 = blocks 2, 3 (8-11 | 12-15): no
+         * cross-lane permute, as the blocks sit in lanes 0, 2, 1, 3 */
+        __m256i e0 = _mm256_unpacklo_epi64(a, b), e1 = _mm256_unpackhi_epi64(a, b);
         /* kept: w >= t, i.e. w > t - 1 unsigned, i.e. (w ^ 2^31) > (t - 1) ^ 2^31 signed */
         lanes[2 * v] = _mm256_cmpgt_epi32(_mm256_xor_si256(e0, sign), tflip);
         lanes[2 * v + 1] = _mm256_cmpgt_epi32(_mm256_xor_si256(e1, sign), tflip);

@@ -91,12 +91,13 @@ DP_AVX2_INLINE void dp_philox_avx2_x##NV(__m256i c[4][NV], const dp_philox_keys 
 DP_PHILOX_AVX2_NV(2)
 DP_PHILOX_AVX2_NV(4)
 
-/* the counters (q + 4v + l low, high, c2, c3) of NV x 4 consecutive blocks starting at q */
+/* the counters (q + 4v + lane_l low, high, c2, c3) of NV x 4 consecutive blocks starting at q (lane: a
+ * permutation of 0, 1, 2, 3 in the 64-bit lanes) */
 #define DP_PHILOX_CTR_AVX2_NV(NV)                                                                     \
-DP_AVX2_INLINE void dp_philox_ctr_avx2_x##NV(__m256i c[4][NV], uint64_t q, uint32_t c2, uint32_t c3) { \
+DP_AVX2_INLINE void dp_philox_ctr_avx2_x##NV(__m256i c[4][NV], uint64_t q, uint32_t c2, uint32_t c3,     \
+                                             __m256i lane) {                                         \
     _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                           \
-        __m256i j = _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(q + 4u * (uint64_t)v)),            \
-                                     _mm256_setr_epi64x(0, 1, 2, 3));                                \
+        __m256i j = _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(q + 4u * (uint64_t)v)), lane);     \
         c[0][v] = j; /* the high half (j >> 32) is garbage to the multiply */                        \
         c[1][v] = _mm256_srli_epi64(j, 32);                                                          \
         c[2][v] = _mm256_set1_epi64x(c2);                                                            \
@@ -106,17 +107,19 @@ DP_AVX2_INLINE void dp_philox_ctr_avx2_x##NV(__m256i c[4][NV], uint64_t q, uint3
 DP_PHILOX_CTR_AVX2_NV(2)
 DP_PHILOX_CTR_AVX2_NV(4)
 
-/* philox4x32_10 of the NV x 4 counters (q + 4v + l low, high, c2, c3), the words left in c as by
- * dp_philox_avx2_xNV. When the high word of q + 4v + l is the same in every lane (always, but at a
- * crossing of 2^32), words 1, 2, 3 of the counter are the same everywhere: round 1's second product
- * and round 2's first are then products of constants, computed once in scalar code, and round 3
- * xors one constant less -- 10 of the 80 vector operations per 4 counters saved, same words. */
+/* philox4x32_10 of the NV x 4 counters (q + 4v + lane_l low, high, c2, c3), the words left in c as by
+ * dp_philox_avx2_xNV (dropout.c takes lanes (0, 2, 1, 3), whose words its unpacks put in element
+ * order without a cross-lane permute). When the high word of q + 4v + l is the same in every lane
+ * (always, but at a crossing of 2^32), words 1, 2, 3 of the counter are the same everywhere: round
+ * 1's second product and round 2's first are then products of constants, computed once in scalar
+ * code, and round 3 xors one constant less -- 10 of the 80 vector operations per 4 counters saved,
+ * same words. */
 #define DP_PHILOX_RUN_AVX2_NV(NV)                                                                     \
-DP_AVX2_INLINE void dp_philox_run_avx2_x##NV(__m256i c[4][NV], const dp_philox_keys *ks, uint64_t q,  \
-                                            uint32_t c2, uint32_t c3) {                              \
+DP_AVX2_INLINE void dp_philox_run_avx2_lanes_x##NV(__m256i c[4][NV], const dp_philox_keys *ks, uint64_t q, \
+                                                  uint32_t c2, uint32_t c3, __m256i lane) {          \
     uint32_t c1 = (uint32_t)(q >> 32);                                                               \
     if (c1 != (uint32_t)((q + 4u * NV - 1u) >> 32)) { /* the high word changes across the lanes */   \
-        dp_philox_ctr_avx2_x##NV(c, q, c2, c3);                                                      \
+        dp_philox_ctr_avx2_x##NV(c, q, c2, c3, lane);                                                \
         dp_philox_avx2_x##NV(c, ks);                                                                 \
         return;                                                                                      \
     }                                                                                                \
@@ -131,8 +134,7 @@ DP_AVX2_INLINE void dp_philox_run_avx2_x##NV(__m256i c[4][NV], const dp_philox_k
     const __m256i H = _mm256_set1_epi64x(G ^ (uint32_t)(k1 + 2u * DP_PHILOX_W1));                    \
     const __m256i m0 = _mm256_set1_epi64x(DP_PHILOX_M0), m1 = _mm256_set1_epi64x(DP_PHILOX_M1);      \
     _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                           \
-        __m256i j = _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(q + 4u * (uint64_t)v)),            \
-                                     _mm256_setr_epi64x(0, 1, 2, 3));                                \
+        __m256i j = _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(q + 4u * (uint64_t)v)), lane);     \
         /* round 1: word 0 = j's low half times M0; words 0, 1 out are A, B */                       \
         __m256i p0 = _mm256_mul_epu32(j, m0);                                                        \
         __m256i n2 = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), D1), n3 = p0;                       \
@@ -151,6 +153,11 @@ DP_AVX2_INLINE void dp_philox_run_avx2_x##NV(__m256i c[4][NV], const dp_philox_k
     _Pragma("GCC unroll 7") for (int r = 3; r < 10; r++) {                                           \
         _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) DP_PHILOX_AVX2_ROUND(c, v, m0, m1, ks, r); \
     }                                                                                                \
+}                                                                                                    \
+/* the same in lane order: lane l of c[i][v] holds block q + 4v + l */                               \
+DP_AVX2_INLINE void dp_philox_run_avx2_x##NV(__m256i c[4][NV], const dp_philox_keys *ks, uint64_t q,  \
+                                            uint32_t c2, uint32_t c3) {                              \
+    dp_philox_run_avx2_lanes_x##NV(c, ks, q, c2, c3, _mm256_setr_epi64x(0, 1, 2, 3));                \
 }
 DP_PHILOX_RUN_AVX2_NV(2)
 DP_PHILOX_RUN_AVX2_NV(4)
