@@ -247,8 +247,9 @@ DEFINE_DROPOUT_AVX2(double, f64, 1)
  * smaller calls never start a team. The threads claim chunks of whole 64-element groups (below) and
  * run the one-thread code on each with the offset moved along: every element is still the same function
  * of (seed, offset + i), so the results are bit for bit the same for every team size (and each thread
- * first-touches the fresh output of its chunks, so the page faults are split too). fork: csrc/team.c, a forked child of a process that ran
- * a team runs on one thread (libgomp's pool does not survive fork). */
+ * first-touches the fresh output of its chunks, so the page faults are split too). fork: csrc/team.c,
+ * a forked child of a process that ran a team runs on one thread (libgomp's pool does not survive
+ * fork). */
 #define DROPOUT_THREAD_MIN (INT64_C(1) << 18)
 #ifdef _OPENMP
 #include <omp.h>
@@ -268,10 +269,12 @@ static int dropout_team_size(int64_t n) {
 
 /* A team's threads claim chunks of DROPOUT_CHUNK elements (a multiple of 64: whole mask words, so no
  * two threads write one byte) from an atomic counter until none is left. Static halves made the team
- * wait for its slower core: on this shared VM one core often runs slower than the other for a while
- * (2 threads at 16M float32 measured ~1.46x one; claimed chunks let the faster core take more). 32K
- * elements is ~25 us of one core: fine enough to balance, coarse enough that claiming costs nothing. */
-#define DROPOUT_CHUNK (INT64_C(1) << 15)
+ * wait for its slower core: on this shared VM one core often runs slower than the other for a while.
+ * 2^19 elements (2 MB of float32 output, ~0.4 ms of one core; 32 chunks at 16M): 2 threads at 16M
+ * float32 into warm outputs, median of 64 calls, ~8.2-9.1 ms claimed vs ~9.4 static. Smaller chunks
+ * (2^15) balanced as well into warm outputs but were slower into fresh ones (17.4 vs 15.0 ms): two
+ * threads then fault in the same 2 MB huge pages and wait for each other's page zeroing. */
+#define DROPOUT_CHUNK (INT64_C(1) << 19)
 _Static_assert(DROPOUT_CHUNK % 64 == 0, "chunks of whole mask words");
 
 /* BODY on the elements [lo, hi) of N: all of them on one thread, or chunk by chunk on a team */

@@ -3,6 +3,7 @@ known answers, mask statistics, the seed contract (backends, thread counts, offs
 limits, special values, the gradient, and bad input. All seeds are fixed, so every test is deterministic.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -516,3 +517,44 @@ def test_each_c_path_is_bit_identical_to_the_reference(path, threads):
             hexed = y_ref.astype(np.float64).tobytes().hex()
             assert row["y" + dt] == hexed, what + " " + dt
             assert row["dxm" + dt] == hexed and row["dxs" + dt] == hexed, what + " " + dt
+
+
+_CHUNKS_CODE = """
+import hashlib, json, numpy as np
+from kernels import dropout
+n, p, seed, offset = json.loads(%r)
+x = np.random.default_rng(1).standard_normal(n)
+out = {"mask": dropout.dropout_mask_c(n, p, seed, offset).tobytes().hex()}
+for dt in ("float32", "float64"):
+    y, m = dropout.dropout_forward_c(x.astype(dt), p, seed, offset)
+    dx = dropout.dropout_backward_c(x.astype(dt), p, seed=seed, offset=offset)
+    out[dt] = [m.tobytes().hex(), hashlib.sha256(y.tobytes()).hexdigest(), hashlib.sha256(dx.tobytes()).hexdigest()]
+print(json.dumps(out))
+"""
+
+
+def test_a_team_claiming_chunks_gives_the_one_thread_bits():
+    """A large call on a team is cut into chunks (csrc/dropout.c: 2^19 elements) that the threads claim:
+    several chunks and a partial last one, an unaligned offset, 1 and 2 threads, must give the same
+    mask (the reference's) and the same outputs (the reference's)."""
+    if kernels.backends()["c"] is not None:
+        pytest.skip(kernels.backends()["c"])
+    case = (3 * 2**19 + 77, 0.3, 5, 3)
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    runs = []
+    for threads in (1, 2):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPPROP_DROPOUT_THREAD_MIN="0",
+                   PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, "-c", _CHUNKS_CODE % json.dumps(case)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert runs[0] == runs[1]
+    n, p, seed, offset = case
+    assert runs[0]["mask"] == dropout.dropout_mask(n, p, seed, offset).tobytes().hex()
+    x = np.random.default_rng(1).standard_normal(n)
+    for dt in ("float32", "float64"):
+        y, m = dropout.dropout_forward(x.astype(dt), p, seed, offset)
+        assert runs[0][dt][0] == m.tobytes().hex(), dt
+        assert runs[0][dt][1] == hashlib.sha256(y.tobytes()).hexdigest(), dt
+        assert runs[0][dt][2] == hashlib.sha256(y.tobytes()).hexdigest(), dt  # dx of dy = x: y again
