@@ -841,10 +841,12 @@ void gemm_##SFX(int transa, int transb, int64_t m, int64_t n, int64_t k, T alpha
      * float32 on the avx2 path): with another process busy on one of the two cores, 2 threads took     \
      * ~240 ms there (median; 1 thread ~32 ms), claimed ~35 ms. nmb blocks of whole micro-panels, at    \
      * least 8 per thread (and 4 micro-panels per block) for the claiming to balance, a multiple of the \
-     * team size so that equal cores finish together: with 4 per thread the last block left one core    \
-     * idle for up to an eighth of the run (2 threads, 1024^3 float32: min ~14.4 ms against ~12.3 with  \
-     * 8 per thread or with the static shares; 16 per thread measured as 8). Each element of C is still \
-     * one micro-kernel call sequence in the same k order: the results are those of one thread. */      \
+     * team size so that equal cores finish together: with 4 per thread the last block can leave one    \
+     * core idle for up to an eighth of the run when the other is slowed (2 threads, 1024^3 float32,    \
+     * another process busy: min ~14.4 ms against ~12.3 with 8 per thread; on a quieter machine 4, 8    \
+     * and the static shares measured alike, ~12.6-13.7 ms min, ~16-18 ms median). Each element of C is \
+     * still one micro-kernel call sequence in the same k order: the results are those                  \
+     * of one thread. */                                                                                \
     const int64_t panels_m = ceil_div(m, MR);                                                           \
     const int claim = nt > 1 && !one_a && panels_m >= 2 * (int64_t)nt;                                  \
     int64_t nmb = ceil_div(m, mb);                                                                      \
