@@ -536,8 +536,8 @@ def _blocks(m, n, k, NR, MC, NC, nt):
     # balanced blocks: ceil(k / KC) k blocks of (nearly) equal depth; n blocks of at most NC rounded up
     # to NR; m blocks of whole MR-row micro-panels, as equal as integers allow, and for a team at least
     # 8 per thread (of 4 micro-panels or more) and a multiple of nt (when there are enough micro-panels):
-    # the threads claim them, and with 4 per thread the last one left a core idle for up to an eighth
-    # of the run (as csrc/gemm.c measured)
+    # the threads claim them, and with 4 per thread the last one can leave a core idle for up to an
+    # eighth of the run while the other is slowed by another process (csrc/gemm.c; alike when quiet)
     nkb = (k + KC - 1) // KC
     kcb = (k + nkb - 1) // nkb
     nnb = (n + NC - 1) // NC
