@@ -483,6 +483,17 @@ print(json.dumps(out))
 """
 
 
+def _run_c_child(code: str, threads: int, **env) -> dict:
+    """code in a fresh process on `threads` OpenMP threads, every dropout call threaded
+    (DEEPPROP_DROPOUT_THREAD_MIN=0); the JSON its last line prints."""
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPPROP_DROPOUT_THREAD_MIN="0",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]), **env)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("path,threads", [("portable", 1), ("avx2", 1), ("portable", 2), ("avx2", 2)])
 def test_each_c_path_is_bit_identical_to_the_reference(path, threads):
     """Each path, forced with DEEPPROP_RNG_ISA in a fresh process, on 1 and 2 OpenMP threads (every
@@ -493,13 +504,7 @@ def test_each_c_path_is_bit_identical_to_the_reference(path, threads):
         pytest.skip(kernels.backends()["c"])
     if path == "avx2" and kernels._c.lib.machine_isa() < 1:
         pytest.skip("this CPU does not run the avx2 path")
-    root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    env = dict(os.environ, DEEPPROP_RNG_ISA=path, OMP_NUM_THREADS=str(threads), DEEPPROP_DROPOUT_THREAD_MIN="0",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _PATH_CODE % json.dumps(_PATH_CASES)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = _run_c_child(_PATH_CODE % json.dumps(_PATH_CASES), threads, DEEPPROP_RNG_ISA=path)
     assert res["isa"].startswith(f"{path} (forced"), res["isa"]
     assert f"; {threads} thread" in res["team"], res["team"]  # OMP_NUM_THREADS reached the C module
     for (n, p, seed, offset), row in zip(_PATH_CASES, res["r"], strict=True):
@@ -540,15 +545,7 @@ def test_a_team_claiming_chunks_gives_the_one_thread_bits():
     if kernels.backends()["c"] is not None:
         pytest.skip(kernels.backends()["c"])
     case = (3 * 2**19 + 77, 0.3, 5, 3)
-    root = pathlib.Path(kernels.__file__).resolve().parent.parent
-    runs = []
-    for threads in (1, 2):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPPROP_DROPOUT_THREAD_MIN="0",
-                   PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.run([sys.executable, "-c", _CHUNKS_CODE % json.dumps(case)], env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    runs = [_run_c_child(_CHUNKS_CODE % json.dumps(case), threads) for threads in (1, 2)]
     assert runs[0] == runs[1]
     n, p, seed, offset = case
     assert runs[0]["mask"] == dropout.dropout_mask(n, p, seed, offset).tobytes().hex()
