@@ -272,7 +272,10 @@ def write_targets(outdir: pathlib.Path, command: str, limits, progress=True) -> 
               "ours is faster). NumPy = NumPy/SciPy as a user writes it, in the dtype, on OpenBLAS/LAPACK with "
               "its own detected kernels (OPENBLAS_CORETYPE removed); the NumPy reference = our float64-inside "
               "spec; torch = PyTorch's own ops. Every side ran in 3 interleaved rounds of spawned children, "
-              "their samples pooled, so a drifting machine slows baseline and ours alike. How each workload is "
+              "their samples pooled, so a drifting machine slows baseline and ours alike. *bound* is the best the "
+              "figure could be at this run's measured limits (a roofline: ours taking the flops at the FMA peak "
+              "or each array moved once at the bandwidth of the level it fits in; the baseline as measured): "
+              "a target whose bound is below what it requires is out of reach on this machine. How each workload is "
               "timed: `python -c \"import kernels.targets; help(kernels.targets)\"`.", "",
               targets.to_markdown(graded), "", "## Workloads", "",
               "| workload | what is timed |", "|---|---|"]

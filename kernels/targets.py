@@ -13,6 +13,12 @@ Each target compares two measurements of one workload (or one measurement with a
     rate     elements / median time                                     (>= required per second)
     scaling  median time at 1 thread / median time at 2 threads         (>= required)
 
+Every graded row also carries its bound: the best its figure could be at the measured limits (floor_s, a
+roofline: our call at its flop count over the FMA peak, or its arrays each moved once over the bandwidth of
+the level they fit in; the baseline, or our 1-thread time, as measured; 100% for a bandwidth share). Where
+the bound is below the requirement the note says the target is out of reach on this machine. The flops
+counted are the GEMMs' (and QR's) only, so the bound is optimistic, never pessimistic.
+
 The sides a workload is measured on:
 
     c, numba   our backends (kernels.REGISTRY)
@@ -58,6 +64,7 @@ class Case:
     bytes: object = None          # bytes(kwargs) -> bytes one call must move (the passes it must make)
     bytes_once: object = None     # bytes(kwargs) counting each array once, quoted beside a passes count
     elements: object = None       # elements(kwargs) -> elements processed by one call
+    flops: object = None          # flops(kwargs) -> the floating-point operations one call must do
     check: bool = True            # compare c/numba with the reference before timing
     restore: bool = False         # the call writes its inputs (clip): put them back before every call
 
@@ -78,6 +85,19 @@ def _torch_peer(name, kw):
     from . import torch_peer
 
     return torch_peer.make(name, kw).call
+
+
+def _linear_flops(kw, backward=False):
+    from .bench import _linear_flops as count
+
+    return count(kw, backward)
+
+
+def _qr_flops(kw):
+    from .bench import _qr_flops as count
+
+    a = kw["a"]
+    return count(*a.shape[-2:]) * (a.size // (a.shape[-1] * a.shape[-2]))
 
 
 def _linear_make(n, dtype, backward=False):
@@ -257,6 +277,12 @@ def _clip_bytes_once(kw):
 HARNESS = {"depth": 1000, "width": 256, "batch": 128, "activation": "relu", "init": "he_normal"}
 
 
+def _harness_flops(kw):
+    # its three GEMMs per layer (forward, dx, dW) only: the draw, activations and statistics are not counted,
+    # so the bound made from this count is an optimistic one
+    return 3 * 2.0 * HARNESS["depth"] * HARNESS["batch"] * HARNESS["width"] ** 2
+
+
 def _harness_build(side, kw):
     if side == "torch":
         from . import torch_peer
@@ -278,10 +304,11 @@ def _cases() -> dict[str, Case]:
         for n in (1024, 256):
             cases[f"linear_forward {n}x1024x1024 {dt}"] = Case(
                 f"linear_forward x ({n}, 1024) @ W (1024, 1024) + b, identity; native: z = x @ W; z += b",
-                _linear_make(n, dt), _linear_forward_build("identity"), dt)
+                _linear_make(n, dt), _linear_forward_build("identity"), dt, flops=_linear_flops)
             cases[f"linear_backward {n}x1024x1024 {dt}"] = Case(
                 f"linear_backward dy, x ({n}, 1024), W (1024, 1024), identity; native: dy @ W.T, x.T @ dy, "
-                "dy.sum(0)", _linear_make(n, dt, backward=True), _linear_backward_build, dt)
+                "dy.sum(0)", _linear_make(n, dt, backward=True), _linear_backward_build, dt,
+                flops=lambda kw: _linear_flops(kw, backward=True))
     for n, w in ((128, 256), (256, 1024)):
         cases[f"linear+bias+relu {n}x{w}x{w} float32"] = Case(
             f"linear_forward x ({n}, {w}) @ W ({w}, {w}) + b, relu fused; native: z = x @ W; z += b; "
@@ -289,7 +316,7 @@ def _cases() -> dict[str, Case]:
             lambda rng, n=n, w=w: {"x": _normal(rng, (n, w), "float32"),
                                    "W": _normal(rng, (w, w), "float32", w ** -0.5),
                                    "b": _normal(rng, (w,), "float32")},
-            _linear_forward_build("relu"))
+            _linear_forward_build("relu"), flops=_linear_flops)
     for n in (1024, 16384):
         cases[f"batchnorm fwd+bwd {n}x1024 float32"] = Case(
             f"batchnorm_forward then batchnorm_backward, x ({n}, 1024); torch: aten native_batch_norm + "
@@ -302,10 +329,10 @@ def _cases() -> dict[str, Case]:
     for dt in ("float32", "float64"):
         cases[f"qr 1024x1024 {dt}"] = Case(
             "qr (thin, sign-fixed) of a (1024, 1024); native: scipy.linalg.qr(mode='economic') + sign fix",
-            lambda rng, dt=dt: {"a": _normal(rng, (1024, 1024), dt)}, _qr_build, dt)
+            lambda rng, dt=dt: {"a": _normal(rng, (1024, 1024), dt)}, _qr_build, dt, flops=_qr_flops)
     cases["qr 1000 x 64x64 float32"] = Case(
         "qr of a (1000, 64, 64) stack in one call; native: np.linalg.qr of the stack + sign fix",
-        lambda rng: {"a": _normal(rng, (1000, 64, 64), "float32")}, _qr_batch_build)
+        lambda rng: {"a": _normal(rng, (1000, 64, 64), "float32")}, _qr_batch_build, flops=_qr_flops)
     cases["clip_grad_norm 100 arrays 50M float32"] = Case(
         "clip_grad_norm over 100 arrays (500, 1000) = 50M values, max_norm 1 (always clips); torch: "
         "clip_grad_norm_(foreach=True); the gradients restored before every call, outside the timing",
@@ -317,7 +344,7 @@ def _cases() -> dict[str, Case]:
         "per-layer statistics; C: its W and z arenas are the spare the previous run of this shape left "
         "(kernels.depth._take_arena, as between the seeds and configurations of `deepprop depth`); torch: the "
         "same net in eager mode with autograd (kernels.torch_peer.depth_net), its tensors allocated as torch does",
-        lambda rng: {"dtype": "float32"}, _harness_build, check=False)
+        lambda rng: {"dtype": "float32"}, _harness_build, check=False, flops=_harness_flops)
     return cases
 
 
@@ -448,6 +475,8 @@ def child_main(side, threads, case_ids, repeat, min_time, out_queue, alloc="insi
                     row["bytes_once"] = case.bytes_once(kw)
                 if case.elements:
                     row["elements"] = case.elements(kw)
+                if case.flops:
+                    row["flops"] = case.flops(kw)
                 checking = case.check and side in ("c", "numba")
                 ref_kw = copy.deepcopy(kw) if checking else None  # before any in-place write (clip)
                 call = case.build(side, kw)
@@ -534,7 +563,7 @@ def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
         alloc = alloc_of(kind)
         m = by.get((case, side, threads, alloc), {})
         g = {"target": text, "kind": kind, "required": req, "threads": threads, "ours_s": m.get("median_s"),
-             "base_s": None, "measured": None, "met": None, "note": m.get("error") or ""}
+             "base_s": None, "measured": None, "met": None, "bound": None, "note": m.get("error") or ""}
         t = m.get("median_s")
         if t:
             if kind == "ratio":
@@ -567,10 +596,48 @@ def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
                 if t_in:
                     g["note"] += (f"; with fresh outputs in the timing: {m['bytes'] / t_in / 1e9:.1f} GB/s = "
                                   f"{100.0 * m['bytes'] / t_in / 1e9 / value:.0f}%")
+        if t and limits:
+            g["bound"] = _bound(kind, m, by.get((case, base, threads, "inside"), {}).get("median_s"),
+                                by.get((case, side, 1, "inside"), {}).get("median_s"), CASES[case].dtype,
+                                threads, limits)
         if g["measured"] is not None:
             g["met"] = g["measured"] >= req
+            if g["bound"] is not None and g["bound"] < req:
+                g["note"] = "; ".join(filter(None, [g["note"], (
+                    f"out of reach on this machine: at its measured limits the best possible is "
+                    f"{_fmt_value(kind, g['bound'])}")]))
         out.append(g)
     return out
+
+
+def floor_s(m: dict, dtype: str, threads: int, limits: dict) -> float | None:
+    """The least time a call can take at the machine's measured limits (a roofline bound): its flops at
+    the FMA peak, or every array it touches moved once (bytes_once, else bytes) at the bandwidth of the
+    cache level that traffic fits in, whichever is longer. An optimistic bound: a call cannot beat it,
+    and need not reach it. None when the row counts neither."""
+    from .machine import limit_for
+
+    t = 0.0
+    if m.get("flops"):
+        t = max(t, m["flops"] / 1e9 / limit_for(limits, "compute", dtype, threads)[0])
+    traffic = m.get("bytes_once") or m.get("bytes")
+    if traffic:
+        t = max(t, traffic / 1e9 / limit_for(limits, "memory", dtype, threads, traffic)[0])
+    return t or None
+
+
+def _bound(kind, m, base_s, one_thread_s, dtype, threads, limits) -> float | None:
+    """The best value a target's figure can take at the measured limits: ours at floor_s, the baseline
+    (or our 1-thread time, for scaling) as measured; 100% for a bandwidth share."""
+    if kind == "pct_bw":
+        return 100.0
+    floor = floor_s(m, dtype, threads, limits)
+    if floor is None:
+        return None
+    if kind == "rate":
+        return m["elements"] / floor if m.get("elements") else None
+    num = base_s if kind == "ratio" else one_thread_s
+    return num / floor if num else None
 
 
 def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
@@ -648,12 +715,11 @@ def run(targets=None, repeat=5, min_time=0.5, progress=True, rounds=3):
     return grade(rows, limits, targets), rows, envs
 
 
-def _fmt_measured(g) -> str:
-    v = g["measured"]
+def _fmt_value(kind, v) -> str:
     if v is None:
         return ""
     return {"ratio": f"{v:.2f}x", "scaling": f"{v:.2f}x", "pct_bw": f"{v:.0f}%",
-            "rate": f"{v / 1e9:.2f} G/s"}[g["kind"]]
+            "rate": f"{v / 1e9:.2f} G/s"}[kind]
 
 
 def _fmt_required(g) -> str:
@@ -663,12 +729,13 @@ def _fmt_required(g) -> str:
 
 
 def to_markdown(graded: list[dict]) -> str:
-    lines = ["| target | threads | ours (s) | baseline (s) | measured | required | met | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| target | threads | ours (s) | baseline (s) | measured | required | met | bound | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in graded:
         met = "" if g["met"] is None else ("yes" if g["met"] else "**no**")
         lines.append(f"| {g['target']} | {g['threads']} | {_s(g['ours_s'])} | {_s(g['base_s'])} | "
-                     f"{_fmt_measured(g)} | {_fmt_required(g)} | {met} | {g['note']} |")
+                     f"{_fmt_value(g['kind'], g['measured'])} | {_fmt_required(g)} | {met} | "
+                     f"{_fmt_value(g['kind'], g.get('bound'))} | {g['note']} |")
     met = sum(1 for g in graded if g["met"])
     lines += ["", f"{met} of {len(graded)} targets met."]
     return "\n".join(lines)

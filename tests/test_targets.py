@@ -46,7 +46,7 @@ def test_grade_arithmetic():
                 {"case": "w", "side": "c", "threads": 1, "median_s": 0.4, "bytes": 4e9, "elements": 1e9,
                  "bytes_once": 2.4e9, "alloc": "outside"},
                 {"case": "w", "side": "native", "threads": 1, "median_s": 0.75},
-                {"case": "w", "side": "c", "threads": 2, "median_s": 0.3125}]
+                {"case": "w", "side": "c", "threads": 2, "median_s": 0.3125, "bytes": 4e9}]
         g = {x["target"]: x for x in T.grade(rows, limits, tg)}
     finally:
         if saved is None:
@@ -63,6 +63,41 @@ def test_grade_arithmetic():
     assert "every array counted once: 6.0 GB/s = 60%" in g["b"]["note"]
     md = T.to_markdown(list(g.values()))
     assert "3 of 4 targets met." in md and "**no**" in md and "1.50x" in md
+    # bounds: ours at the limits moves its bytes (4e9; the outside row, which grades the rate: bytes_once
+    # 2.4e9) at 10 GB/s on 1 thread, 20 on 2
+    assert g["r"]["bound"] == pytest.approx(0.75 / 0.4)      # baseline 0.75 s / 4e9 B at 10 GB/s
+    assert g["s"]["bound"] == pytest.approx(0.5 / 0.2)       # 1 thread 0.5 s / 4e9 B at 20 GB/s
+    assert g["e"]["bound"] == pytest.approx(1e9 / 0.24)      # 1e9 elements / 2.4e9 B at 10 GB/s
+    assert g["b"]["bound"] == 100.0
+    assert not any("out of reach" in x["note"] for x in g.values())
+
+
+def test_a_target_above_its_bound_says_it_is_out_of_reach():
+    limits = {"cores": 2, "caches": {}, "fma_gflops": {"float32": {"1": 100.0, "2": 200.0}},
+              "bandwidth_gbps": {k: {lv: {"1": 10.0, "2": 20.0} for lv in ("L1", "L2", "L3", "DRAM")}
+                                 for k in ("copy", "triad")}}
+    tg = [("f", "ratio", FUSED, "c", "native", 1, 1.2), ("e", "rate", FUSED, "c", None, 1, 2.5e9)]
+    rows = [{"case": FUSED, "side": "c", "threads": 1, "median_s": 1.0, "flops": 1e11},  # 1 s at 100 GFLOP/s
+            {"case": FUSED, "side": "native", "threads": 1, "median_s": 1.1},
+            {"case": FUSED, "side": "c", "threads": 1, "alloc": "outside", "median_s": 1.0, "bytes": 2e10,
+             "elements": 1e9, "flops": 1e9}]                                              # 2 s at 10 GB/s
+    g = {x["target"]: x for x in T.grade(rows, limits, tg)}
+    assert g["f"]["bound"] == pytest.approx(1.1) and "best possible is 1.10x" in g["f"]["note"]
+    assert g["e"]["bound"] == pytest.approx(5e8) and "best possible is 0.50 G/s" in g["e"]["note"]
+    assert T.floor_s({"flops": 1e11, "bytes": 1e9}, "float32", 2, limits) == pytest.approx(0.5)
+    assert T.floor_s({}, "float32", 1, limits) is None
+    assert "| 1.10x |" in T.to_markdown(list(g.values()))
+
+
+def test_every_compute_bound_case_counts_its_flops():
+    kw = T.CASES[FUSED].make(np.random.default_rng(0))
+    assert T.CASES[FUSED].flops(kw) == 2.0 * 128 * 256 * 256 + 128 * 256
+    kw = T.CASES["qr 1000 x 64x64 float32"].make(np.random.default_rng(0))
+    assert T.CASES["qr 1000 x 64x64 float32"].flops(kw) == pytest.approx(1000 * (4 * 64 ** 3 - 4 * 64 ** 3 / 3))
+    assert T.CASES["depth harness 1000x256x128 float32"].flops({}) == 3 * 2.0 * 1000 * 128 * 256 * 256
+    for name, case in T.CASES.items():
+        if name.startswith(("linear", "qr", "depth")):
+            assert case.flops is not None, name
 
 
 def test_a_failed_side_grades_as_not_measured_with_its_reason():
