@@ -28,8 +28,9 @@
  *    (dx a near-total cancellation), its relative error grows accordingly.
  *  Why float: each float <-> double conversion costs about as much as the arithmetic; the float32
  *  output passes had ~9 per element and were bound by them in the cache (1024 x 1024).
- * Within a column the summation order is sequential over rows, like the Numba backend (the two agree
- * bit for bit, on both paths).
+ * Within a column the summation order is sequential over rows (float32: over each block of BN_STAT_ROWS
+ * rows from zero, the blocks' sums then added in order), like the Numba backend (the two agree bit for
+ * bit, on both paths).
  *
  * Memory traffic bounds these kernels at sizes beyond the caches: the forward reads x twice (float32:
  * statistics, normalise; float64 three times: mean, variance, normalise) and writes y, the backward
@@ -59,7 +60,8 @@
  * ISA. No FMA contraction (-std=c11): the two give the same bits, and so does the Numba
  * backend, which runs the same loops in the same order. batchnorm_isa() says which path runs;
  * DEEPPROP_BATCHNORM_ISA=portable|avx2 forces one. Large calls run on several threads (see "threads"):
- * the statistics passes split by columns, the output passes by rows, the same bits for any count.
+ * the statistics passes split by columns (float32: by row blocks), the output passes by rows, the same
+ * bits for any count.
  * No AVX-512 path: the VM of the 2026 measurements (see the NT notes) exposes no AVX-512, so one could be
  * neither timed nor tested there. On it, float32 1024 x 1024 (1 thread, in the cache) spends per call,
  * timed inside the C calls (min of 300): statistics 0.185 ms, y 0.19-0.22, backward sums 0.27, dx 0.31-0.33,
@@ -81,6 +83,10 @@
 #endif
 
 #define MAXW 1024                  /* widest column block: 8 KiB per double accumulator array */
+/* the float32 statistics sum each column in blocks of BN_STAT_ROWS rows (each from zero, in row order),
+ * then add the blocks' sums in order: a fixed order whatever the thread count, so threads can take
+ * whole row blocks -- full rows, swept as one core sweeps them -- instead of column halves */
+#define BN_STAT_ROWS 1024
 
 /* ---- run-time path ------------------------------------------------------------------------------ */
 
@@ -101,6 +107,13 @@ DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
  * at 16384 x 1024 the row phase went from 9.9 to 8.5 ms on 2 threads, the column phase from 10 to
  * 15-18 ms (the half on the contended core is late; half-width rows also sweep ~1.35x slower per
  * element); a quiet machine should gain in both.
+ * The float32 statistics and backward sums (fwd_blocked, bwd_blocked) instead split by row blocks of
+ * BN_STAT_ROWS, claimed from a counter: every thread sweeps whole rows (a half row per 4 KiB row is a new
+ * short stream per row for the prefetchers: the profile put the 2-thread column phase at ~13 GB/s, the
+ * row phase at ~29), a slowed thread takes fewer blocks, and the blocks' sums are added in block order
+ * on the calling thread, the order one thread sums in. 2 threads, 16384 x 1024, alternating with the
+ * column split (40 calls, 4 rounds, a busy host): forward median 6.7-9.4 -> 7.0-8.0 ms, backward
+ * 13.1-17.5 -> 10.3-15.1 ms (min 11.7-16.2 -> 9.6-12.8); 1 thread and 1024 x 1024 unchanged.
  * The threads are an OpenMP team, one parallel region per phase; the team size and fork safety are
  * csrc/team.c's (the module's one rule, since libgomp's pool is process-wide). */
 #define BN_THREAD_MIN_WORK (1 << 22)
@@ -445,15 +458,17 @@ AVX2 static inline int bn_any_nonfinite(__m256i v) {
     } while (0)
 
 AVX2 static void shstats_f32_x4(double *restrict s1, double *restrict s2, const double *restrict K,
-                                const float *restrict x, int64_t N, int64_t C, int64_t nb, int64_t pf) {
+                                const float *restrict x, int64_t N, int64_t C, int64_t nb, int64_t pf,
+                                int64_t navail) {
     /* shstats_f32 with intrinsics (vcvtps2pd ymm, m128), four rows per sweep: the same sums, same order.
      * pf > 0 (x beyond the caches, see BN_PREFETCH_ROWS): each 16-column step first prefetches the same
-     * columns of the four rows pf rows ahead (one 64-byte line each) */
+     * columns of the four rows pf rows ahead (one 64-byte line each), of the navail >= N rows x has from
+     * here (a row block's prefetch runs on into the next block) */
     int64_t i = 0;
     for (; i + 4 <= N; i += 4) {
         const float *restrict x0 = x + i * C;
         int64_t k = 0;
-        if (pf > 0 && i + pf + 4 <= N) {
+        if (pf > 0 && i + pf + 4 <= navail) {
             const float *p0 = x0 + pf * C;
             for (; k + 16 <= nb; k += 16) {
                 for (int u = 0; u < 4; u++) _mm_prefetch((const char *)(p0 + u * C + k), _MM_HINT_T0);
@@ -643,11 +658,15 @@ static void bwddxn_pick_f32(float *dx, const float *dy, const float *x, const fl
     PICK(bwddxn_f32)(dx, dy, x, mean, rstd, cf, sdyf, sdyxf, mu, r, coef, sdy, sdyx, N, rows, C, nb);
 }
 
+/* s1, s2 = the shifted sums of rows [0, N) of one column block, summed from zero in row order; x has
+ * navail >= N rows from here, of Ntot in all (the prefetch's reach and switch) */
 static void shstats_pick_f32(double *s1, double *s2, const double *K, const float *x, int64_t N, int64_t C,
-                             int64_t nb) {
+                             int64_t nb, int64_t navail, int64_t Ntot) {
+    for (int64_t k = 0; k < nb; k++) { s1[k] = 0.0; s2[k] = 0.0; }
 #if BN_X86
     if (batchnorm_path() == DP_PATH_AVX2) {
-        shstats_f32_x4(s1, s2, K, x, N, C, nb, bn_stream((double)N * (double)C * sizeof(float)) ? BN_PREFETCH_ROWS : 0);
+        shstats_f32_x4(s1, s2, K, x, N, C, nb, bn_stream((double)Ntot * (double)C * sizeof(float)) ? BN_PREFETCH_ROWS : 0,
+                       navail);
         return;
     }
 #endif
@@ -655,7 +674,8 @@ static void shstats_pick_f32(double *s1, double *s2, const double *K, const floa
 }
 
 BN_UNUSED static void shstats_pick_f64(double *s1, double *s2, const double *K, const double *x, int64_t N,
-                                       int64_t C, int64_t nb) {
+                                       int64_t C, int64_t nb, int64_t navail, int64_t Ntot) {
+    for (int64_t k = 0; k < nb; k++) { s1[k] = 0.0; s2[k] = 0.0; }
     PICK(shstats_f64)(s1, s2, K, x, N, C, nb);
 }
 
@@ -709,6 +729,16 @@ static int bwd_float_ok(double coef, int64_t N) {
 }
 
 #define DEFINE_BATCHNORM(T, SFX, NATIVE)                                                             \
+static void bn_shift_##SFX(double *K, const T *x, int64_t nb);                                       \
+static void fwd_finish_##SFX(double *mu, double *m2, const double *K, double *sc, double *b, T *mh,   \
+                             T *ml, T *sf, T *bf, unsigned char *ok, T *mean, T *rstd,               \
+                             T *running_mean, T *running_var, const T *gamma, const T *beta,         \
+                             int64_t N, int64_t nb, double momentum, double eps);                    \
+static void bwd_init_##SFX(double *sdy, double *sdyx, double *mu, double *r, double *coef,           \
+                           const T *mean, const T *rstd, const T *gamma, int64_t N, int64_t nb);     \
+static void bwd_finish_##SFX(double *sdy, double *sdyx, const double *r, const double *coef, T *cf,   \
+                             T *sdyf, T *sdyxf, unsigned char *ok, T *dgamma, T *dbeta, int64_t N,   \
+                             int64_t nb);                                                            \
 static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mh, T *ml, T *sf, T *bf,           \
                             unsigned char *ok, T *mean, T *rstd, T *running_mean, T *running_var,    \
                             const T *x, const T *gamma, const T *beta, int64_t N, int64_t C,         \
@@ -716,13 +746,40 @@ static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mh, T *ml, T *
     /* the statistics of one column block (x, gamma, ... at its first column; nb <= MAXW columns):   \
      * mean, rstd, the running statistics and y's mu, sc = rstd * gamma, b = beta in double (and,    \
      * NATIVE, their float split mh + ml, sf, bf and whether the column may take the float path) */  \
-    const double unbiased = (double)N / (double)(N - 1);                                             \
     double m2[MAXW];                                                                                 \
     for (int64_t k = 0; k < nb; k++) { mu[k] = 0.0; m2[k] = 0.0; }                                   \
     if (NATIVE) {   /* one pass, shifted by each column's first value (0 if not finite) */           \
-        double K[MAXW];                                                                              \
-        for (int64_t k = 0; k < nb; k++) K[k] = isfinite((double)x[k]) ? (double)x[k] : 0.0;         \
-        shstats_pick_##SFX(mu, m2, K, x, N, C, nb);                                                  \
+        double K[MAXW], t1[MAXW], t2[MAXW];                                                          \
+        bn_shift_##SFX(K, x, nb);                                                                    \
+        for (int64_t r0 = 0; r0 < N; r0 += BN_STAT_ROWS) {   /* row blocks, their sums added in order */ \
+            const int64_t rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;                      \
+            shstats_pick_##SFX(t1, t2, K, x + r0 * C, rows, C, nb, N - r0, N);                       \
+            for (int64_t k = 0; k < nb; k++) { mu[k] += t1[k]; m2[k] += t2[k]; }                     \
+        }                                                                                            \
+        fwd_finish_##SFX(mu, m2, K, sc, b, mh, ml, sf, bf, ok, mean, rstd, running_mean, running_var,  \
+                         gamma, beta, N, nb, momentum, eps);                                         \
+    } else {        /* two passes: the mean, then the squared deviations from it */                  \
+        PICK(colsum_##SFX)(mu, x, N, C, nb);                                                         \
+        for (int64_t k = 0; k < nb; k++) mu[k] /= (double)N;                                         \
+        PICK(colssd_##SFX)(m2, mu, x, N, C, nb);                                                     \
+        fwd_finish_##SFX(mu, m2, NULL, sc, b, mh, ml, sf, bf, ok, mean, rstd, running_mean, running_var, \
+                         gamma, beta, N, nb, momentum, eps);                                         \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void bn_shift_##SFX(double *K, const T *x, int64_t nb) {                                      \
+    /* the float path's shift: each column's first value, 0 if it is not finite */                   \
+    for (int64_t k = 0; k < nb; k++) K[k] = isfinite((double)x[k]) ? (double)x[k] : 0.0;             \
+}                                                                                                    \
+                                                                                                     \
+static void fwd_finish_##SFX(double *mu, double *m2, const double *K, double *sc, double *b, T *mh,   \
+                             T *ml, T *sf, T *bf, unsigned char *ok, T *mean, T *rstd,               \
+                             T *running_mean, T *running_var, const T *gamma, const T *beta,         \
+                             int64_t N, int64_t nb, double momentum, double eps) {                   \
+    /* one column block's parameters from its sums: K given (the float path), mu and m2 hold the     \
+     * shifted sums of x - K and (x - K)^2; else the mean and the sum of squared deviations */       \
+    const double unbiased = (double)N / (double)(N - 1);                                             \
+    if (K != NULL)                                                                                   \
         for (int64_t k = 0; k < nb; k++) {                                                           \
             const double s1 = mu[k], d = s1 / (double)N;                                             \
             double var = (m2[k] - s1 * d) / (double)N;                                               \
@@ -730,13 +787,8 @@ static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mh, T *ml, T *
             mu[k] = K[k] + d;                                                                        \
             m2[k] = var;                                                                             \
         }                                                                                            \
-    } else {        /* two passes: the mean, then the squared deviations from it */                  \
-        PICK(colsum_##SFX)(mu, x, N, C, nb);                                                         \
-        for (int64_t k = 0; k < nb; k++) mu[k] /= (double)N;                                         \
-        PICK(colssd_##SFX)(m2, mu, x, N, C, nb);                                                     \
-    }                                                                                                \
     for (int64_t k = 0; k < nb; k++) {                                                               \
-        const double var = NATIVE ? m2[k] : m2[k] / (double)N;   /* NATIVE: m2 holds var already */ \
+        const double var = K != NULL ? m2[k] : m2[k] / (double)N;   /* K: m2 holds var already */    \
         const double r = 1.0 / sqrt(var + eps);                                                      \
         sc[k] = r * (double)gamma[k];                                                                \
         b[k] = (double)beta[k];                                                                      \
@@ -776,18 +828,38 @@ static void bwd_block_##SFX(double *sdy, double *sdyx, double *mu, double *r, do
     /* the sums of one column block (pointers at its first column, nb <= MAXW columns), dgamma and   \
      * dbeta, and dx's per-column mu, r, coef = gamma * r / N in double (NATIVE: and in float, and   \
      * whether the column may take the float path) */                                                \
+    bwd_init_##SFX(sdy, sdyx, mu, r, coef, mean, rstd, gamma, N, nb);                                \
+    if (NATIVE) {   /* sum dy (x - mean) in row blocks, as the statistics (BN_STAT_ROWS) */          \
+        double t1[MAXW], t2[MAXW];                                                                   \
+        for (int64_t r0 = 0; r0 < N; r0 += BN_STAT_ROWS) {                                           \
+            const int64_t rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;                      \
+            for (int64_t k = 0; k < nb; k++) { t1[k] = 0.0; t2[k] = 0.0; }                           \
+            bwdsumsf_pick_##SFX(t1, t2, dy + r0 * C, x + r0 * C, mu, rows, C, nb);                   \
+            for (int64_t k = 0; k < nb; k++) { sdy[k] += t1[k]; sdyx[k] += t2[k]; }                  \
+        }                                                                                            \
+    } else {                                                                                         \
+        PICK(bwdsums_##SFX)(sdy, sdyx, dy, x, mu, r, N, C, nb);                                      \
+    }                                                                                                \
+    bwd_finish_##SFX(sdy, sdyx, r, coef, cf, sdyf, sdyxf, ok, dgamma, dbeta, N, nb);                 \
+}                                                                                                    \
+                                                                                                     \
+static void bwd_init_##SFX(double *sdy, double *sdyx, double *mu, double *r, double *coef,           \
+                           const T *mean, const T *rstd, const T *gamma, int64_t N, int64_t nb) {    \
     for (int64_t k = 0; k < nb; k++) {                                                               \
         sdy[k] = 0.0; sdyx[k] = 0.0;                                                                 \
         mu[k] = (double)mean[k];                                                                     \
         r[k] = (double)rstd[k];                                                                      \
         coef[k] = (double)gamma[k] * r[k] / (double)N;                                               \
     }                                                                                                \
-    if (NATIVE) {   /* sum dy (x - mean), times rstd once */                                         \
-        bwdsumsf_pick_##SFX(sdy, sdyx, dy, x, mu, N, C, nb);                                         \
+}                                                                                                    \
+                                                                                                     \
+static void bwd_finish_##SFX(double *sdy, double *sdyx, const double *r, const double *coef, T *cf,   \
+                             T *sdyf, T *sdyxf, unsigned char *ok, T *dgamma, T *dbeta, int64_t N,   \
+                             int64_t nb) {                                                           \
+    /* one column block's dgamma, dbeta and dx parameters from its sums (NATIVE: sum dy (x - mean),  \
+     * times rstd here, once) */                                                                     \
+    if (NATIVE)                                                                                      \
         for (int64_t k = 0; k < nb; k++) sdyx[k] *= r[k];                                            \
-    } else {                                                                                         \
-        PICK(bwdsums_##SFX)(sdy, sdyx, dy, x, mu, r, N, C, nb);                                      \
-    }                                                                                                \
     for (int64_t k = 0; k < nb; k++) {                                                               \
         dgamma[k] = (T)sdyx[k];                                                                      \
         dbeta[k] = (T)sdy[k];                                                                        \
@@ -820,6 +892,8 @@ typedef struct {                                                                
     unsigned char *ok;                                                                               \
     int64_t N, C, j0, nb;                                                                            \
     double momentum, eps;                                                                            \
+    double *part, *K;              /* float path, forward: the row blocks' sums; the shift */          \
+    atomic_llong *next;            /* the next row block to claim */                                 \
 } ctx_##SFX;                                                                                         \
                                                                                                      \
 static void fwd_stats_##SFX(void *p, int t, int nt) {   /* thread t's columns: statistics */         \
@@ -833,6 +907,71 @@ static void fwd_stats_##SFX(void *p, int t, int nt) {   /* thread t's columns: s
                         c->running_var + j0, c->x + j0, c->gamma + j0, c->beta + j0, c->N, c->C, nb, \
                         c->momentum, c->eps);                                                        \
     }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void row_parts_##SFX(void *p, int t, int nt) {   /* claimed row blocks: their two sums */   \
+    /* the forward's shifted statistics (sum x - K, sum (x - K)^2), or with dy given the backward's   \
+     * (sum dy, sum dy (x - mean)), of each claimed block of BN_STAT_ROWS rows, over whole rows */     \
+    const ctx_##SFX *c = p;                                                                          \
+    const int64_t N = c->N, C = c->C, nblk = (N + BN_STAT_ROWS - 1) / BN_STAT_ROWS;                  \
+    for (int64_t blk; (blk = atomic_fetch_add(c->next, 1)) < nblk;) {                                \
+        const int64_t r0 = blk * BN_STAT_ROWS, rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;  \
+        double *s1 = c->part + 2 * blk * C, *s2 = s1 + C;                                            \
+        for (int64_t k = 0; k < 2 * C; k++) s1[k] = 0.0;                                             \
+        for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
+            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW, o = r0 * C + j0;                       \
+            if (c->dy != NULL)                                                                       \
+                bwdsumsf_pick_##SFX(s1 + j0, s2 + j0, c->dy + o, c->x + o, c->mu + j0, rows, C, nb);  \
+            else                                                                                     \
+                shstats_pick_##SFX(s1 + j0, s2 + j0, c->K + j0, c->x + o, rows, C, nb, N - r0, N);   \
+        }                                                                                            \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static int row_block_sums_##SFX(ctx_##SFX *c, int nt, double *s1, double *s2) {                      \
+    /* s1, s2 (C,) += the row blocks' sums (row_parts, on nt threads), added in block order on this  \
+     * thread: the order fwd_block and bwd_block sum in. 0 (nothing done) without memory */          \
+    const int64_t C = c->C, nblk = (c->N + BN_STAT_ROWS - 1) / BN_STAT_ROWS;                         \
+    double *part = malloc(sizeof(double) * (size_t)C * (size_t)(2 * nblk));                          \
+    if (part == NULL) return 0;                                                                      \
+    atomic_llong next = 0;                                                                           \
+    c->part = part;                                                                                  \
+    c->next = &next;                                                                                 \
+    bn_run(row_parts_##SFX, c, nt);                                                                  \
+    for (int64_t blk = 0; blk < nblk; blk++)                                                         \
+        for (int64_t k = 0; k < C; k++) {                                                            \
+            s1[k] += part[2 * blk * C + k];                                                          \
+            s2[k] += part[(2 * blk + 1) * C + k];                                                    \
+        }                                                                                            \
+    free(part);                                                                                      \
+    return 1;                                                                                        \
+}                                                                                                    \
+                                                                                                     \
+static int fwd_blocked_##SFX(ctx_##SFX *c, int nt) {                                                 \
+    /* the float path's statistics on nt threads, by row blocks; 0 (nothing done) without memory */  \
+    const int64_t C = c->C;                                                                          \
+    double *buf = malloc(sizeof(double) * (size_t)(2 * C));   /* the shift K, the squares' sums */  \
+    if (buf == NULL) return 0;                                                                       \
+    double *m2 = buf + C;                                                                            \
+    c->K = buf;                                                                                      \
+    bn_shift_##SFX(c->K, c->x, C);                                                                   \
+    for (int64_t k = 0; k < C; k++) { c->mu[k] = 0.0; m2[k] = 0.0; }                                 \
+    const int done = row_block_sums_##SFX(c, nt, c->mu, m2);                                         \
+    if (done)                                                                                        \
+        fwd_finish_##SFX(c->mu, m2, c->K, c->sc, c->b, c->p0, c->p1, c->p2, c->p3, c->ok, c->mean,    \
+                         c->rstd, c->running_mean, c->running_var, c->gamma, c->beta, c->N, C,       \
+                         c->momentum, c->eps);                                                       \
+    free(buf);                                                                                       \
+    return done;                                                                                     \
+}                                                                                                    \
+                                                                                                     \
+static int bwd_blocked_##SFX(ctx_##SFX *c, int nt) {                                                 \
+    /* the float path's backward sums on nt threads, by row blocks; 0 (nothing done) without memory */ \
+    bwd_init_##SFX(c->sdy, c->sdyx, c->mu, c->r, c->coef, c->smean, c->srstd, c->gamma, c->N, c->C);  \
+    if (!row_block_sums_##SFX(c, nt, c->sdy, c->sdyx)) return 0;                                     \
+    bwd_finish_##SFX(c->sdy, c->sdyx, c->r, c->coef, c->p0, c->p1, c->p2, c->ok, c->dgamma, c->dbeta, \
+                     c->N, c->C);                                                                    \
+    return 1;                                                                                        \
 }                                                                                                    \
                                                                                                      \
 static void fwd_rows_##SFX(void *p, int t, int nt) {   /* thread t's rows: y */                      \
@@ -911,7 +1050,9 @@ void batchnorm_forward_##SFX(T *y, T *mean, T *rstd, T *running_mean, T *running
                    .sc = dp + C, .b = dp + 2 * C, .p0 = tp, .p1 = tp + C, .p2 = tp + 2 * C,          \
                    .p3 = tp + 3 * C, .ok = (unsigned char *)(tp + 4 * C), .N = N, .C = C,            \
                    .momentum = momentum, .eps = eps};                                                \
-    bn_run(fwd_stats_##SFX, &c, nt);                                                                 \
+    /* the float path's statistics by claimed row blocks (their sums in full rows), else (float64, or \
+     * no memory for the blocks' sums) by columns: the same bits */                                  \
+    if (!(NATIVE && fwd_blocked_##SFX(&c, nt))) bn_run(fwd_stats_##SFX, &c, nt);                     \
     bn_run(fwd_rows_##SFX, &c, nt);                                                                  \
     free(par);                                                                                       \
 }                                                                                                    \
@@ -964,7 +1105,7 @@ void batchnorm_backward_##SFX(T *dx, T *dgamma, T *dbeta, const T *dy, const T *
                    .smean = mean, .srstd = rstd, .sdy = dp, .sdyx = dp + C, .mu = dp + 2 * C,        \
                    .r = dp + 3 * C, .coef = dp + 4 * C, .p0 = tp, .p1 = tp + C, .p2 = tp + 2 * C,    \
                    .ok = (unsigned char *)(tp + 3 * C), .N = N, .C = C};                             \
-    bn_run(bwd_sums_##SFX, &c, nt);                                                                  \
+    if (!(NATIVE && bwd_blocked_##SFX(&c, nt))) bn_run(bwd_sums_##SFX, &c, nt);                      \
     bn_run(bwd_rows_##SFX, &c, nt);                                                                  \
     free(par);                                                                                       \
 }

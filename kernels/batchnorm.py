@@ -15,12 +15,14 @@ saved mean and rstd rounded to the dtype.
 The Numba and C backends (which agree bit for bit) do the same for float64. For float32 (the
 precisions in full in csrc/batchnorm.c's header):
   * forward: the statistics in one pass over x shifted by each column's first value K,
-    sum(x - K) and sum((x - K)^2) accumulated in float64 (relative error of var below ~eps64 * N, since
+    sum(x - K) and sum((x - K)^2) accumulated in float64 over blocks of 1024 rows, the blocks' sums then
+    added in order (a fixed order for any thread count; relative error of var below ~eps64 * N, since
     (mean - K)^2 <= N var); y in float32 arithmetic from the float64 statistics, the mean split into a
     float pair (hi + lo) so the centring stays exact: y = ((x - hi) - lo) * f32(rstd * gamma) + beta.
     A block of 1024 columns goes back to float64 arithmetic when one of its columns has statistics near
     the ends of float32's range (std outside [2^-100, 2^100], |rstd * gamma| > 2^120, ...).
-  * backward: sum(dy) and sum(dy * (x - mean)) accumulated in float64, the latter times rstd once
+  * backward: sum(dy) and sum(dy * (x - mean)) accumulated in float64 (in the statistics' row blocks),
+    the latter times rstd once
     (= sum(dy * xhat)); dx in float32 arithmetic, in the
     reference's order, from N >= 16 rows on (an element whose float dx is an Inf or NaN is recomputed
     in float64); for N < 16 (above all N = 2, where dx is a near-total cancellation) in float64. The float
@@ -257,15 +259,35 @@ def _fwd_float_ok(mu, var, sc, beta):
             and abs(sc) <= 2.0 ** 120 and var * sc * sc <= big * big and abs(beta) <= 2.0 ** 120)
 
 
+_STAT_ROWS = 1024  # csrc/batchnorm.c's BN_STAT_ROWS
+
+
 @njit
-def _shstats_nb(s1, s2, K, x):
-    # s1 += sum (x - K), s2 += sum (x - K)^2 per column, float64, row order
-    N, C = x.shape
-    for i in range(N):
+def _row_block_sums_nb(s1, s2, a, b, c, forward):
+    # per-column float64 sums s1 += sum f, s2 += sum g in blocks of _STAT_ROWS rows, each block summed
+    # from zero in row order, the blocks' sums then added in order (csrc/batchnorm.c: threads take row
+    # blocks). forward: the shifted statistics of x = a, f = x - K, g = f^2 (K = c; b unused); else the
+    # backward's, f = dy, g = dy (x - mean) (dy = a, x = b, mean = c)
+    N, C = a.shape
+    t1 = np.empty(C)
+    t2 = np.empty(C)
+    for r0 in range(0, N, _STAT_ROWS):
+        t1[:] = 0.0
+        t2[:] = 0.0
+        for i in range(r0, min(N, r0 + _STAT_ROWS)):
+            if forward:
+                for j in range(C):
+                    d = np.float64(a[i, j]) - np.float64(c[j])
+                    t1[j] += d
+                    t2[j] += d * d
+            else:
+                for j in range(C):
+                    g = np.float64(a[i, j])
+                    t1[j] += g
+                    t2[j] += g * (np.float64(b[i, j]) - np.float64(c[j]))
         for j in range(C):
-            d = np.float64(x[i, j]) - K[j]
-            s1[j] += d
-            s2[j] += d * d
+            s1[j] += t1[j]
+            s2[j] += t2[j]
 
 
 @njit
@@ -297,7 +319,7 @@ def _forward_f32_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
     for j in range(C):
         v = np.float64(x[0, j])
         K[j] = v if np.isfinite(v) else 0.0
-    _shstats_nb(s1, s2, K, x)
+    _row_block_sums_nb(s1, s2, x, x, K, True)
     unbiased = N / (N - 1.0)
     mu = np.empty(C)
     sc = np.empty(C)
@@ -330,17 +352,6 @@ def _forward_f32_nb(y, mean, rstd, rm, rv, x, gamma, beta, momentum, eps):
 
 
 @njit
-def _sumsf_nb(sdy, sdyd, dy, x, mean):
-    # sdy += sum dy, sdyd += sum dy (x - mean) per column, float64, row order
-    N, C = x.shape
-    for i in range(N):
-        for j in range(C):
-            g = np.float64(dy[i, j])
-            sdy[j] += g
-            sdyd[j] += g * (np.float64(x[i, j]) - np.float64(mean[j]))
-
-
-@njit
 def _dxn_row_nb(d, g, xr, mean, rstd, cf, sdyf, sdyxf, nf, j0, j1):
     # one row of dx in float32 (csrc/batchnorm.c's bwddxn), columns j0 .. j1 (unsigned); whether a
     # result is Inf/NaN
@@ -360,7 +371,7 @@ def _backward_f32_nb(dx, dgamma, dbeta, dy, x, gamma, mean, rstd):
     N, C = x.shape
     sdy = np.zeros(C)
     sdyx = np.zeros(C)
-    _sumsf_nb(sdy, sdyx, dy, x, mean)
+    _row_block_sums_nb(sdy, sdyx, dy, x, mean, False)
     for j in range(C):
         sdyx[j] *= np.float64(rstd[j])   # sum dy (x - mean), times rstd once
     coef = np.empty(C)

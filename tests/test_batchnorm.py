@@ -142,6 +142,29 @@ def _within_table(kernel, outs, refs):
         assert not msg and err <= k * np.finfo(np.float32).eps, (kernel, i, err / np.finfo(np.float32).eps, msg)
 
 
+def _row_block_column(N=2100):
+    # a column whose float64 sum tells the summation order apart: 64 ones in rows 1..64, then 2^60 and
+    # -2^60 in rows 1100 and 2000. Blocks of 1024 rows: (64) + (2^60 - 2^60) + (0) = 64; one sequential
+    # sum (or blocks of 512 or 2048) loses the ones in 64 + 2^60 and ends at 0
+    col = np.zeros(N)
+    col[1:65] = 1.0
+    col[1100], col[2000] = 2.0 ** 60, -(2.0 ** 60)
+    return col
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+def test_float32_sums_run_in_blocks_of_1024_rows(backend):
+    x = np.stack([_row_block_column(), np.arange(2100.0)], axis=1).astype(np.float32)
+    C = x.shape[1]
+    y, mean, rstd = kernels.get("batchnorm_forward", backend)(x, np.ones(C, np.float32), np.zeros(C, np.float32),
+                                                              np.zeros(C, np.float32), np.ones(C, np.float32))
+    assert mean[0] == np.float32(64 / 2100)    # x[0, 0] = 0 is the shift: mean = 64 / N
+    assert mean[1] == np.float32(2099 / 2)
+    dy = x[:, ::-1].copy()                       # the backward's sum(dy) of column 1: the same blocks
+    dx, dgamma, dbeta = kernels.get("batchnorm_backward", backend)(dy, x, np.ones(C, np.float32), mean, rstd)
+    assert dbeta[1] == 64.0 and dbeta[0] == np.float32(2099 * 2100 / 2)
+
+
 @pytest.mark.parametrize("backend", ["numba", "c"])
 def test_float32_path_accurate_at_large_offset(backend):
     # mean 1e4, std 1: ulp(1e4) = 2^-10, so centring on the float mean alone (without its lo part)
@@ -431,9 +454,11 @@ out = []
 for dt in ("float32", "float64"):
     # rows: the 4- and 2-row groups and their tails; columns: vector tails and a 1024-column block + tail
     # float32 from 16 rows: the float path (40 x 9, 17 x 1030: two blocks; 600 x 1024); "big": one column
-    # of gamma 1e30 (its block's y in double) and dy near float's max in one element (that dx in double)
+    # of gamma 1e30 (its block's y in double) and dy near float's max in one element (that dx in double);
+    # 2100 x 9 and 1030 x 1030: the float32 statistics' row blocks of 1024 (three; two, the last of 6 rows)
     for N, C, big in ((2, 1, 0), (3, 7, 0), (5, 16, 0), (6, 17, 0), (9, 33, 0), (130, 5, 0), (4, 1025, 0),
-                      (7, 2050, 0), (40, 9, 0), (17, 1030, 0), (600, 1024, 0), (40, 9, 1), (19, 1030, 1)):
+                      (7, 2050, 0), (40, 9, 0), (17, 1030, 0), (600, 1024, 0), (40, 9, 1), (19, 1030, 1),
+                      (2100, 9, 0), (1030, 1030, 0)):
         x = (rng.standard_normal((N, C)) * 3 + 40).astype(dt)
         x[N // 2, C // 2] = np.nan if C > 3 else x[N // 2, C // 2]
         dy = rng.standard_normal((N, C)).astype(dt)
@@ -444,6 +469,9 @@ for dt in ("float32", "float64"):
             dy[3, C - 2] = np.finfo(dt).max / 2
         elif C == 1030 and dt == "float32":  # an overflowing float dx near a row's start (the loops' head)
             dy[5, 2] = -np.finfo(dt).max / 2
+        if N == 2100:  # a column whose mean shows the row blocks' order (test_float32_sums_run_in_blocks_of_1024_rows)
+            x[:, 0] = np.r_[0.0, np.ones(64), np.zeros(1035), 2.0 ** 60, np.zeros(899), -(2.0 ** 60), np.zeros(99)]
+            dy[:, 1] = x[:, 0]
         for be in (["c", "numba"] if BOTH else ["c"]):
             rm, rv = np.zeros(C, dt), np.ones(C, dt)
             y, m, r = kernels.get("batchnorm_forward", be)(x, g, b, rm, rv, momentum=0.3, eps=1e-30 if big else 1e-5)
@@ -493,7 +521,8 @@ def test_c_paths_and_numba_agree_bitwise():
 
 @pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
 def test_c_thread_count_does_not_change_a_bit():
-    # statistics split by columns, outputs by rows: no reduction crosses threads, so 1, 2 and 3 threads
+    # statistics split by columns (float32: by claimed blocks of 1024 rows, whose sums are added in one
+    # order), outputs by rows: no reduction depends on the split, so 1, 2 and 3 threads
     # (each shape threaded: threshold 0; teams capped at one 8-column group per thread) give the same
     # bits, on both paths, and the same as the default (small shapes: one thread)
     one = _run_path("portable", threads=1)
