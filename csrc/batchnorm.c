@@ -113,7 +113,9 @@ DP_DEFINE_ISA_PATH(batchnorm, "DEEPPROP_BATCHNORM_ISA", 0)
  * row phase at ~29), a slowed thread takes fewer blocks, and the blocks' sums are added in block order
  * on the calling thread, the order one thread sums in. 2 threads, 16384 x 1024, alternating with the
  * column split (40 calls, 4 rounds, a busy host): forward median 6.7-9.4 -> 7.0-8.0 ms, backward
- * 13.1-17.5 -> 10.3-15.1 ms (min 11.7-16.2 -> 9.6-12.8); 1 thread and 1024 x 1024 unchanged.
+ * 13.1-17.5 -> 10.3-15.1 ms (min 11.7-16.2 -> 9.6-12.8); 1 thread and 1024 x 1024 unchanged. The
+ * output passes claiming 256-row chunks the same way were tried and not kept: no faster in the same
+ * kind of A/B (backward median 11.9-14.0 against 12.4-13.2 ms with static row halves).
  * The threads are an OpenMP team, one parallel region per phase; the team size and fork safety are
  * csrc/team.c's (the module's one rule, since libgomp's pool is process-wide). */
 #define BN_THREAD_MIN_WORK (1 << 22)

@@ -1117,7 +1117,9 @@ def add_arguments(p) -> None:
                    help="instead of the kernel table, measure and grade the speed targets of kernels.targets "
                         "(issue 5: each kernel against NumPy/SciPy as a user writes it, the reference and torch, "
                         "at the issue's shapes; %% of bandwidth; 2-thread scaling; the harness against torch "
-                        "autograd); --repeat/--min-time/--format/--out apply")
+                        "autograd), each row beside its bound: the best its figure could be at the machine's "
+                        "measured limits (a target above it is out of reach here); --repeat/--min-time/--format/"
+                        "--out apply")
     p.add_argument("--harness", metavar="DEPTHS", type=parse_sizes, nargs="?", const=(100, 1000, 10_000),
                    help="instead of kernels, time one forward+backward of the depth harness (width 256, batch 128, "
                         "float32, He init, ReLU; --backends picks one, default c) and its peak memory, each depth "
