@@ -15,7 +15,8 @@ Each target compares two measurements of one workload (or one measurement with a
 
 Every graded row also carries its bound: the best its figure could be at the measured limits (floor_s, a
 roofline: our call at its flop count over the FMA peak, or its arrays each moved once over the bandwidth of
-the level they fit in; the baseline, or our 1-thread time, as measured; 100% for a bandwidth share). Where
+the level they fit in; the baseline, or our 1-thread time, as measured; a bandwidth share's passes over
+that floor, so above 100% where a kernel must make more passes than it has arrays). Where
 the bound is below the requirement the note says the target is out of reach on this machine. The flops
 counted are the GEMMs' (and QR's) only, so the bound is optimistic, never pessimistic.
 
@@ -628,12 +629,16 @@ def floor_s(m: dict, dtype: str, threads: int, limits: dict) -> float | None:
 
 def _bound(kind, m, base_s, one_thread_s, dtype, threads, limits) -> float | None:
     """The best value a target's figure can take at the measured limits: ours at floor_s, the baseline
-    (or our 1-thread time, for scaling) as measured; 100% for a bandwidth share."""
-    if kind == "pct_bw":
-        return 100.0
+    (or our 1-thread time, for scaling) as measured. A bandwidth share counts the passes the kernel must
+    make (m["bytes"]) over a floor that moves every array once, so it can exceed 100% (clip: 3 passes over
+    2 arrays-once is 150%)."""
+    from .machine import limit_for
+
     floor = floor_s(m, dtype, threads, limits)
     if floor is None:
         return None
+    if kind == "pct_bw":
+        return 100.0 * m["bytes"] / floor / 1e9 / limit_for(limits, "memory", dtype, threads, m["bytes"])[0]
     if kind == "rate":
         return m["elements"] / floor if m.get("elements") else None
     num = base_s if kind == "ratio" else one_thread_s

@@ -68,7 +68,7 @@ def test_grade_arithmetic():
     assert g["r"]["bound"] == pytest.approx(0.75 / 0.4)      # baseline 0.75 s / 4e9 B at 10 GB/s
     assert g["s"]["bound"] == pytest.approx(0.5 / 0.2)       # 1 thread 0.5 s / 4e9 B at 20 GB/s
     assert g["e"]["bound"] == pytest.approx(1e9 / 0.24)      # 1e9 elements / 2.4e9 B at 10 GB/s
-    assert g["b"]["bound"] == 100.0
+    assert g["b"]["bound"] == pytest.approx(100.0 * 4e9 / 2.4e9)  # 4e9 B of passes over 2.4e9 B once
     assert not any("out of reach" in x["note"] for x in g.values())
 
 
