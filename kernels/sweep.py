@@ -572,6 +572,9 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
             futures[fut] = (b, name, 1)
         ac = as_completed(list(futures))
         interrupted = False
+        # the batch being written: (its shard, its counts). An interrupt can land after the shard's
+        # rename and before the counts below; the except clause then counts a shard that is on disk
+        writing = None
         try:
             for fut in ac:
                 b, name, attempt = futures.pop(fut)
@@ -600,15 +603,18 @@ def run_sweep(spec: Spec, *, workers: int | None = None, scheduler: str | None =
                                compute_seconds=0.0, started=time.time(), finished=time.time())
                     rows = [row]
                 fut.release()
+                counts = (len(rows), sum(r["status"] == "error" for r in rows),
+                          sum(r["compute_seconds"] or 0.0 for r in rows))
+                writing = (outdir / "shards" / f"{name}.parquet", counts)
                 write_shard(outdir, name, rows)
-                nerr = sum(r["status"] == "error" for r in rows)
-                failed += nerr
-                done += len(rows)
-                compute += sum(r["compute_seconds"] or 0.0 for r in rows)
+                # one statement without a call: no interrupt lands between the counts and the reset
+                done, failed, compute, writing = done + counts[0], failed + counts[1], compute + counts[2], None
                 bar.set_postfix(failed=failed, refresh=False)
                 bar.update(len(rows))
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is written, record the run
             interrupted = True
+            if writing is not None and writing[0].exists():  # written, not yet counted
+                done, failed, compute = done + writing[1][0], failed + writing[1][1], compute + writing[1][2]
             log("\ndeepprop sweep: interrupted; the finished shards are kept: run the same command to resume")
         wall = time.perf_counter() - t0
         bar.close()

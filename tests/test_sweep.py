@@ -286,6 +286,21 @@ def test_unreadable_shard_is_moved_aside_not_trusted(tmp_path):
     assert df["id"].tolist() == [unit["id"]] and (tmp_path / "corrupt" / "bad.parquet").exists()
 
 
+def test_an_interrupt_right_after_a_shard_is_written_still_counts_it(tmp_path, monkeypatch):
+    # the window test_sigterm_... hits by chance: the shard renamed into place, the counts not yet updated
+    path, out = write_spec(tmp_path, "window")
+    real = sweep.write_shard
+
+    def write_then_interrupt(outdir, name, rows):
+        real(outdir, name, rows)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep, "write_shard", write_then_interrupt)
+    res = sweep.run_sweep(sweep.load_spec(path), workers=1, progress=False, log=lambda m: None)
+    run = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert res.interrupted and run["interrupted"]
+    assert run["done"] == res.done == len(shards_ok(out)) >= 1   # before the fix: 0 done, a shard on disk
+
+
 def test_sigterm_stops_cleanly_and_records_the_run(tmp_path):
     path, out = write_spec(tmp_path, "term", hook="sleep:0.15")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
