@@ -665,11 +665,10 @@ static void bwddxn_pick_f32(float *dx, const float *dy, const float *x, const fl
     PICK(bwddxn_f32)(dx, dy, x, mean, rstd, cf, sdyf, sdyxf, mu, r, coef, sdy, sdyx, N, rows, C, nb);
 }
 
-/* s1, s2 = the shifted sums of rows [0, N) of one column block, summed from zero in row order; x has
- * navail >= N rows from here, of Ntot in all (the prefetch's reach and switch) */
+/* s1, s2 += the shifted sums of rows [0, N) of one column block, in row order; x has navail >= N rows
+ * from here, of Ntot in all (the prefetch's reach and switch) */
 static void shstats_pick_f32(double *s1, double *s2, const double *K, const float *x, int64_t N, int64_t C,
                              int64_t nb, int64_t navail, int64_t Ntot) {
-    for (int64_t k = 0; k < nb; k++) { s1[k] = 0.0; s2[k] = 0.0; }
 #if BN_X86
     if (batchnorm_path() == DP_PATH_AVX2) {
         shstats_f32_x4(s1, s2, K, x, N, C, nb, bn_stream((double)Ntot * (double)C * sizeof(float)) ? BN_PREFETCH_ROWS : 0,
@@ -682,7 +681,6 @@ static void shstats_pick_f32(double *s1, double *s2, const double *K, const floa
 
 BN_UNUSED static void shstats_pick_f64(double *s1, double *s2, const double *K, const double *x, int64_t N,
                                        int64_t C, int64_t nb, int64_t navail, int64_t Ntot) {
-    for (int64_t k = 0; k < nb; k++) { s1[k] = 0.0; s2[k] = 0.0; }
     PICK(shstats_f64)(s1, s2, K, x, N, C, nb);
 }
 
@@ -737,6 +735,10 @@ static int bwd_float_ok(double coef, int64_t N) {
 
 #define DEFINE_BATCHNORM(T, SFX, NATIVE)                                                             \
 static void bn_shift_##SFX(double *K, const T *x, int64_t nb);                                       \
+static void block_sums_##SFX(double *s1, double *s2, const T *dy, const T *x, const double *c,        \
+                             int64_t r0, int64_t N, int64_t C, int64_t nb);                          \
+static void blocks_sums_##SFX(double *s1, double *s2, const T *dy, const T *x, const double *c,       \
+                              int64_t N, int64_t C, int64_t nb);                                     \
 static void fwd_finish_##SFX(double *mu, double *m2, const double *K, double *sc, double *b, T *mh,   \
                              T *ml, T *sf, T *bf, unsigned char *ok, T *mean, T *rstd,               \
                              T *running_mean, T *running_var, const T *gamma, const T *beta,         \
@@ -756,13 +758,9 @@ static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mh, T *ml, T *
     double m2[MAXW];                                                                                 \
     for (int64_t k = 0; k < nb; k++) { mu[k] = 0.0; m2[k] = 0.0; }                                   \
     if (NATIVE) {   /* one pass, shifted by each column's first value (0 if not finite) */           \
-        double K[MAXW], t1[MAXW], t2[MAXW];                                                          \
+        double K[MAXW];                                                                              \
         bn_shift_##SFX(K, x, nb);                                                                    \
-        for (int64_t r0 = 0; r0 < N; r0 += BN_STAT_ROWS) {   /* row blocks, their sums added in order */ \
-            const int64_t rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;                      \
-            shstats_pick_##SFX(t1, t2, K, x + r0 * C, rows, C, nb, N - r0, N);                       \
-            for (int64_t k = 0; k < nb; k++) { mu[k] += t1[k]; m2[k] += t2[k]; }                     \
-        }                                                                                            \
+        blocks_sums_##SFX(mu, m2, NULL, x, K, N, C, nb);                                             \
         fwd_finish_##SFX(mu, m2, K, sc, b, mh, ml, sf, bf, ok, mean, rstd, running_mean, running_var,  \
                          gamma, beta, N, nb, momentum, eps);                                         \
     } else {        /* two passes: the mean, then the squared deviations from it */                  \
@@ -777,6 +775,29 @@ static void fwd_block_##SFX(double *mu, double *sc, double *b, T *mh, T *ml, T *
 static void bn_shift_##SFX(double *K, const T *x, int64_t nb) {                                      \
     /* the float path's shift: each column's first value, 0 if it is not finite */                   \
     for (int64_t k = 0; k < nb; k++) K[k] = isfinite((double)x[k]) ? (double)x[k] : 0.0;             \
+}                                                                                                    \
+                                                                                                     \
+static void block_sums_##SFX(double *s1, double *s2, const T *dy, const T *x, const double *c,        \
+                             int64_t r0, int64_t N, int64_t C, int64_t nb) {                         \
+    /* the float path's two sums of row block [r0, r0 + BN_STAT_ROWS) of one column block (x, dy at  \
+     * its first column, row 0), from zero in row order: the forward's shifted statistics (dy NULL,  \
+     * c the shift K: sum x - K, sum (x - K)^2), else the backward's (c the mean: sum dy,            \
+     * sum dy (x - mean)) */                                                                         \
+    const int64_t rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;                              \
+    for (int64_t k = 0; k < nb; k++) { s1[k] = 0.0; s2[k] = 0.0; }                                   \
+    if (dy == NULL) shstats_pick_##SFX(s1, s2, c, x + r0 * C, rows, C, nb, N - r0, N);               \
+    else bwdsumsf_pick_##SFX(s1, s2, dy + r0 * C, x + r0 * C, c, rows, C, nb);                       \
+}                                                                                                    \
+                                                                                                     \
+static void blocks_sums_##SFX(double *s1, double *s2, const T *dy, const T *x, const double *c,       \
+                              int64_t N, int64_t C, int64_t nb) {                                    \
+    /* s1, s2 += every row block's sums (block_sums), added in block order: the one order of the     \
+     * float path's sums, for any thread count (row_block_sums adds the claimed blocks' alike) */    \
+    double t1[MAXW], t2[MAXW];                                                                       \
+    for (int64_t r0 = 0; r0 < N; r0 += BN_STAT_ROWS) {                                               \
+        block_sums_##SFX(t1, t2, dy, x, c, r0, N, C, nb);                                            \
+        for (int64_t k = 0; k < nb; k++) { s1[k] += t1[k]; s2[k] += t2[k]; }                         \
+    }                                                                                                \
 }                                                                                                    \
                                                                                                      \
 static void fwd_finish_##SFX(double *mu, double *m2, const double *K, double *sc, double *b, T *mh,   \
@@ -836,14 +857,8 @@ static void bwd_block_##SFX(double *sdy, double *sdyx, double *mu, double *r, do
      * dbeta, and dx's per-column mu, r, coef = gamma * r / N in double (NATIVE: and in float, and   \
      * whether the column may take the float path) */                                                \
     bwd_init_##SFX(sdy, sdyx, mu, r, coef, mean, rstd, gamma, N, nb);                                \
-    if (NATIVE) {   /* sum dy (x - mean) in row blocks, as the statistics (BN_STAT_ROWS) */          \
-        double t1[MAXW], t2[MAXW];                                                                   \
-        for (int64_t r0 = 0; r0 < N; r0 += BN_STAT_ROWS) {                                           \
-            const int64_t rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;                      \
-            for (int64_t k = 0; k < nb; k++) { t1[k] = 0.0; t2[k] = 0.0; }                           \
-            bwdsumsf_pick_##SFX(t1, t2, dy + r0 * C, x + r0 * C, mu, rows, C, nb);                   \
-            for (int64_t k = 0; k < nb; k++) { sdy[k] += t1[k]; sdyx[k] += t2[k]; }                  \
-        }                                                                                            \
+    if (NATIVE) {   /* sum dy (x - mean) in row blocks, as the statistics */                         \
+        blocks_sums_##SFX(sdy, sdyx, dy, x, mu, N, C, nb);                                           \
     } else {                                                                                         \
         PICK(bwdsums_##SFX)(sdy, sdyx, dy, x, mu, r, N, C, nb);                                      \
     }                                                                                                \
@@ -921,16 +936,13 @@ static void row_parts_##SFX(void *p, int t, int nt) {   /* claimed row blocks: t
      * (sum dy, sum dy (x - mean)), of each claimed block of BN_STAT_ROWS rows, over whole rows */     \
     const ctx_##SFX *c = p;                                                                          \
     const int64_t N = c->N, C = c->C, nblk = (N + BN_STAT_ROWS - 1) / BN_STAT_ROWS;                  \
+    const double *shift_or_mean = c->dy != NULL ? c->mu : c->K;                                      \
     for (int64_t blk; (blk = atomic_fetch_add(c->next, 1)) < nblk;) {                                \
-        const int64_t r0 = blk * BN_STAT_ROWS, rows = N - r0 < BN_STAT_ROWS ? N - r0 : BN_STAT_ROWS;  \
         double *s1 = c->part + 2 * blk * C, *s2 = s1 + C;                                            \
-        for (int64_t k = 0; k < 2 * C; k++) s1[k] = 0.0;                                             \
         for (int64_t j0 = 0; j0 < C; j0 += MAXW) {                                                   \
-            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW, o = r0 * C + j0;                       \
-            if (c->dy != NULL)                                                                       \
-                bwdsumsf_pick_##SFX(s1 + j0, s2 + j0, c->dy + o, c->x + o, c->mu + j0, rows, C, nb);  \
-            else                                                                                     \
-                shstats_pick_##SFX(s1 + j0, s2 + j0, c->K + j0, c->x + o, rows, C, nb, N - r0, N);   \
+            const int64_t nb = C - j0 < MAXW ? C - j0 : MAXW;                                        \
+            block_sums_##SFX(s1 + j0, s2 + j0, c->dy != NULL ? c->dy + j0 : NULL, c->x + j0,         \
+                             shift_or_mean + j0, blk * BN_STAT_ROWS, N, C, nb);                      \
         }                                                                                            \
     }                                                                                                \
 }                                                                                                    \
