@@ -75,9 +75,10 @@ void layernorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float 
 void layernorm_backward_f64(double *dx, double *dgamma, double *dbeta, const double *dy, const double *x,
                             const double *gamma, const double *mean, const double *rstd, int64_t N, int64_t D);
 
-/* dropout.c: element j = offset + i draws word (j & 3) of philox4x32_10(counter = (j >> 2 low, high, 0, 0),
- * key = (seed low, high)); it is dropped when that word < threshold (threshold = round(p * 2^32), so
- * 2^32 drops all). mask is bit-packed, little bit order, bit set = kept, ceil(n / 8) bytes.
+/* dropout.c: element j = offset + i is dropped when its 32-bit uniform < threshold (threshold =
+ * round(p * 2^32), so 2^32 drops all); the uniform's high 16 bits are half (j & 1) of word ((j >> 1) & 3)
+ * of philox4x32_10(counter = (j >> 3 low, high, 0, 0), key = (seed low, high)), its low 16 bits the same
+ * half with counter word 2 = 3. mask is bit-packed, little bit order, bit set = kept, ceil(n / 8) bytes.
  * dropout_backward takes mask, or regenerates it from (seed, offset, threshold) when mask is NULL. */
 void dropout_mask(uint8_t *mask, int64_t n, uint64_t seed, uint64_t offset, uint64_t threshold);
 void dropout_forward_f32(float *y, uint8_t *mask, const float *x, int64_t n, uint64_t seed, uint64_t offset,

@@ -1,43 +1,46 @@
 /* dropout.c -- inverted dropout with a counter-based mask (kernels/dropout.py), and the run-time choice
  * of the random kernels' path (philox.h: dp_rng_path, rng_isa).
- * Element j = offset + i draws word (j & 3) of philox4x32_10(counter = (j >> 2 low, high, 0, 0),
- * key = (seed low, high)) and is dropped when that word < threshold (threshold = round(p * 2^32),
- * computed once in Python; 2^32 drops everything). The mask is bit-packed, little bit order
- * (element i is bit i % 8 of byte i / 8), bit set = kept, padding bits of the last byte 0.
+ * Element j = offset + i has the 32-bit uniform u_j = hi_j * 2^16 + lo_j and is dropped when u_j <
+ * threshold (threshold = round(p * 2^32), computed once in Python; 2^32 drops everything). hi_j is half
+ * (j & 1) of word ((j >> 1) & 3) of philox4x32_10(counter = (j >> 3 low, high, 0, 0), key = (seed low,
+ * high)), lo_j the same half of the call with counter word 2 = 3 (stream 3). Only a tie, hi_j ==
+ * threshold >> 16, needs lo_j (probability 2^-16; never when threshold % 2^16 == 0, as for p = 0.5):
+ * so one Philox call serves 8 elements, and lo_j is drawn on a tie only. The mask is bit-packed, little
+ * bit order (element i is bit i % 8 of byte i / 8), bit set = kept, padding bits of the last byte 0.
  * Kept elements are x * scale in double, rounded once; dropped ones are exactly 0 (also when x is
  * Inf or NaN), and so is everything when scale == 0 (p = 1), so Inf * 0 never makes a NaN.
  *
  * Two paths, bit-identical (the mask is integer arithmetic, the scaling one double multiply and one
  * rounding on both -- or, for float32 and a scale that is a float, the float multiply, which is that):
- *   portable  scalar: one Philox call per 4-element block, a byte of the mask at a time;
- *   avx2      one pass, 64 elements at a time: 16 Philox calls on 4 64-bit lanes x 4 (philox.h), the 64
- *             words put in element order and compared with the threshold in 32-bit lanes (xor of the
- *             sign bit turns the unsigned compare into a signed one); the compare's lane masks select
- *             x * scale or 0 for y straight from the registers, and movemask gathers them into the 64
- *             keep bits of the mask (shifted by offset % 4: the mask need not start on a block).
- *             Measured on this Zen 3 core (1 thread, float32, an L2-resident 16K elements in a loop):
- *             forward ~0.68 ns/element (was 0.90 as a mask pass, then an apply pass, in blocks), mask
- *             only ~0.63 (the Philox is the cost, ~2 cycles/element: ~90 vector operations per 16
- *             elements on 4 vector pipes), the apply from a mask ~0.12 (was 0.27: the float multiply);
- *             the portable path ~9.5, 4.8, 4.5. At 16M elements (64 MB in, 64 MB out): ~13.5 ms into a
- *             preallocated y, ~20 ms into a fresh one -- the page faults of a fresh 64 MB (the kernel
- *             zeroing 2 MB huge pages) take ~7.5 ms of that on this machine, whoever touches them.
- *             Streaming stores of y were tried: ~0.8 ms slower into a fresh array (its lines were just
- *             zeroed through the cache), faster only into a preallocated one; not used.
+ *   portable  scalar: one Philox call per 8-element block (and one per tie), a byte of the mask at a time;
+ *   avx2      one pass, 128 elements at a time: 16 Philox calls on 4 64-bit lanes x 4 (philox.h), the 64
+ *             words put in element order, their 128 16-bit halves compared with the threshold's high
+ *             half in 16-bit lanes (xor of the sign bit turns the unsigned compare into a signed one),
+ *             ties found by one more compare and decided in scalar code (dp_ties128); the compare's
+ *             lane masks, widened to 32 bits, select x * scale or 0 for y straight from the registers,
+ *             and pack + movemask gather them into the 128 keep bits of the mask (shifted by offset % 8:
+ *             the mask need not start on a block).
+ *             The Philox rounds are the cost. Until stop 14 each element took a whole 32-bit word
+ *             (64 elements per 16 calls): 16K elements (L2, called from C, min of 200): forward
+ *             0.65 ns/element, mask only 0.61, the Philox alone ~0.57 (~280 of ~370 vector operations
+ *             per 64 elements). 16 bits per element with the tie drawn apart halves the rounds for the
+ *             same comparison of a 32-bit uniform. Measured (Zen 3 VM, 1 thread, float32, alternating
+ *             processes, min / median): 16K elements forward 0.68 / 0.95 -> 0.43 / 0.60 ns/element,
+ *             mask only 0.65 / 0.82 -> 0.34 / 0.47; 16M elements into a preallocated y 14.7 / 18.4 ->
+ *             12.0 / 15.4 ms (a quieter minute: 10.0 / 11.9), into a fresh y 21.1 / 25.2 -> 17.9 / 22.0
+ *             ms; 2 threads preallocated 7.6 / 10.9 -> 7.3 / 8.8. At 16M the pass is now near the
+ *             memory's pace: x read, y written (and read first, write-allocate), ~192 MB.
+ *             Keeping the 16-bit halves in registers for the tie path cost ~40% (spills inside the
+ *             Philox rounds); the tie path draws its group's high halves again instead.
+ *             Streaming stores of y, tried again on the new path: slower into a fresh y (20.6 against
+ *             17.4 ms median) and into a preallocated one (13.4 against 11.9); not used. The fresh
+ *             output's page faults (the kernel zeroing 2 MB huge pages) take ~6-7 ms of a fresh call.
  *             Zen 5 VM (so named; CPUID: family 19h model 01h, a Zen 3 EPYC under KVM, AVX2 + FMA, NO
- *             AVX-512 -- XCR0 has no zmm state, so no AVX-512 path can run or be timed on it), busy,
- *             1 thread, 16M float32, p = 0.5, one process alternating builds, min / median of 30:
- *             ~15 / 19 ms into a preallocated y (1.1 / 0.87 G elements/s), ~21 / 25 ms into a fresh one;
- *             16K elements (L2, called from C, min of 200, a quiet moment): forward 1.59 TSC ticks
- *             (2.445 GHz) = 0.65 ns/element, mask only 1.50, the Philox alone (16 blocks a step, no
- *             output) ~1.4: the rounds are the cost, ~280 of the ~370 vector operations per 64 elements.
- *             Kept: the blocks in lanes (0, 2, 1, 3) (dp_philox_run_avx2_lanes_x4), so the unpacks give
- *             element order without the two cross-lane permutes: forward 1.57-1.58, mask only 1.46 (in
- *             the same quiet moment, interleaved; under load within the noise). Tried, no change (A/B
- *             at 16K): the key xor first (c1 ^ key, off the multiply chain); two runs of 8 blocks
- *             instead of one of 16 (register pressure); vpshufd instead of the shifts of the products
- *             (another pipe). Streaming stores again: preallocated 14.9 vs 15.4 ms min, fresh 22.3 vs
- *             21.3 -- still not serving both.
+ *             AVX-512 -- XCR0 has no zmm state, so no AVX-512 path can run or be timed on it).
+ *             Kept from the 32-bit layout: the blocks in lanes (0, 2, 1, 3) (dp_philox_run_avx2_lanes_x4),
+ *             so the unpacks give element order without cross-lane permutes. Tried then, no change: the
+ *             key xor first (c1 ^ key, off the multiply chain); two runs of 8 blocks instead of one of 16
+ *             (register pressure); vpshufd instead of the shifts of the products (another pipe).
  * Large calls run on OpenMP threads (see "threads" below), bit-identical for every team size.
  * threshold 0 (p = 0) keeps and 2^32 (p = 1) drops everything without drawing a word, on both paths. */
 #include <stdatomic.h>
@@ -58,24 +61,42 @@ int dp_rng_path(void) { return rng_path(); }
 
 /* ---- portable ------------------------------------------------------------------------------------- */
 
-/* keep bits of mask byte b (elements 8b .. min(8b + 8, n) - 1): one Philox call per 4-element block */
+#define DP_STREAM_DROPOUT_LOW 3u /* the low 16 bits of an element's uniform (kernels/dropout.py) */
+
+/* half (j & 1) of word ((j >> 1) & 3) of w: element j's 16 bits of its block's Philox call */
+static inline uint32_t dp_half16(const uint32_t w[4], uint64_t j) {
+    return (w[(j >> 1) & 3u] >> (16u * (unsigned)(j & 1u))) & 0xFFFFu;
+}
+
+/* lo_j, element j's low 16 bits: its own Philox call in stream 3, made only on a tie of its high ones */
+static inline uint32_t dp_dropout_low16(uint64_t j, uint32_t k0, uint32_t k1) {
+    uint32_t w[4];
+    dp_philox4x32_10(w, (uint32_t)(j >> 3), (uint32_t)(j >> 35), DP_STREAM_DROPOUT_LOW, 0u, k0, k1);
+    return dp_half16(w, j);
+}
+
+/* keep bits of mask byte b (elements 8b .. min(8b + 8, n) - 1): one Philox call per 8-element block
+ * (stream 0, the high halves), one more per tie (hi == threshold >> 16 with low bits to compare) */
 static inline unsigned dp_dropout_byte(int64_t b, int64_t n, uint32_t k0, uint32_t k1, uint64_t offset,
                                        uint64_t threshold) {
     int64_t lo = 8 * b, hi = lo + 8 < n ? lo + 8 : n;
     if (threshold == 0 || threshold >= 4294967296u) /* keep all / drop all: no word needed */
         return threshold == 0 ? (1u << (hi - lo)) - 1u : 0u;
+    const uint32_t t_hi = (uint32_t)(threshold >> 16), t_lo = (uint32_t)(threshold & 0xFFFFu);
     uint32_t w[4];
     uint64_t block = 0;
     int have = 0;
     unsigned byte = 0;
     for (int64_t i = lo; i < hi; i++) {
         uint64_t j = offset + (uint64_t)i;
-        if (!have || (j >> 2) != block) {
-            block = j >> 2;
+        if (!have || (j >> 3) != block) {
+            block = j >> 3;
             dp_philox4x32_10(w, (uint32_t)block, (uint32_t)(block >> 32), 0u, 0u, k0, k1);
             have = 1;
         }
-        if ((uint64_t)w[j & 3] >= threshold) byte |= 1u << (i - lo);
+        /* u_j >= threshold: hi_j > t_hi, or hi_j == t_hi and lo_j >= t_lo (always when t_lo == 0) */
+        uint32_t h = dp_half16(w, j);
+        if (h > t_hi || (h == t_hi && (t_lo == 0 || dp_dropout_low16(j, k0, k1) >= t_lo))) byte |= 1u << (i - lo);
     }
     return byte;
 }
@@ -83,29 +104,64 @@ static inline unsigned dp_dropout_byte(int64_t b, int64_t n, uint32_t k0, uint32
 /* ---- avx2 ------------------------------------------------------------------------------------------ */
 #if DP_RNG_X86
 
-/* keep bits of the 64 elements j = 4q .. 4q + 63 (bit t: element 4q + t), 1 <= threshold < 2^32, and
- * their lane masks in element order (lanes[k], 32-bit lane l: element 4q + 8k + l, all ones = kept) */
-DP_AVX2_INLINE uint64_t dp_keep64_avx2(uint64_t q, const dp_philox_keys *ks, __m256i tflip, __m256i lanes[8]) {
+/* the threshold as the 16-bit compares take it: keep iff hi >= TH, TH = t_hi + (t_lo > 0) (a tie, hi ==
+ * t_hi, then decided by lo_j >= t_lo); 1 <= threshold < 2^32 */
+typedef struct {
+    __m256i thflip; /* (TH - 1) ^ 2^15 in 16-bit lanes: hi >= TH iff (hi ^ 2^15) > (TH - 1) ^ 2^15 signed */
+    __m256i thi;    /* t_hi in 16-bit lanes, for the ties */
+    uint32_t t_hi, t_lo, k0, k1;
+} dp_dropout_cut;
+
+/* the ties of a group (below): its high halves drawn again in scalar code (cheaper than keeping them in
+ * registers through the vector code, for ~128 / 2^16 of the groups), and each tie decided by its low half */
+static void dp_ties128(uint64_t q, const dp_dropout_cut *cut, __m256i keep16[8]) {
+    uint16_t kv[128];
+    memcpy(kv, keep16, sizeof kv);
+    for (int t = 0; t < 128; t += 8) {
+        uint32_t w[4];
+        const uint64_t block = q + (uint64_t)t / 8;
+        dp_philox4x32_10(w, (uint32_t)block, (uint32_t)(block >> 32), 0u, 0u, cut->k0, cut->k1);
+        for (int r = 0; r < 8; r++)
+            if (dp_half16(w, (uint64_t)r) == cut->t_hi)
+                kv[t + r] = dp_dropout_low16(8 * q + (uint64_t)(t + r), cut->k0, cut->k1) >= cut->t_lo ? 0xFFFFu : 0u;
+    }
+    memcpy(keep16, kv, sizeof kv);
+}
+
+/* keep bits of the 128 elements j = 8q .. 8q + 127 (bits[0] bit t: element 8q + t, bits[1]: 8q + 64 + t)
+ * and their 16-bit lane masks in element order (keep16[k], lane l: element 8q + 16k + l, all ones =
+ * kept). 16 Philox calls (stream 0), each word 2 elements' high halves; a tie draws its element's
+ * low half in scalar code (stream 3; ~128 / 2^16 of the groups, none when t_lo == 0). */
+DP_AVX2_INLINE void dp_keep128_avx2(uint64_t q, const dp_philox_keys *ks, const dp_dropout_cut *cut,
+                                    __m256i keep16[8], uint64_t bits[2]) {
     __m256i c[4][4];
     /* blocks q + 4v + (0, 2, 1, 3) in the 4 lanes: the unpacks below then give element order */
     dp_philox_run_avx2_lanes_x4(c, ks, q, 0u, 0u, _mm256_setr_epi64x(0, 2, 1, 3));
-    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
-    uint64_t bits = 0;
+    const __m256i sign = _mm256_set1_epi16((short)0x8000);
+    __m256i tie = _mm256_setzero_si256();
     for (int v = 0; v < 4; v++) {
-        /* lane l of a = (w0, w1) of its block: elements +0, +1; of b = (w2, w3): +2, +3 */
+        /* lane l of a = (w0, w1) of its block, of b = (w2, w3); 128-bit lanes of e[2v] = blocks 4v, 4v + 1
+         * (words 0-3 | 4-7), e[2v + 1] = blocks 4v + 2, 4v + 3: no cross-lane permute, as the blocks sit
+         * in lanes 0, 2, 1, 3; as 16-bit lanes, half (j & 1) of word j >> 1: elements 32v + 0..15, 16..31 */
         __m256i a = _mm256_blend_epi32(c[0][v], _mm256_slli_epi64(c[1][v], 32), 0xAA);
         __m256i b = _mm256_blend_epi32(c[2][v], _mm256_slli_epi64(c[3][v], 32), 0xAA);
-        /* 128-bit lanes: e0 = blocks 0, 1 (elements 0-3 | 4-7), e1 = blocks 2, 3 (8-11 | 12-15): no
-         * cross-lane permute, as the blocks sit in lanes 0, 2, 1, 3 */
-        __m256i e0 = _mm256_unpacklo_epi64(a, b), e1 = _mm256_unpackhi_epi64(a, b);
-        /* kept: w >= t, i.e. w > t - 1 unsigned, i.e. (w ^ 2^31) > (t - 1) ^ 2^31 signed */
-        lanes[2 * v] = _mm256_cmpgt_epi32(_mm256_xor_si256(e0, sign), tflip);
-        lanes[2 * v + 1] = _mm256_cmpgt_epi32(_mm256_xor_si256(e1, sign), tflip);
-        unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lanes[2 * v]));
-        unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lanes[2 * v + 1]));
-        bits |= (uint64_t)(m0 | m1 << 8) << (16 * v);
+        const __m256i e[2] = {_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b)};
+        for (int h = 0; h < 2; h++) {
+            keep16[2 * v + h] = _mm256_cmpgt_epi16(_mm256_xor_si256(e[h], sign), cut->thflip);
+            if (cut->t_lo) tie = _mm256_or_si256(tie, _mm256_cmpeq_epi16(e[h], cut->thi));
+        }
     }
-    return bits;
+    if (cut->t_lo && !_mm256_testz_si256(tie, tie)) dp_ties128(q, cut, keep16); /* rare */
+    for (int w = 0; w < 2; w++) {
+        uint64_t word = 0;
+        for (int v = 0; v < 2; v++) {
+            /* 32 elements to 32 bits: the pack interleaves 128-bit lanes (0-7, 16-23 | 8-15, 24-31), the
+             * permute puts them in order */
+            __m256i k8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(keep16[4 * w + 2 * v], keep16[4 * w + 2 * v + 1]), 0xD8);
+            word |= (uint64_t)(uint32_t)_mm256_movemask_epi8(k8) << (32 * v);
+        }
+        bits[w] = word;
+    }
 }
 
 /* mask word g (bits = keep flags of elements 64g .. 64g + 63) to its bytes; padding bits past n are 0 */
@@ -148,13 +204,14 @@ DP_AVX2_INLINE __m256i dp_lanes8_avx2(unsigned bits8) {
     return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits8), pat), pat);
 }
 
-/* One pass, 64 elements at a time: a group's 16 Philox calls give its 64 keep bits (the mask) and its
+/* One pass, 128 elements at a time: a group's 16 Philox calls give its 128 keep bits (the mask) and its
  * lane masks, which select x * scale or 0 for y straight from the registers -- no second pass over a
- * mask. Group G holds the elements j = 4q .. 4q + 63, q = offset / 4 + 16G, i.e. i = 64G - s ..
- * 64G - s + 63 with s = offset % 4 (a mask need not start on a block): groups inside [0, n) are applied
- * from the lane masks, the first and last ones element by element from the bits; mask word g (elements
- * 64g .. 64g + 63) is (K_g >> s) | (K_(g+1) << (64 - s)), written one group late. y == NULL: the mask
- * only; mask == NULL: y only (the backward regenerating the mask). scale == 0: y = 0. */
+ * mask. Group G holds the elements j = 8q .. 8q + 127, q = offset / 8 + 16G, i.e. i = 128G - s ..
+ * 128G - s + 127 with s = offset % 8 (a mask need not start on a block): groups inside [0, n) are
+ * applied from the lane masks, the first and last ones element by element from the bits. The groups'
+ * bits are a sequence of 64-bit words K_0, K_1, ... (two per group); mask word g (elements 64g ..
+ * 64g + 63) is (K_g >> s) | (K_(g+1) << (64 - s)), written one word late. y == NULL: the mask only;
+ * mask == NULL: y only (the backward regenerating the mask). scale == 0: y = 0. */
 DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int64_t n, uint64_t seed,
                                     uint64_t offset, uint64_t threshold, double scale, int dbl, int fexact) {
     float *yf = (float *)yv;
@@ -163,35 +220,48 @@ DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int
     const double *xd = (const double *)xv;
     dp_philox_keys ks;
     dp_philox_keys_avx2(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
-    const __m256i tflip = _mm256_set1_epi32((int)((uint32_t)(threshold - 1u) ^ 0x80000000u));
+    const uint32_t t_hi = (uint32_t)(threshold >> 16), t_lo = (uint32_t)(threshold & 0xFFFFu);
+    const uint32_t th = t_hi + (t_lo > 0);
+    const dp_dropout_cut cut = {_mm256_set1_epi16((short)(uint16_t)((th - 1u) ^ 0x8000u)),
+                                _mm256_set1_epi16((short)(uint16_t)t_hi), t_hi, t_lo, (uint32_t)seed,
+                                (uint32_t)(seed >> 32)};
     const __m256 sf = _mm256_set1_ps((float)scale);
     const __m256d sd = _mm256_set1_pd(scale);
-    const unsigned s = (unsigned)(offset & 3u);
-    const uint64_t q0 = offset >> 2;
-    const int64_t ng = (n + (int64_t)s + 63) / 64;
+    const unsigned s = (unsigned)(offset & 7u);
+    const uint64_t q0 = offset >> 3;
+    const int64_t ng = (n + (int64_t)s + 127) / 128;
     uint64_t prev = 0;
+    int64_t g = -1; /* the mask word whose first bits prev holds */
     for (int64_t G = 0; G < ng; G++) {
-        __m256i lanes[8];
-        const uint64_t bits = dp_keep64_avx2(q0 + 16u * (uint64_t)G, &ks, tflip, lanes);
-        const int64_t base = 64 * G - (int64_t)s;
-        if (yv && base >= 0 && base + 64 <= n) {
-            for (int k = 0; k < 8; k++) {
-                if (dbl) dp_apply8_avx2_f64(yd + base + 8 * k, xd + base + 8 * k, lanes[k], sf, sd, fexact);
-                else dp_apply8_avx2_f32(yf + base + 8 * k, xf + base + 8 * k, lanes[k], sf, sd, fexact);
+        __m256i keep16[8];
+        uint64_t bits[2];
+        dp_keep128_avx2(q0 + 16u * (uint64_t)G, &ks, &cut, keep16, bits);
+        const int64_t base = 128 * G - (int64_t)s;
+        if (yv && base >= 0 && base + 128 <= n) {
+            for (int k = 0; k < 16; k++) {
+                /* 8 elements' lanes: a half of keep16[k / 2], 16-bit lanes widened to 32 */
+                __m128i k16 = k & 1 ? _mm256_extracti128_si256(keep16[k / 2], 1) : _mm256_castsi256_si128(keep16[k / 2]);
+                __m256i lanes = _mm256_cvtepi16_epi32(k16);
+                if (dbl) dp_apply8_avx2_f64(yd + base + 8 * k, xd + base + 8 * k, lanes, sf, sd, fexact);
+                else dp_apply8_avx2_f32(yf + base + 8 * k, xf + base + 8 * k, lanes, sf, sd, fexact);
             }
         } else if (yv) {
-            int64_t lo = base > 0 ? base : 0, hi = base + 64 < n ? base + 64 : n;
+            int64_t lo = base > 0 ? base : 0, hi = base + 128 < n ? base + 128 : n;
             for (int64_t i = lo; i < hi; i++) {
-                int kept = (int)((bits >> (i - base)) & 1u);
+                int64_t t = i - base;
+                int kept = (int)((bits[t >> 6] >> (t & 63)) & 1u);
                 if (dbl) yd[i] = kept ? xd[i] * scale : 0.0;
                 else yf[i] = kept ? (float)((double)xf[i] * scale) : 0.0f;
             }
         }
-        if (mask && G > 0) dp_store_word(mask, G - 1, s ? (prev >> s) | (bits << (64 - s)) : prev, n);
-        prev = bits;
+        for (int w = 0; mask && w < 2; w++) {
+            if (g >= 0 && 64 * g < n) dp_store_word(mask, g, s ? (prev >> s) | (bits[w] << (64 - s)) : prev, n);
+            prev = bits[w];
+            g++;
+        }
     }
-    /* the last word, unless the loop wrote it: its bits from group ng lie past n (64 ng - s >= n) */
-    if (mask && ng > 0 && 64 * (ng - 1) < n) dp_store_word(mask, ng - 1, prev >> s, n);
+    /* the last word, unless the loop wrote it: its bits from the word after lie past n */
+    if (mask && g >= 0 && 64 * g < n) dp_store_word(mask, g, prev >> s, n);
 }
 
 /* the mask of elements offset .. offset + n - 1; threshold 0 keeps and 2^32 drops all, no word drawn */
@@ -244,7 +314,7 @@ DEFINE_DROPOUT_AVX2(double, f64, 1)
  * A call of at least DEEPPROP_DROPOUT_THREAD_MIN elements (default DROPOUT_THREAD_MIN = 2^18, ~0.15 ms
  * of one core; tests set 0 to thread every call) runs on a team of omp_get_max_threads() threads
  * (OMP_NUM_THREADS, or omp_set_num_threads / threadpoolctl in the calling thread), as csrc/gemm.c does;
- * smaller calls never start a team. The threads claim chunks of whole 64-element groups (below) and
+ * smaller calls never start a team. The threads claim chunks of whole mask words (below) and
  * run the one-thread code on each with the offset moved along: every element is still the same function
  * of (seed, offset + i), so the results are bit for bit the same for every team size (and each thread
  * first-touches the fresh output of its chunks, so the page faults are split too). fork: csrc/team.c,

@@ -32,7 +32,7 @@ KAT = [
 
 # the first 64 keep flags (element 0 first) of dropout_mask(64, p=0.5, seed=42), pinned: a change of
 # the counter layout, word order, threshold rule or bit order changes this string
-SEED42_P05_BITS = "1000101011111110010000000100000010100010110100000000001001101010"
+SEED42_P05_BITS = "1100001001000100010101110101010000110000101010000001101010000000"
 
 
 def get(name, backend):
@@ -90,12 +90,53 @@ def test_philox_rejects_bad_words(backend):
         f(5, (0, 0))
 
 
+def _u32(j, seed, offset=0):
+    """Element j's 32-bit uniform, by hand from the raw generator (module docstring of kernels.dropout):
+    the high 16 bits from stream 0, the low from stream 3, half (j & 1) of word ((j >> 1) & 3) of the
+    call with counter j >> 3."""
+    j += offset
+    ctr, key = (j >> 3) & 0xFFFFFFFF, (seed & 0xFFFFFFFF, seed >> 32)
+    hi, lo = ((int(dropout.philox4x32_10((ctr, j >> 35, stream, 0), key)[(j >> 1) & 3]) >> (16 * (j & 1))) & 0xFFFF
+              for stream in (0, 3))
+    return hi << 16 | lo
+
+
 def test_pinned_mask_seed42():
     expected = np.array([c == "1" for c in SEED42_P05_BITS])
+    # the pinned string is the raw generator's: p = 0.5 keeps u >= 2**31
+    assert "".join("1" if _u32(j, 42) >= 2**31 else "0" for j in range(64)) == SEED42_P05_BITS
     for backend in BACKENDS:
         m = get("dropout_mask", backend)(64, 0.5, 42)
         assert m.dtype == np.uint8 and m.shape == (8,)
         np.testing.assert_array_equal(bits(m, 64), expected, err_msg=backend)
+
+
+def _tie_ps(seed, offset, k):
+    """Two drop probabilities whose thresholds tie element k's high 16 bits: u_k itself (k kept, as
+    u_k >= threshold) and u_k + 1 (k dropped) -- the low halves decide (or u_k - 1 and u_k, if u_k + 1
+    would not tie)."""
+    u = _u32(k, seed, offset)
+    t = u if (u & 0xFFFF) != 0xFFFF else u - 1
+    return [t / 2**32, (t + 1) / 2**32]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_tie_of_the_high_halves_is_decided_by_the_low_ones(backend):
+    """Element k's high half equals the threshold's: its low half (stream 3) decides, on every path, and
+    elements that do not tie are unchanged between the two thresholds."""
+    n, seed, offset, k = 3000, 9, 3, 1234
+    f = get("dropout_mask", backend)
+    ps = _tie_ps(seed, offset, k)
+    kept_at = [bits(f(n, p, seed, offset), n) for p in ps]
+    u = _u32(k, seed, offset)
+    assert u & 0xFFFF != 0xFFFF  # so the two thresholds are u and u + 1 (a fact of this seed)
+    assert [dropout.dropout_threshold(p) for p in ps] == [u, u + 1]  # both tie k's high half
+    assert [kk[k] for kk in kept_at] == [True, False]
+    assert np.flatnonzero(kept_at[0] != kept_at[1]).tolist() == [k]
+    for p in ps:
+        np.testing.assert_array_equal(f(n, p, seed, offset), dropout.dropout_mask(n, p, seed, offset))
+        want = [_u32(j, seed, offset) >= dropout.dropout_threshold(p) for j in range(0, n, 97)]
+        np.testing.assert_array_equal(bits(dropout.dropout_mask(n, p, seed, offset), n)[::97], want)
 
 
 def test_threshold_is_one_rounded_integer():
@@ -137,10 +178,11 @@ def test_per_position_chi_square_over_seeds(p):
 
 
 def test_words_of_one_block_are_jointly_uniform():
-    """The 4 elements sharing a Philox call (positions 0..3) are independent: their 16 joint keep
-    patterns over 2000 seeds are uniform at p = 0.5; so are those of positions 3..6, across a block."""
-    keep = _masks_over_seeds(0.5, n=8)
-    for lo in (0, 3):
+    """Elements sharing a Philox call (8 per call, 2 per word) are independent: the 16 joint keep
+    patterns of positions 0..3 (two words), 4..7, over 2000 seeds are uniform at p = 0.5; so are those
+    of positions 6..9, across a block."""
+    keep = _masks_over_seeds(0.5, n=16)
+    for lo in (0, 4, 6):
         code = keep[:, lo:lo + 4] @ np.array([1, 2, 4, 8])
         res = scipy.stats.chisquare(np.bincount(code, minlength=16))
         assert res.pvalue > 1e-4, (lo, res)
@@ -161,10 +203,10 @@ def test_chi_square_catches_a_biased_position():
 CONTRACT = [  # (n, p, seed, offset): unaligned offsets, a counter high word, seeds >= 2**63
     (10_001, 0.3, 0, 0),
     (4097, 0.5, 2**64 - 1, 5),
-    (1029, 0.77, 2**63 + 12345, 4 * 2**32 + 3),
+    (1029, 0.77, 2**63 + 12345, 8 * 2**32 + 3),
     (13, 0.5, 99, 2**64 - 13),
-    (9000, 0.4, 17, 4 * 2**32 - 4094),  # Numba: 3 chunks, unaligned, the block counter crosses 2^32
-]
+    (9000, 0.4, 17, 8 * 2**32 - 4094),  # Numba: 3 chunks, unaligned, the block counter crosses 2^32
+] + [(9000, p, 17, 8 * 2**32 - 4094) for p in _tie_ps(17, 8 * 2**32 - 4094, 5000)]  # a tie, in chunk 2
 
 
 @pytest.mark.parametrize("n,p,seed,offset", CONTRACT)
@@ -305,7 +347,7 @@ def test_float32_with_a_float_scale_is_bit_identical(backend, p):
 
 @pytest.mark.parametrize("backend", ["numba", "c"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("offset", [0, 4 * 2**32 + 2])
+@pytest.mark.parametrize("offset", [0, 8 * 2**32 + 2])
 def test_large_calls_are_bit_identical(backend, dtype, offset):
     """A million elements (over the C threading threshold, many Numba chunks), on the team of threads
     the process has, offsets aligned to a block and not: forward, backward with the mask and
@@ -452,11 +494,16 @@ _PATH_CASES = [(n, p, seed, offset)
                for n in (1, 7, 8, 31, 32, 33, 63, 64, 65, 100, 1025)
                for p, seed, offset in ((0.5, 3, 0), (0.3, 2**64 - 1, 1), (0.9, 2**63 + 7, 2),
                                        (0.1, 12345, 3), (0.0, 5, 6), (1.0, 5, 7),
-                                       (0.6, 77, 4 * (2**32 - 5) + 1))]  # the block crosses 2^32 mid-vector
+                                       (0.6, 77, 8 * (2**32 - 5) + 1))]  # the block crosses 2^32 mid-vector
 # longer runs (many 64-element groups, split between threads), p = 0.75 and 0.2: scales 4 and 1.25 are
 # floats (the float32 multiply), 0.9 and 1/3 are not (the double one)
 _PATH_CASES += [(n, p, seed, offset) for n in (10_001, 70_000)
-                for p, seed, offset in ((0.75, 1, 0), (0.2, 2, 4 * (2**32 - 300) + 3), (0.9, 3, 2), (1 / 3, 4, 1))]
+                for p, seed, offset in ((0.75, 1, 0), (0.2, 2, 8 * (2**32 - 300) + 3), (0.9, 3, 2), (1 / 3, 4, 1))]
+# ties of the high halves (the low ones decide, drawn in scalar code from a vector group): at the first and
+# last element (partial groups), inside a group, and at the last element of a group, both outcomes each
+_PATH_CASES += [(n, p, 6, offset) for n, offset, k in ((1025, 5, 0), (1025, 5, 1024), (10_001, 3, 4000),
+                                                        (10_001, 0, 127), (70_000, 8 * (2**32 - 300) + 3, 69_000))
+                for p in _tie_ps(6, offset, k)]
 
 _PATH_CODE = """
 import json, numpy as np
