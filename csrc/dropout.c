@@ -20,7 +20,7 @@
  *             lane masks, widened to 32 bits, select x * scale or 0 for y straight from the registers,
  *             and pack + movemask gather them into the 128 keep bits of the mask (shifted by offset % 8:
  *             the mask need not start on a block).
- *             The Philox rounds are the cost. Until stop 14 each element took a whole 32-bit word
+ *             The Philox rounds are the cost. Each element used to take a whole 32-bit word
  *             (64 elements per 16 calls): 16K elements (L2, called from C, min of 200): forward
  *             0.65 ns/element, mask only 0.61, the Philox alone ~0.57 (~280 of ~370 vector operations
  *             per 64 elements). 16 bits per element with the tie drawn apart halves the rounds for the
