@@ -672,8 +672,30 @@ def pin_threads(threads: int, backend: str) -> dict:
 _LIMITER = None
 
 
+def die_with_parent() -> None:
+    """In a spawned child: be killed when the parent dies (Linux: prctl PR_SET_PDEATHSIG; elsewhere a
+    no-op). A parent killed by a signal (SIGTERM, SIGKILL) runs no cleanup, so ``daemon=True`` never
+    stops its child, and an orphaned benchmark child goes on loading a core under every later
+    measurement -- it did here: one left by a killed ``deepprop report`` halved the next run's 2-core
+    limits. Exits at once if the parent is already gone (it died before the prctl)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # no prctl: the child lives on as before
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
+
+
 def child_main(backend, cases, threads, repeat, min_time, out_queue, alloc="inside"):
     """Entry point of a backend's spawned child: allocator mode, pin threads, then run every case."""
+    die_with_parent()
     try:
         alloc_applied = set_alloc(alloc)
         env_report = pin_threads(threads, backend)

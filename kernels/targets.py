@@ -456,6 +456,7 @@ def child_main(side, threads, case_ids, repeat, min_time, out_queue, alloc="insi
 
     from . import bench
 
+    bench.die_with_parent()
     try:
         alloc_done = bench.set_alloc(alloc)
         env = bench.pin_threads(threads, "torch" if side == "torch" else side)

@@ -7,7 +7,11 @@ import csv
 import io
 import json
 import os
+import pathlib
+import signal
+import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -382,3 +386,62 @@ def test_speed_md_carries_the_targets_and_the_before_after_once(tmp_path):
     assert "| x | yes |" in once and "Workloads" not in once and "commit: tttt, date: d1" in once
     assert "Before: the run of commit: aaaa, date: d0; after: the run of commit: bbbb, date: d2." in once
     assert "### clip" in once and once.index("### clip") < once.index("## linear")
+
+
+# ---- a killed parent leaves no child running --------------------------------------------------------------
+
+_ORPHAN_CHILD = """
+import time
+from kernels import bench
+
+def child(use):
+    if use:
+        bench.die_with_parent()
+    time.sleep(60)
+"""
+
+_ORPHAN_PARENT = """
+import multiprocessing, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import orphan_child
+if __name__ == "__main__":
+    proc = multiprocessing.get_context("spawn").Process(target=orphan_child.child, args=(sys.argv[2] == "1",),
+                                                        daemon=True)
+    proc.start()
+    time.sleep(3)  # the child is up and past die_with_parent
+    print(proc.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # no cleanup runs: daemon=True does not stop the child
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("use", [True, False])
+def test_a_benchmark_child_dies_with_its_killed_parent(tmp_path, use):
+    """The parent of a spawned benchmark child is killed by SIGTERM: with die_with_parent (what
+    bench.child_main and targets.child_main call first) the child is gone within seconds; without it, it
+    is still running -- the orphan this guards against (so the check can fail)."""
+    (tmp_path / "orphan_child.py").write_text(_ORPHAN_CHILD)
+    root = pathlib.Path(kernels.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    # Popen, reading one line: the child inherits the stdout pipe, so waiting for EOF would wait for it
+    with subprocess.Popen([sys.executable, "-c", _ORPHAN_PARENT, str(tmp_path), "1" if use else "0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env) as parent:
+        pid = int(parent.stdout.readline())
+        assert parent.wait(timeout=60) == -signal.SIGTERM
+        parent.stdout.close()
+    try:
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(pid) is not use
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
