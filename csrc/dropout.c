@@ -16,8 +16,9 @@
  *   avx2      one pass, 128 elements at a time: 16 Philox calls on 4 64-bit lanes x 4 (philox.h), the 64
  *             words put in element order, their 128 16-bit halves compared with the threshold's high
  *             half in 16-bit lanes (xor of the sign bit turns the unsigned compare into a signed one),
- *             ties found by one more compare and decided in scalar code (dp_ties128); the compare's
- *             lane masks, widened to 32 bits, select x * scale or 0 for y straight from the registers,
+ *             ties found by one more compare (a group with one is decided by the portable code,
+ *             dp_ties128); the compare's lane masks, widened to 32 bits, select x * scale or 0 for y
+ *             straight from the registers,
  *             and pack + movemask gather them into the 128 keep bits of the mask (shifted by offset % 8:
  *             the mask need not start on a block).
  *             The Philox rounds are the cost. Each element used to take a whole 32-bit word
@@ -109,21 +110,18 @@ static inline unsigned dp_dropout_byte(int64_t b, int64_t n, uint32_t k0, uint32
 typedef struct {
     __m256i thflip; /* (TH - 1) ^ 2^15 in 16-bit lanes: hi >= TH iff (hi ^ 2^15) > (TH - 1) ^ 2^15 signed */
     __m256i thi;    /* t_hi in 16-bit lanes, for the ties */
-    uint32_t t_hi, t_lo, k0, k1;
+    uint64_t threshold;
+    uint32_t t_lo, k0, k1;
 } dp_dropout_cut;
 
-/* the ties of a group (below): its high halves drawn again in scalar code (cheaper than keeping them in
- * registers through the vector code, for ~128 / 2^16 of the groups), and each tie decided by its low half */
+/* a group with a tie (below, ~128 / 2^16 of the groups): its 128 keep flags from the portable decision,
+ * whose scalar Philox calls draw the high halves again -- cheaper than keeping them in registers
+ * through the vector code -- and the low half of each tie */
 static void dp_ties128(uint64_t q, const dp_dropout_cut *cut, __m256i keep16[8]) {
     uint16_t kv[128];
-    memcpy(kv, keep16, sizeof kv);
-    for (int t = 0; t < 128; t += 8) {
-        uint32_t w[4];
-        const uint64_t block = q + (uint64_t)t / 8;
-        dp_philox4x32_10(w, (uint32_t)block, (uint32_t)(block >> 32), 0u, 0u, cut->k0, cut->k1);
-        for (int r = 0; r < 8; r++)
-            if (dp_half16(w, (uint64_t)r) == cut->t_hi)
-                kv[t + r] = dp_dropout_low16(8 * q + (uint64_t)(t + r), cut->k0, cut->k1) >= cut->t_lo ? 0xFFFFu : 0u;
+    for (int b = 0; b < 16; b++) {
+        unsigned byte = dp_dropout_byte(b, 128, cut->k0, cut->k1, 8 * q, cut->threshold);
+        for (int r = 0; r < 8; r++) kv[8 * b + r] = (byte >> r) & 1u ? 0xFFFFu : 0u;
     }
     memcpy(keep16, kv, sizeof kv);
 }
@@ -223,7 +221,7 @@ DP_AVX2_INLINE void dp_dropout_avx2(void *yv, uint8_t *mask, const void *xv, int
     const uint32_t t_hi = (uint32_t)(threshold >> 16), t_lo = (uint32_t)(threshold & 0xFFFFu);
     const uint32_t th = t_hi + (t_lo > 0);
     const dp_dropout_cut cut = {_mm256_set1_epi16((short)(uint16_t)((th - 1u) ^ 0x8000u)),
-                                _mm256_set1_epi16((short)(uint16_t)t_hi), t_hi, t_lo, (uint32_t)seed,
+                                _mm256_set1_epi16((short)(uint16_t)t_hi), threshold, t_lo, (uint32_t)seed,
                                 (uint32_t)(seed >> 32)};
     const __m256 sf = _mm256_set1_ps((float)scale);
     const __m256d sd = _mm256_set1_pd(scale);
