@@ -1962,6 +1962,10 @@ def report(outdir: str = "results", stamp: str = "", *, backend: str | None = No
                 pick = [r for r in runs if r.config.depth == 100]
                 plot_runs(pick, base + ".png", title + " (depth 100)")
             written.append(base + ".png")
+        elif os.path.exists(base + ".png"):  # an earlier run's plot no longer matches the new table
+            os.remove(base + ".png")
+            print(f"deepprop report: {name}.png not made (matplotlib is not installed: pip install matplotlib); "
+                  "removed the stale one", file=sys.stderr)
     return written
 
 

@@ -414,6 +414,12 @@ def report(outdir="results", kernels=None, threads=None, sizes=None, blas_corety
         for fam, p in pngs.items():
             files[p.name] = f"{fam} family: {SPEED_FILES['speed_<family>.png'].split(': ', 1)[1]}"
         if why_not:
+            # a PNG of an earlier run would sit next to tables it no longer matches: remove it
+            stale = [outdir / f"speed_{fam}.png" for fam in families if (outdir / f"speed_{fam}.png").exists()]
+            for path in stale:
+                path.unlink()
+            print(f"deepprop report: speed PNGs not made, {why_not}"
+                  + (f"; removed the stale {', '.join(p.name for p in stale)}" if stale else ""), file=sys.stderr)
             files["(speed PNGs)"] = f"not made: {why_not}"
     if "targets" in parts:
         files.update(write_targets(outdir, command, limits, progress))

@@ -772,6 +772,8 @@ def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bo
             if plot:
                 plot_sweep(table, str(base / "table.png"), f"sweep {sweep_dir}", stamp)
                 written.append(str(base / "table.png"))
+        if str(base / "table.png") not in written and (base / "table.png").exists():
+            (base / "table.png").unlink()  # an earlier report's plot of other shards: it would not match
     return text, written
 
 

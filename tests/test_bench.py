@@ -343,6 +343,37 @@ def test_report_writes_stamped_files_and_calls_the_depth_report(tmp_path, monkey
         assert (tmp_path / "speed_residual.png").stat().st_size > 1000
 
 
+@pytest.mark.skipif(_c.UNAVAILABLE is not None, reason="C backend unavailable")
+def test_report_removes_a_speed_png_it_cannot_redraw(tmp_path, monkeypatch, limits, capsys):
+    """Without matplotlib, an earlier run's PNG would be left beside tables it no longer matches."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib -> ImportError
+    (tmp_path / "speed_residual.png").write_bytes(b"an earlier run")
+    (tmp_path / "speed_other.png").write_bytes(b"a family this run does not measure")
+    report_mod.report(tmp_path, ["residual_add"], threads=1, sizes=(3,), repeat=1, min_time=0.0, remeasure=False,
+                      backends=["numpy", "c"], parts=("speed",), progress=False)
+    assert not (tmp_path / "speed_residual.png").exists()
+    assert (tmp_path / "speed_other.png").exists()
+    readme = (tmp_path / "README.md").read_text()
+    assert "`speed_residual.png`" not in readme and "not made: matplotlib is not installed" in readme
+    assert "removed the stale speed_residual.png" in capsys.readouterr().err
+
+
+def test_depth_report_removes_a_png_it_cannot_redraw(tmp_path, monkeypatch, capsys):
+    from kernels import depth
+
+    def no_pyplot():
+        raise RuntimeError("matplotlib is not installed")
+
+    cfg = depth.Config(activation="relu", init="he_normal", depth=3, width=8, batch=4)
+    monkeypatch.setattr(depth, "_pyplot", no_pyplot)
+    monkeypatch.setattr(depth, "report_configs", lambda backend: {"1_activation_init": ([cfg], False)})
+    (tmp_path / "1_activation_init.png").write_bytes(b"an earlier run")
+    written = depth.report(str(tmp_path), seeds=(0,), progress=False)
+    assert sorted(os.path.basename(p) for p in written) == ["1_activation_init.csv", "1_activation_init.md"]
+    assert not (tmp_path / "1_activation_init.png").exists()
+    assert "removed the stale one" in capsys.readouterr().err
+
+
 def test_report_before_after_joins_two_speed_files(tmp_path, capsys):
     from kernels import cli
 

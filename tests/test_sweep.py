@@ -204,6 +204,14 @@ def test_report_reproduces_deepprop_depth_csv(tmp_path, capsys):
         assert (files / "table.png").stat().st_size > 1000
     except ImportError:
         pass
+    (files / "table.png").write_bytes(b"an earlier report's plot")   # without matplotlib it would stay stale
+    def no_pyplot():
+        raise RuntimeError("matplotlib is not installed")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(depth, "_pyplot", no_pyplot)
+        assert cli.main(["report", "--sweep", str(tmp_path / "lit"), "--sweep-outdir", str(files)]) == 0
+    assert (files / "table.csv").exists() and not (files / "table.png").exists()
     assert cli.main(["report", "--sweep", str(tmp_path / "nothing")]) == 2
 
 
