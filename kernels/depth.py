@@ -1526,7 +1526,21 @@ def _label(cfg: Config, skip=()) -> str:
     return " ".join(parts)
 
 
-def plot_runs(runs, path: str, title: str = "", theory_lines: bool = True) -> None:
+def save_figure(fig, path: str, stamp: str = "") -> None:
+    """Writes ``fig`` to ``path`` (PNG) and closes it; ``stamp`` (lines: command, commit, CPU, BLAS, threads,
+    versions) goes into a footer and the PNG's text metadata, so a plot in results/ says what made it."""
+    plt = _pyplot()
+    lines = [ln for ln in stamp.splitlines() if ln.strip()]
+    fig.tight_layout()
+    if lines:
+        height = fig.get_size_inches()[1]
+        fig.subplots_adjust(bottom=min(0.5, fig.subplotpars.bottom + (0.12 + 0.09 * len(lines)) / height))
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=5, va="bottom", family="monospace", color="#555555")
+    fig.savefig(path, dpi=110, metadata={"Software": "deepprop", "Description": "\n".join(lines)})
+    plt.close(fig)
+
+
+def plot_runs(runs, path: str, title: str = "", theory_lines: bool = True, stamp: str = "") -> None:
     """log10 ||dl/dx^l|| / ||dl/dx^L|| against layer l, a line per run (theory dashed), one panel
     per activation; writes a PNG to ``path``."""
     plt = _pyplot()
@@ -1559,12 +1573,10 @@ def plot_runs(runs, path: str, title: str = "", theory_lines: bool = True) -> No
         ax.set_visible(False)
     fig.suptitle((title + "\n" if title else "") + "solid: measured (mean over seeds), dashed: mean-field theory",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, stamp)
 
 
-def plot_spectrum(df: pd.DataFrame, path: str, title: str = "") -> None:
+def plot_spectrum(df: pd.DataFrame, path: str, title: str = "", stamp: str = "") -> None:
     """Mean and spread of the squared singular values of the input-output Jacobian against depth."""
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -1587,9 +1599,7 @@ def plot_spectrum(df: pd.DataFrame, path: str, title: str = "") -> None:
     a1.legend(fontsize=7)
     fig.suptitle((title + "\n" if title else "") + "input-output Jacobian; dashed: Pennington et al. 2017",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, stamp)
 
 
 # ---- the command line: deepprop depth ------------------------------------------------------------
@@ -1887,7 +1897,7 @@ def report_configs(backend: str, dtype: str = "float32") -> dict:
             "3_tanh_order_chaos": (t3, False), "4_jacobian_spectrum": (t4, True)}
 
 
-def _plot_order_chaos(df: pd.DataFrame, path: str, title: str) -> None:
+def _plot_order_chaos(df: pd.DataFrame, path: str, title: str, stamp: str = "") -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for j, (d, g) in enumerate(df.groupby("depth")):
@@ -1904,9 +1914,7 @@ def _plot_order_chaos(df: pd.DataFrame, path: str, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, stamp)
 
 
 def report(outdir: str = "results", stamp: str = "", *, backend: str | None = None, seeds=DEFAULT_SEEDS,
@@ -1955,12 +1963,12 @@ def report(outdir: str = "results", stamp: str = "", *, backend: str | None = No
         written += [base + ".csv", base + ".md"]
         if can_plot:
             if spectrum:
-                plot_spectrum(df, base + ".png", title)
+                plot_spectrum(df, base + ".png", title, stamp=head)
             elif name == "3_tanh_order_chaos":
-                _plot_order_chaos(df, base + ".png", title)
+                _plot_order_chaos(df, base + ".png", title, stamp=head)
             else:
                 pick = [r for r in runs if r.config.depth == 100]
-                plot_runs(pick, base + ".png", title + " (depth 100)")
+                plot_runs(pick, base + ".png", title + " (depth 100)", stamp=head)
             written.append(base + ".png")
         elif os.path.exists(base + ".png"):  # an earlier run's plot no longer matches the new table
             os.remove(base + ".png")

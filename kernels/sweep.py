@@ -732,12 +732,7 @@ def plot_sweep(table: pd.DataFrame, path: str, title: str = "", stamp: list[str]
     if len(ax.lines) <= 40:
         ax.legend(fontsize=6, ncol=2)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    if stamp:  # the stamp in a footer and in the PNG's text metadata, as kernels.report's figures
-        fig.subplots_adjust(bottom=0.12 + 0.022 * len(stamp))
-        fig.text(0.01, 0.01, "\n".join(stamp), fontsize=5, va="bottom", family="monospace")
-    fig.savefig(path, dpi=110, metadata={"Description": "\n".join(stamp or [])})
-    plt.close(fig)
+    depth.save_figure(fig, path, "\n".join(stamp or []))  # the stamp in a footer and the PNG's metadata
 
 
 def report(sweep_dir, fmt: str = "table", *, outdir: str | None = None, plot: bool = True) -> tuple[str, list]:

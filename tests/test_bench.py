@@ -374,6 +374,21 @@ def test_depth_report_removes_a_png_it_cannot_redraw(tmp_path, monkeypatch, caps
     assert "removed the stale one" in capsys.readouterr().err
 
 
+def test_depth_report_plots_carry_the_stamp(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from kernels import depth
+
+    cfg = depth.Config(activation="relu", init="he_normal", depth=100, width=8, batch=4)  # plotted at depth 100
+    monkeypatch.setattr(depth, "report_configs", lambda backend: {"1_activation_init": ([cfg], False)})
+    written = depth.report(str(tmp_path), stamp="commit: 0123abc (clean)\nCPU: a test CPU", seeds=(0,),
+                           progress=False)
+    assert str(tmp_path / "1_activation_init.png") in written
+    meta = Image.open(tmp_path / "1_activation_init.png").info["Description"]
+    assert "commit: 0123abc (clean)" in meta and "CPU: a test CPU" in meta and "command: deepprop report" in meta
+
+
 def test_report_before_after_joins_two_speed_files(tmp_path, capsys):
     from kernels import cli
 
