@@ -56,6 +56,11 @@ def make_stamp(command: str, plan, env_reports: dict, limits: dict | None) -> di
 
         ctx["blas_arch"] = machine.blas_architecture()
     ctx["openblas_coretype"] = (numpy_child.get("env") or {}).get("OPENBLAS_CORETYPE")
+    if not env_reports:  # a partial report (--parts depth): the tables were made here, under this environment
+        import os
+
+        ctx["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+        ctx["blas_where"] = "this process (no benchmark child ran)"
     return ctx
 
 
@@ -86,8 +91,9 @@ def stamp_lines(stamp: dict) -> list[str]:
         f"CPU: {stamp.get('cpu')}, {stamp.get('cores')} usable core(s); load average at the end "
         f"{stamp.get('load_average_1min')}",
         f"limits: {limits_summary(stamp.get('limits'))}",
-        f"BLAS: {stamp.get('blas_arch')}; OPENBLAS_CORETYPE in the children: "
-        f"{stamp.get('openblas_coretype') or 'unset (auto-detected)'} (--blas-coretype {stamp.get('blas_coretype')})",
+        f"BLAS: {stamp.get('blas_arch')}; OPENBLAS_CORETYPE in {stamp.get('blas_where', 'the children')}: "
+        f"{stamp.get('openblas_coretype') or 'unset (auto-detected)'}"
+        + ("" if stamp.get("blas_where") else f" (--blas-coretype {stamp.get('blas_coretype')})"),
         f"threads: {stamp.get('threads')} ({thr})" if thr else f"threads: {stamp.get('threads')}",
         f"output allocation: {stamp.get('alloc', 'inside')} the timing (--alloc)",
         f"versions: python {sw.get('python')}, numpy {sw.get('numpy')}, numba {nb.get('version')}, "

@@ -389,6 +389,20 @@ def test_depth_report_plots_carry_the_stamp(tmp_path, monkeypatch):
     assert "commit: 0123abc (clean)" in meta and "CPU: a test CPU" in meta and "command: deepprop report" in meta
 
 
+def test_a_partial_report_stamps_the_blas_setting_it_ran_under(monkeypatch):
+    """--parts depth starts no benchmark child: the stamp gives this process's OPENBLAS_CORETYPE, not 'the
+    children's' (there were none)."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    plan = bench.make_plan(["residual_add"], ["numpy"], None, (3,), 1, 1, 0.0, "auto", "inside")
+    lines = report_mod.stamp_lines(report_mod.make_stamp("deepprop report --parts depth", plan, {}, None))
+    blas = next(ln for ln in lines if ln.startswith("BLAS: "))
+    assert blas.endswith("; OPENBLAS_CORETYPE in this process (no benchmark child ran): Haswell"), blas
+    child = {"numpy": {"blas_arch": "openblas Zen", "env": {}}}
+    blas = next(ln for ln in report_mod.stamp_lines(report_mod.make_stamp("deepprop report", plan, child, None))
+                if ln.startswith("BLAS: "))
+    assert blas == "BLAS: openblas Zen; OPENBLAS_CORETYPE in the children: unset (auto-detected) (--blas-coretype auto)"
+
+
 def test_report_before_after_joins_two_speed_files(tmp_path, capsys):
     from kernels import cli
 
