@@ -1530,13 +1530,18 @@ def save_figure(fig, path: str, stamp: str = "") -> None:
     """Writes ``fig`` to ``path`` (PNG) and closes it; ``stamp`` (lines: command, commit, CPU, BLAS, threads,
     versions) goes into a footer and the PNG's text metadata, so a plot in results/ says what made it."""
     plt = _pyplot()
-    lines = [ln for ln in stamp.splitlines() if ln.strip()]
-    fig.tight_layout()
-    if lines:
-        height = fig.get_size_inches()[1]
-        fig.subplots_adjust(bottom=min(0.5, fig.subplotpars.bottom + (0.12 + 0.09 * len(lines)) / height))
+    width, height = fig.get_size_inches()
+    meta = "\n".join(ln for ln in stamp.splitlines() if ln.strip())
+    # 5-pt monospace: ~21 characters per inch with a margin; a longer line wraps rather than runs off
+    lines = [w for ln in meta.splitlines() for w in textwrap.wrap(ln, int(width * 20), subsequent_indent="    ")]
+    if lines:  # the figure grows by the footer, so the plots keep their size
+        foot = 0.1 + 0.085 * len(lines)
+        fig.set_size_inches(width, height + foot)
+        fig.tight_layout(rect=(0, foot / (height + foot), 1, 1))
         fig.text(0.01, 0.01, "\n".join(lines), fontsize=5, va="bottom", family="monospace", color="#555555")
-    fig.savefig(path, dpi=110, metadata={"Software": "deepprop", "Description": "\n".join(lines)})
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": "deepprop", "Description": meta})
     plt.close(fig)
 
 
