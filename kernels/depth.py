@@ -1551,14 +1551,19 @@ def plot_runs(runs, path: str, title: str = "", theory_lines: bool = True, stamp
     plt = _pyplot()
     acts = list(dict.fromkeys(r.config.activation for r in runs))
     n = len(acts)
-    cols = min(n, 2)
+    # more than 6 lines a panel: the legend goes beside it, instead of over the lines, and the panels stack
+    outside = max(sum(r.config.activation == a for r in runs) for a in acts) > 6
+    cols = 1 if outside else min(n, 2)
     rows_ = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(6.5 * cols, 4.2 * rows_), squeeze=False)
+    fig, axes = plt.subplots(rows_, cols, figsize=(6.5 * cols * (1.45 if outside else 1), 4.2 * rows_),
+                             squeeze=False)
     fields = ("activation", "init", "sigma_w2", "sigma_b2", "norm", "residual", "dropout", "depth")
     constant = tuple(f for f in fields if len({getattr(r.config, f) for r in runs}) == 1 and f != "init")
     for ax, act in zip(axes.ravel(), acts, strict=False):
         mine = [r for r in runs if r.config.activation == act]
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        # more lines than the default cycle's 10 colours: tab20, so that no two lines share one
+        colors = (plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(mine) <= 10
+                  else list(plt.get_cmap("tab20").colors))
         for j, r in enumerate(mine):
             c = colors[j % len(colors)]
             lay = r.layers
@@ -1572,8 +1577,9 @@ def plot_runs(runs, path: str, title: str = "", theory_lines: bool = True, stamp
         ax.set_xlabel("layer l (0 = input)")
         ax.set_ylabel("log10 ||dl/dx^l|| / ||dl/dx^L||")
         ax.grid(alpha=0.3)
-        if len(mine) <= 14:
-            ax.legend(fontsize=7, loc="best")
+        if len(mine) <= 20:
+            ax.legend(fontsize=7, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if outside
+                                     else {"loc": "best"}))
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     fig.suptitle((title + "\n" if title else "") + "solid: measured (mean over seeds), dashed: mean-field theory",
