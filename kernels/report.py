@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import pathlib
 import sys
+import textwrap
 import time
 
 from . import bench
@@ -161,7 +162,7 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
     colors = {"numpy": "#444444", "numba": "#1f77b4", "c": "#d62728", "torch": "#ff7f0e"}
     styles = {"float32": "-", "float64": "--"}
     sl = stamp_lines(stamp)  # command, commit, date, CPU, limits, BLAS, threads, versions, C build
-    footer = "\n".join([" | ".join(sl[1:4]), sl[4], sl[5], " | ".join(sl[6:8])])
+    footer = [" | ".join(sl[0:3]), sl[3], sl[4], sl[5], " | ".join(sl[6:8]), sl[8], sl[9]]  # every stamp line
     meta = {"Software": "deepprop report", "Description": "\n".join(stamp_lines(stamp))}
     out = {}
     for fam, names in families.items():
@@ -170,8 +171,12 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
             continue
         ncol = min(4, len(names))
         nrow = math.ceil(len(names) / ncol)
-        height = 3.2 * nrow + 1.3
-        fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.2 * ncol, 10.0), height), squeeze=False)
+        width = max(4.2 * ncol, 10.0)
+        # 6-pt footer lines, ~20 characters per inch: a longer one wraps rather than runs off the figure
+        foot = [w for ln in footer for w in textwrap.wrap(ln, int(width * 20), subsequent_indent="    ")]
+        foot_in = 0.15 + 0.1 * len(foot)
+        height = 3.2 * nrow + 0.9 + foot_in
+        fig, axes = plt.subplots(nrow, ncol, figsize=(width, height), squeeze=False)
         for ax, name in zip(axes.flat, names, strict=False):
             for backend in bench.ALL_BACKENDS:
                 for dtype in bench.DTYPES:
@@ -203,10 +208,12 @@ def write_plots(outdir: pathlib.Path, rows, stamp, families: dict) -> tuple[dict
                 labels.setdefault(lab, h)
         fig.suptitle(f"deepprop {fam}: speed-up over NumPy (median time), threads={stamp.get('threads')}",
                      fontsize=11, x=0.01, ha="left", y=1 - 0.05 / height)
+        legend_cols = min(len(labels), 8 if width >= 14 else 4)  # handles long enough to show float64's dashes
+        top_in = 0.55 + 0.17 * (math.ceil(len(labels) / max(1, legend_cols)) - 1)
         fig.legend(list(labels.values()), list(labels), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height),
-                   fontsize=7, ncol=min(8, len(labels)), frameon=False)
-        fig.text(0.01, 0.005, footer, fontsize=6, color="#555555")
-        fig.tight_layout(rect=(0, 0.6 / height, 1, 1 - 0.55 / height))
+                   fontsize=7, ncol=max(1, legend_cols), frameon=False, handlelength=4)
+        fig.text(0.01, 0.005, "\n".join(foot), fontsize=6, color="#555555")
+        fig.tight_layout(rect=(0, foot_in / height, 1, 1 - top_in / height))
         path = outdir / f"speed_{fam}.png"
         fig.savefig(path, dpi=110, metadata=meta)
         plt.close(fig)
