@@ -419,6 +419,28 @@ def coretype_note(env: dict | None = None) -> str | None:
             "NumPy without the pin.")
 
 
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far, the fields of /proc/stat's "cpu" line (user, nice, system, idle, iowait,
+    irq, softirq, steal, ...), in clock ticks; None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return [int(v) for v in fields[1:9]]  # guest time is already in user: not added twice
+
+
+def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to others between two cpu_ticks() ("steal"), in %: on a VM a
+    timing taken while it is high ran on a core that was not there all the time (2 threads suffer most)."""
+    if not before or not after:
+        return None
+    total = sum(after) - sum(before)
+    return 100.0 * (after[7] - before[7]) / total if total > 0 else None
+
+
 def load_note(cores: int | None = None) -> str | None:
     """A sentence when other work keeps the CPU busy (1-minute load average), else None."""
     try:

@@ -295,8 +295,8 @@ def write_targets(outdir: pathlib.Path, command: str, limits, progress=True) -> 
     lines += [f"| {cid} | {case.doc} |" for cid, case in targets.CASES.items()]
     (outdir / "targets.md").write_text("\n".join(lines) + "\n")
     head = "".join(f"# {line}\n" for line in stamp_lines(stamp))
-    cols = ["case", "side", "threads", "alloc", "median_s", "min_s", "iqr_s", "repeats", "rounds", "bytes",
-            "elements", "error"]
+    cols = ["case", "side", "threads", "alloc", "median_s", "min_s", "iqr_s", "repeats", "rounds", "steal_pct",
+            "bytes", "elements", "error"]
     (outdir / "targets.csv").write_text(head + pd.DataFrame(rows).reindex(columns=cols).to_csv(index=False))
     return dict(TARGET_FILES)
 

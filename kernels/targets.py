@@ -41,6 +41,11 @@ numba is compared with the reference's on the same inputs (a loose relative chec
 1e-9 float64 of the largest magnitude: it catches a wrong call, the tight checks are kernels.verify's);
 a side that fails gets no time. Baselines use their own fastest idiom where one is obvious (in-place
 bias add and activation for NumPy's linear layer), so a target is not met against a strawman.
+
+Steal time: on a VM the hypervisor can take a core away mid-measurement. Each timing records the share of
+the machine's CPU time stolen while it ran (kernels.machine.steal_pct, from /proc/stat; the worst round's
+after pooling: targets.csv's steal_pct), and a graded row whose figure, or its baseline, was timed with
+STEAL_NOTE_PCT or more stolen says so in its note. It is a sign, not a correction: nothing is rescaled.
 """
 
 from __future__ import annotations
@@ -454,7 +459,7 @@ def child_main(side, threads, case_ids, repeat, min_time, out_queue, alloc="insi
     """A spawned child: set the --alloc mode, pin threads, then build, check and time each case on `side`."""
     import numpy as np
 
-    from . import bench
+    from . import bench, machine
 
     bench.die_with_parent()
     try:
@@ -497,7 +502,9 @@ def child_main(side, threads, case_ids, repeat, min_time, out_queue, alloc="insi
                     def restore(kw=kw, originals=originals):
                         for a, b in zip(kw["grads"], originals["grads"], strict=True):
                             np.copyto(a, b)
+                ticks = machine.cpu_ticks()
                 samples, number = bench.time_call(call, restore, repeat, min_time, first_s=first)
+                row["steal_pct"] = machine.steal_pct(ticks, machine.cpu_ticks())  # during the timed calls only
                 row["min_s"], row["median_s"], row["iqr_s"] = bench.stats(samples)
                 row["repeats"] = len(samples) * number
                 row["samples"], row["number"] = samples, number
@@ -555,6 +562,10 @@ def available_sides() -> dict[str, str | None]:
     return out
 
 
+#: a graded row's note mentions steal time at or above this share (%), in the worst round of ours or the baseline
+STEAL_NOTE_PCT = 1.0
+
+
 def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
     """One graded row per target from the measurements."""
     from .machine import limit_for
@@ -602,6 +613,13 @@ def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
             g["bound"] = _bound(kind, m, by.get((case, base, threads, "inside"), {}).get("median_s"),
                                 by.get((case, side, 1, "inside"), {}).get("median_s"), CASES[case].dtype,
                                 threads, limits)
+        base_row = (by.get((case, side, 1, "inside"), {}) if kind == "scaling"
+                    else by.get((case, base, threads, "inside"), {}) if base else {})
+        steal = max((v for v in (m.get("steal_pct"), base_row.get("steal_pct")) if v is not None), default=None)
+        g["steal_pct"] = steal
+        if steal is not None and steal >= STEAL_NOTE_PCT:
+            g["note"] = "; ".join(filter(None, [g["note"], f"the host took {steal:.1f}% of the CPU time (steal) "
+                                                "while it was measured"]))
         if g["measured"] is not None:
             g["met"] = g["measured"] >= req
             if g["bound"] is not None and g["bound"] < req:
@@ -662,6 +680,8 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
                 continue
             m = out[key]
             m["rounds"] += 1
+            if r.get("steal_pct") is not None:  # the worst round's
+                m["steal_pct"] = max(m.get("steal_pct") or 0.0, r["steal_pct"])
             if r.get("error") and not m.get("error"):
                 m.update(error=r["error"], traceback=r.get("traceback"))
             m["samples"] += r.get("samples", [])

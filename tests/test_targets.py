@@ -140,6 +140,7 @@ def test_a_real_run_in_spawned_children():
     assert all(r["rounds"] == 2 and r["repeats"] >= 2 for r in rows), rows   # both rounds pooled
     assert {(r["side"], r["threads"], r["alloc"]) for r in rows} == {("c", 1, "inside"), ("native", 1, "inside")}
     assert all(not r.get("error") and r["median_s"] > 0 for r in rows), rows
+    assert all(r["steal_pct"] is None or 0 <= r["steal_pct"] <= 100 for r in rows), rows   # None off Linux
     assert graded[0]["measured"] > 0 and graded[0]["met"] in (True, False)
     assert all(e["threads"] == 1 and e["env"]["OPENBLAS_CORETYPE"] is None for e in envs.values())
 
@@ -163,6 +164,29 @@ def test_rounds_pool_their_samples_and_keep_an_error():
     assert (c["min_s"], c["median_s"], c["rounds"], c["repeats"]) == (1.0, 3.0, 2, 5)
     assert c["iqr_s"] == pytest.approx(2.0) and "samples" not in c
     assert by["torch"]["error"] == "boom" and "median_s" not in by["torch"]
+
+
+def test_steal_time_is_kept_per_measurement_and_noted_where_it_was_high():
+    from kernels import machine
+
+    before = [100, 0, 50, 800, 0, 0, 0, 10]   # user nice system idle iowait irq softirq steal
+    after = [150, 0, 60, 830, 0, 0, 0, 20]    # 100 ticks passed, 10 of them stolen by the host
+    assert machine.steal_pct(before, after) == pytest.approx(10.0)
+    assert machine.steal_pct(None, after) is None and machine.steal_pct(after, after) is None
+    ticks = machine.cpu_ticks()
+    assert ticks is None or (len(ticks) == 8 and all(v >= 0 for v in ticks))
+    # the worst round's steal survives pooling
+    r1 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0], "repeats": 1, "steal_pct": 0.2}]
+    r2 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0], "repeats": 1, "steal_pct": 3.5}]
+    assert T.merge_rounds([r1, r2])[0]["steal_pct"] == 3.5
+    # a ratio notes the baseline's steal as well as ours; a scaling one its 1-thread run's
+    tg = [("r", "ratio", FUSED, "c", "native", 1, 1.2), ("s", "scaling", FUSED, "c", None, 2, 1.7)]
+    rows = [{"case": FUSED, "side": "c", "threads": 1, "median_s": 1.0, "steal_pct": 0.1},
+            {"case": FUSED, "side": "native", "threads": 1, "median_s": 1.5, "steal_pct": 4.25},
+            {"case": FUSED, "side": "c", "threads": 2, "median_s": 0.6, "steal_pct": 0.3}]
+    g = {x["target"]: x for x in T.grade(rows, None, tg)}
+    assert g["r"]["steal_pct"] == 4.25 and "the host took 4.2% of the CPU time (steal)" in g["r"]["note"]
+    assert g["s"]["steal_pct"] == 0.3 and "steal" not in g["s"]["note"]
 
 
 def test_batchnorm_bytes_count_the_eight_passes_and_the_arrays_once():
