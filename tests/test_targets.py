@@ -169,24 +169,30 @@ def test_rounds_pool_their_samples_and_keep_an_error():
 def test_steal_time_is_kept_per_measurement_and_noted_where_it_was_high():
     from kernels import machine
 
-    before = [100, 0, 50, 800, 0, 0, 0, 10]   # user nice system idle iowait irq softirq steal
-    after = [150, 0, 60, 830, 0, 0, 0, 20]    # 100 ticks passed, 10 of them stolen by the host
-    assert machine.steal_pct(before, after) == pytest.approx(10.0)
+    before = [100, 0, 50, 800, 5, 0, 0, 10]   # user nice system idle iowait irq softirq steal
+    after = [150, 0, 60, 830, 5, 0, 0, 20]    # 70 ticks wanted (30 idle), 10 of them stolen by the host
+    assert machine.steal_pct(before, after) == pytest.approx(100 * 10 / 70)
     assert machine.steal_pct(None, after) is None and machine.steal_pct(after, after) is None
     ticks = machine.cpu_ticks()
     assert ticks is None or (len(ticks) == 8 and all(v >= 0 for v in ticks))
-    # the worst round's steal survives pooling
-    r1 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0], "repeats": 1, "steal_pct": 0.2}]
-    r2 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0], "repeats": 1, "steal_pct": 3.5}]
-    assert T.merge_rounds([r1, r2])[0]["steal_pct"] == 3.5
+    assert machine.steal_ticks(before, after) == (10, 70)
+    # pooling adds the rounds' ticks, as it pools their samples; a round without them leaves no figure
+    r1 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0], "repeats": 1, "steal_ticks": (1, 50)}]
+    r2 = [{"case": "w", "side": "c", "threads": 1, "samples": [1.0], "repeats": 1, "steal_ticks": (9, 50)}]
+    r3 = [{"case": "w", "side": "c", "threads": 1, "error": "boom"}]
+    assert T.merge_rounds([r1, r2])[0]["steal_pct"] == pytest.approx(10.0)
+    assert T.merge_rounds([r1, r3])[0]["steal_pct"] is None
+    assert "steal_ticks" not in T.merge_rounds([r1])[0]
     # a ratio notes the baseline's steal as well as ours; a scaling one its 1-thread run's
     tg = [("r", "ratio", FUSED, "c", "native", 1, 1.2), ("s", "scaling", FUSED, "c", None, 2, 1.7)]
     rows = [{"case": FUSED, "side": "c", "threads": 1, "median_s": 1.0, "steal_pct": 0.1},
-            {"case": FUSED, "side": "native", "threads": 1, "median_s": 1.5, "steal_pct": 4.25},
-            {"case": FUSED, "side": "c", "threads": 2, "median_s": 0.6, "steal_pct": 0.3}]
-    g = {x["target"]: x for x in T.grade(rows, None, tg)}
-    assert g["r"]["steal_pct"] == 4.25 and "the host took 4.2% of the CPU time (steal)" in g["r"]["note"]
-    assert g["s"]["steal_pct"] == 0.3 and "steal" not in g["s"]["note"]
+            {"case": FUSED, "side": "native", "threads": 1, "median_s": 1.5, "steal_pct": 7.25},
+            {"case": FUSED, "side": "c", "threads": 2, "median_s": 0.6, "steal_pct": 4.9}]
+    graded = T.grade(rows, None, tg)
+    g = {x["target"]: x for x in graded}
+    assert g["r"]["steal_pct"] == 7.25 and "the host took 7.2% of the CPU time asked for" in g["r"]["note"]
+    assert g["s"]["steal_pct"] == 4.9 and "steal" not in g["s"]["note"]   # below STEAL_NOTE_PCT
+    assert "Steal time" in T.to_markdown(graded) and "largest 7.2%" in T.to_markdown(graded)
 
 
 def test_batchnorm_bytes_count_the_eight_passes_and_the_arrays_once():
