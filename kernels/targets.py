@@ -772,8 +772,8 @@ def to_markdown(graded: list[dict]) -> str:
     lines += ["", f"{met} of {len(graded)} targets met."]
     steal = sorted(g["steal_pct"] for g in graded if g.get("steal_pct") is not None)
     if steal:
-        lines[-1] += (f" Steal time (the share of the CPU time a timing asked for that the host took instead; a row's "
-                      f"ours or its baseline, whichever is larger): median {steal[len(steal) // 2]:.1f}%, largest "
+        lines[-1] += (f" Steal time (the share of the CPU time a timing asked for that the host took instead; per "
+                      f"row, the larger of ours and its baseline's): median {steal[len(steal) // 2]:.1f}%, largest "
                       f"{steal[-1]:.1f}%; noted at >= {STEAL_NOTE_PCT:g}%.")
     return "\n".join(lines)
 
