@@ -432,22 +432,21 @@ def cpu_ticks() -> list[int] | None:
     return [int(v) for v in fields[1:9]]  # guest time is already in user: not added twice
 
 
-def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None:
-    """Of the CPU time this machine's cores wanted between two cpu_ticks() (all but idle and iowait), the share
-    the hypervisor gave to others instead ("steal"), in %: on a VM, a timing taken while it is high ran on a
-    core that was not there all the time. An idle core accrues no steal, so one busy thread losing 5% of its
-    time reads 5% whatever the core count."""
-    ticks = steal_ticks(before, after)
-    return 100.0 * ticks[0] / ticks[1] if ticks and ticks[1] > 0 else None
-
-
 def steal_ticks(before: list[int] | None, after: list[int] | None) -> tuple[int, int] | None:
-    """(ticks stolen, ticks wanted) between two cpu_ticks(), the counts behind steal_pct: summed over several
+    """(ticks stolen, ticks wanted) between two cpu_ticks(): the CPU time the hypervisor gave to others
+    ("steal") and the time this machine's cores asked for (all but idle and iowait). Summed over several
     timings they give their pooled share (a tick is 1/100 s, so one short timing's share is coarse)."""
     if not before or not after:
         return None
     d = [a - b for a, b in zip(after, before, strict=True)]
     return d[7], sum(d) - d[3] - d[4]
+
+
+def steal_pct(ticks: tuple[int, int] | None) -> float | None:
+    """steal_ticks' share stolen, in %: on a VM, a timing taken while it is high ran on a core that was not
+    there all the time. An idle core accrues no steal, so one busy thread losing 5% of its time reads 5%
+    whatever the core count."""
+    return 100.0 * ticks[0] / ticks[1] if ticks and ticks[1] > 0 else None
 
 
 def load_note(cores: int | None = None) -> str | None:

@@ -20,6 +20,7 @@ machine: anything else running lowers every figure.
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 import sys
 import textwrap
@@ -58,8 +59,6 @@ def make_stamp(command: str, plan, env_reports: dict, limits: dict | None) -> di
         ctx["blas_arch"] = machine.blas_architecture()
     ctx["openblas_coretype"] = (numpy_child.get("env") or {}).get("OPENBLAS_CORETYPE")
     if not env_reports:  # a partial report (--parts depth): the tables were made here, under this environment
-        import os
-
         ctx["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
         ctx["blas_where"] = "this process (no benchmark child ran)"
     return ctx

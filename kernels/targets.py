@@ -579,17 +579,18 @@ def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
         m = by.get((case, side, threads, alloc), {})
         g = {"target": text, "kind": kind, "required": req, "threads": threads, "ours_s": m.get("median_s"),
              "base_s": None, "measured": None, "met": None, "bound": None, "note": m.get("error") or ""}
+        # what ours is compared with: the baseline side, or for a scaling target our own 1-thread run
+        b = (by.get((case, side, 1, "inside"), {}) if kind == "scaling"
+             else by.get((case, base, threads, "inside"), {}) if base else {})
         t = m.get("median_s")
         if t:
             if kind == "ratio":
-                b = by.get((case, base, threads, "inside"), {})
                 g["base_s"] = b.get("median_s")
                 if g["base_s"]:
                     g["measured"] = g["base_s"] / t
                 else:
                     g["note"] = f"{base}: {b.get('error', 'not measured')}"
             elif kind == "scaling":
-                b = by.get((case, side, 1, "inside"), {})
                 g["base_s"] = b.get("median_s")
                 if g["base_s"]:
                     g["measured"] = g["base_s"] / t
@@ -615,9 +616,7 @@ def grade(rows: list[dict], limits: dict | None, targets=None) -> list[dict]:
             g["bound"] = _bound(kind, m, by.get((case, base, threads, "inside"), {}).get("median_s"),
                                 by.get((case, side, 1, "inside"), {}).get("median_s"), CASES[case].dtype,
                                 threads, limits)
-        base_row = (by.get((case, side, 1, "inside"), {}) if kind == "scaling"
-                    else by.get((case, base, threads, "inside"), {}) if base else {})
-        steal = max((v for v in (m.get("steal_pct"), base_row.get("steal_pct")) if v is not None), default=None)
+        steal = max((v for v in (m.get("steal_pct"), b.get("steal_pct")) if v is not None), default=None)
         g["steal_pct"] = steal
         if steal is not None and steal >= STEAL_NOTE_PCT:
             g["note"] = "; ".join(filter(None, [g["note"], f"the host took {steal:.1f}% of the CPU time asked "
@@ -670,7 +669,7 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
     """One row per (case, side, threads, alloc) from the rows of several rounds: the samples pooled (each
     weighted by its loop count), min/median/IQR over the pool; a case that failed in any round keeps that
     round's error (and gets no time)."""
-    from . import bench
+    from . import bench, machine
 
     out: dict = {}
     for rows in rounds:
@@ -692,8 +691,7 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
             m["repeats"] = m.get("repeats", 0) + r.get("repeats", 0)
     merged = []
     for m in out.values():
-        stolen, wanted = m.pop("steal_ticks", None) or (0, 0)
-        m["steal_pct"] = 100.0 * stolen / wanted if wanted > 0 else None
+        m["steal_pct"] = machine.steal_pct(m.pop("steal_ticks", None))
         samples = m.pop("samples")
         m.pop("number", None)
         if m.get("error"):

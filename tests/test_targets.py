@@ -171,8 +171,9 @@ def test_steal_time_is_kept_per_measurement_and_noted_where_it_was_high():
 
     before = [100, 0, 50, 800, 5, 0, 0, 10]   # user nice system idle iowait irq softirq steal
     after = [150, 0, 60, 830, 5, 0, 0, 20]    # 70 ticks wanted (30 idle), 10 of them stolen by the host
-    assert machine.steal_pct(before, after) == pytest.approx(100 * 10 / 70)
-    assert machine.steal_pct(None, after) is None and machine.steal_pct(after, after) is None
+    assert machine.steal_pct(machine.steal_ticks(before, after)) == pytest.approx(100 * 10 / 70)
+    assert machine.steal_pct(machine.steal_ticks(None, after)) is None
+    assert machine.steal_pct(machine.steal_ticks(after, after)) is None
     ticks = machine.cpu_ticks()
     assert ticks is None or (len(ticks) == 8 and all(v >= 0 for v in ticks))
     assert machine.steal_ticks(before, after) == (10, 70)
