@@ -53,6 +53,7 @@ working thread needs; OMP_WAIT_POLICY=passive gives one thread's time instead.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -557,8 +558,25 @@ def _m_block(ib, panels, nmb, m):
     return ic, min(panels * (ib + 1) // nmb * MR, m) - ic
 
 
+@njit(inline="always")
+def _group(k, kcb, ncb, itemsize, bp_bytes):
+    # (k blocks per group, k blocks) of _gemm_par: as many k blocks' packed B as fit in bp_bytes
+    nkb = (k + kcb - 1) // kcb
+    return max(1, min(nkb, bp_bytes // (kcb * ncb * itemsize))), nkb
+
+
 @njit
-def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue):
+def _work_size(m, n, k, NR, MC, NC, itemsize, nt, bp_bytes):
+    """Elements of the workspace _gemm (nt = 1) or _gemm_par (nt > 1) takes for an m x k x n product:
+    its packed B, then each thread's packed A and tile."""
+    kcb, ncb, panels, nmb, mcb = _blocks(m, n, k, NR, MC, NC, nt)
+    group = _group(k, kcb, ncb, itemsize, bp_bytes)[0] if nt > 1 else 1
+    return group * kcb * ncb + nt * (mcb * kcb + MR * NR)
+
+
+@njit
+def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, work):
+    # work: at least _work_size(m, n, k, ..., nt=1) elements of C's dtype
     NR = _nr_of(C)
     MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
     if m == 0 or n == 0:
@@ -571,9 +589,9 @@ def _gemm(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue):
             _act_tile(Y, C, 0, 0, m, n, code, alpha)
         return
     kcb, ncb, panels, nmb, mcb = _blocks(m, n, k, NR, MC, NC, 1)
-    Bp = np.empty(kcb * ncb, C.dtype)
-    Ap = np.empty(mcb * kcb, C.dtype)
-    tile = np.empty(MR * NR, C.dtype)
+    Bp = work[:kcb * ncb]
+    Ap = work[kcb * ncb:kcb * ncb + mcb * kcb]
+    tile = work[kcb * ncb + mcb * kcb:kcb * ncb + mcb * kcb + MR * NR]
     for jc in range(0, n, ncb):
         nc = min(ncb, n - jc)
         for pc in range(0, k, kcb):
@@ -601,7 +619,7 @@ def _claim(typingctx, counter):
 
 
 @njit(parallel=True)
-def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, nt, bp_bytes):
+def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilogue, nt, bp_bytes, work):
     # _gemm on nt threads (m, n, k >= 1), two parallel regions per group of k blocks: first the B panels
     # of the group's k blocks (up to bp_bytes, all of k at 1024^2), in chunks of micro-panels the threads
     # claim (an atomic counter); then each thread claims m blocks one at a time and, in its own A
@@ -613,12 +631,13 @@ def _gemm_par(C, a, ars, acs, m, k, b, brs, bcs, n, bias, Y, code, alpha, epilog
     # idle machine claiming gives the static shares' times; the results never depend on who claims what.
     NR = _nr_of(C)
     MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
+    # work: at least _work_size(m, n, k, ..., nt, bp_bytes) elements of C's dtype
     kcb, ncb, panels, nmb, mcb = _blocks(m, n, k, NR, MC, NC, nt)
-    nkb = (k + kcb - 1) // kcb
-    group = max(1, min(nkb, bp_bytes // (kcb * ncb * C.itemsize)))
-    Bp = np.empty(group * kcb * ncb, C.dtype)
-    Ap = np.empty(nt * mcb * kcb, C.dtype)
-    tiles = np.empty(nt * MR * NR, C.dtype)
+    group, nkb = _group(k, kcb, ncb, C.itemsize, bp_bytes)
+    nbp, nap = group * kcb * ncb, nt * mcb * kcb
+    Bp = work[:nbp]
+    Ap = work[nbp:nbp + nap]
+    tiles = work[nbp + nap:nbp + nap + nt * MR * NR]
     counters = np.zeros(2 * ((n + ncb - 1) // ncb) * ((nkb + group - 1) // group), np.int64)
     region = 0
     for jc in range(0, n, ncb):
@@ -681,10 +700,34 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
     Large products run on numba's threads (_team), with the same results bit for bit."""
     (m, k), n = A.shape, B.shape[1]
     nt = _team(m, n, k)
-    if nt > 1:
-        _gemm_par(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue, nt, _BP_GROUP_BYTES)
+    if m == 0 or n == 0 or k == 0:
+        work = np.empty(0, C.dtype)
     else:
-        _gemm(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue)
+        NR, MC, NC = (NR32, MC32, NC32) if C.itemsize == 4 else (NR64, MC64, NC64)
+        work = _workspace(C.dtype, _work_size(m, n, k, NR, MC, NC, C.itemsize, nt, _BP_GROUP_BYTES))
+    if nt > 1:
+        _gemm_par(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue, nt, _BP_GROUP_BYTES, work)
+    else:
+        _gemm(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue, work)
+
+
+# the packed panels' workspace, per calling thread and dtype (kept, grown to the largest product seen;
+# at most ~8 MiB + 1 MiB a thread: _BP_GROUP_BYTES of B, and MC x KC of A per team thread). Why kept: a
+# fresh one per call is a new mapping (glibc maps blocks this large), first touched page by page inside
+# the timed product, and with a team by both threads at once: at 1024^3 float32 on 2 threads ~1500 page
+# faults a call, ~3-4 ms of a 13 ms product (csrc/gemm.c keeps its panels in thread-local buffers too).
+_WORKSPACES = threading.local()
+
+
+def _workspace(dtype, size):
+    """At least ``size`` elements of ``dtype``: this thread's kept workspace, replaced by a larger one
+    when too small. Its contents are scratch: every GEMM packs into it before reading."""
+    key = np.dtype(dtype).char
+    w = getattr(_WORKSPACES, key, None)
+    if w is None or w.size < size:
+        w = np.empty(size, dtype)
+        setattr(_WORKSPACES, key, w)
+    return w
 
 
 @njit(inline="always")

@@ -420,6 +420,30 @@ def test_numba_linear_across_blocks_matches_the_reference(dtype):
         assert np.all(np.abs(g - want) <= 16 * eps * bound + 1e-300)
 
 
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_gemm_keeps_its_workspace_and_never_reads_stale_panels(dtype):
+    # the packed panels live in a per-thread workspace kept between calls (a fresh one per call was
+    # page-faulted in inside the timed product): the same buffer serves the next product, and what an
+    # earlier product left there (here NaN) never reaches a result, whatever the tails and padding
+    nbg, MR, NR, MC, KC, NC = _nbgemm_blocks(dtype)
+    rng = np.random.default_rng(27)
+    A = rng.standard_normal((MC + 7, KC + 3)).astype(dtype)
+    B = rng.standard_normal((KC + 3, 2 * NR + 1)).astype(dtype)
+    C = np.empty((A.shape[0], B.shape[1]), dtype)
+    nbg.gemm(C, A, B, np.empty(0, dtype), C, 0, 0.0, False)
+    work = nbg._workspace(dtype, 1)
+    work.fill(np.nan)
+    for m, k, n in ((MR + 1, 5, NR + 3), (1, 1, 1), (MC + 7, KC + 3, 2 * NR + 1)):
+        a, b = A[:m, :k].copy(), B[:k, :n].copy()
+        c = np.full((m, n), np.nan, dtype)
+        nbg.gemm(c, a, b, np.empty(0, dtype), c, 0, 0.0, False)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        bound = 16 * np.finfo(dtype).eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+        assert np.all(np.abs(c - want) <= bound), (m, k, n)
+    assert nbg._workspace(dtype, 1) is work
+
+
 # ---- the Numba GEMM's threads (numba.prange): a fresh process each, so this one's thread pool is untouched ----
 
 _NB_THREADS_CHILD = r"""
