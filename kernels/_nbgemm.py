@@ -712,7 +712,7 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
 
 
 # the packed panels' workspace, per calling thread and dtype (kept, grown to the largest product seen;
-# at most ~8 MiB + 1 MiB a thread: _BP_GROUP_BYTES of B, and MC x KC of A per team thread). Why kept: a
+# at most _BP_GROUP_BYTES (8 MiB) of B, and ~150 KiB of A, (MC + MR) x KC, per team thread). Why kept: a
 # fresh one per call is a new mapping (glibc maps blocks this large), first touched page by page inside
 # the timed product, and with a team by both threads at once: at 1024^3 float32 on 2 threads ~1500 page
 # faults a call, ~3-4 ms of a 13 ms product (csrc/gemm.c keeps its panels in thread-local buffers too).
