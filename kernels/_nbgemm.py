@@ -566,11 +566,13 @@ def _group(k, kcb, ncb, itemsize, bp_bytes):
 
 
 @njit
-def _work_size(m, n, k, NR, MC, NC, itemsize, nt, bp_bytes):
-    """Elements of the workspace _gemm (nt = 1) or _gemm_par (nt > 1) takes for an m x k x n product:
-    its packed B, then each thread's packed A and tile."""
+def _work_size(C, m, n, k, nt, bp_bytes):
+    """Elements of the workspace _gemm (nt = 1) or _gemm_par (nt > 1) takes for an m x k x n product
+    into C (m, n, k >= 1): its packed B, then each thread's packed A and tile."""
+    NR = _nr_of(C)
+    MC, NC = (MC32, NC32) if C.itemsize == 4 else (MC64, NC64)
     kcb, ncb, panels, nmb, mcb = _blocks(m, n, k, NR, MC, NC, nt)
-    group = _group(k, kcb, ncb, itemsize, bp_bytes)[0] if nt > 1 else 1
+    group = _group(k, kcb, ncb, C.itemsize, bp_bytes)[0] if nt > 1 else 1
     return group * kcb * ncb + nt * (mcb * kcb + MR * NR)
 
 
@@ -700,11 +702,10 @@ def gemm(C, A, B, bias, Y, code, alpha, epilogue):
     Large products run on numba's threads (_team), with the same results bit for bit."""
     (m, k), n = A.shape, B.shape[1]
     nt = _team(m, n, k)
-    if m == 0 or n == 0 or k == 0:
+    if m == 0 or n == 0 or k == 0:     # no packing (_gemm writes C = bias or 0)
         work = np.empty(0, C.dtype)
     else:
-        NR, MC, NC = (NR32, MC32, NC32) if C.itemsize == 4 else (NR64, MC64, NC64)
-        work = _workspace(C.dtype, _work_size(m, n, k, NR, MC, NC, C.itemsize, nt, _BP_GROUP_BYTES))
+        work = _workspace(C.dtype, _work_size(C, m, n, k, nt, _BP_GROUP_BYTES))
     if nt > 1:
         _gemm_par(C, *_flat(A), m, k, *_flat(B), n, bias, Y, code, alpha, epilogue, nt, _BP_GROUP_BYTES, work)
     else:
