@@ -39,35 +39,44 @@ def suffix(dtype) -> str:
     return "f32" if np.dtype(dtype) == np.float32 else "f64"
 
 
+# (name, dtype) -> the C function, looked up once: the getattr of a built name cost ~0.7 us a call, a
+# sizeable part of a small kernel's wrapper (relu on 16 x 1024 float32: ~6 us of Python around ~5 us of C)
+_FNS: dict = {}
+
+
 def fn(name: str, dtype):
     """The C function <name>_<f32|f64>."""
-    require()
-    return getattr(lib, f"{name}_{suffix(dtype)}")
+    f = _FNS.get((name, dtype))
+    if f is None:
+        require()
+        f = _FNS[(name, dtype)] = getattr(lib, f"{name}_{suffix(dtype)}")
+    return f
 
 
 def _pointer(a: np.ndarray, writable: bool):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"internal: expected ndarray for a C pointer, got {type(a).__name__}")
-    if not (a.flags.c_contiguous and a.flags.aligned):
+    flags = a.flags   # a new object on every access: read once
+    if not (flags.c_contiguous and flags.aligned):
         raise ValueError("internal: array for a C pointer must be C-contiguous and aligned")
-    if writable and not a.flags.writeable:
+    if writable and not flags.writeable:
         raise ValueError("internal: array written by C is read-only")
-    ctype = _CTYPE.get(a.dtype)
-    if ctype is None:
+    atype = _ARRAY_TYPE.get(a.dtype)
+    if atype is None:
         raise TypeError(f"internal: no C type for dtype {a.dtype}")
     if a.size == 0:  # from_buffer of an empty array is fine, but keep C away from it entirely
         return ffi.NULL
-    return ffi.from_buffer(_ARRAY_TYPE[a.dtype], a)   # keeps a alive while the pointer is
+    return ffi.from_buffer(atype, a)   # keeps a alive while the pointer is
 
 
 def ptr(a: np.ndarray | None):
     """A const pointer to an input array (NULL for None)."""
-    return ffi.NULL if a is None else _pointer(a, writable=False)
+    return ffi.NULL if a is None else _pointer(a, False)
 
 
 def ptr_out(a: np.ndarray | None):
     """A pointer to an array C writes (NULL for None)."""
-    return ffi.NULL if a is None else _pointer(a, writable=True)
+    return ffi.NULL if a is None else _pointer(a, True)
 
 
 def build_info() -> str | None:

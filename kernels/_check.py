@@ -47,7 +47,8 @@ def array(name: str, a, *, ndim: int | None = None, shape: tuple | None = None,
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
     if nonempty and a.size == 0:
         raise ValueError(f"{name}: expected a non-empty array, got shape {a.shape}")
-    if not (a.flags.c_contiguous and a.flags.aligned):
+    flags = a.flags   # a new object on every access: read once
+    if not (flags.c_contiguous and flags.aligned):
         a = np.ascontiguousarray(a)
     return a
 
