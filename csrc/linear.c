@@ -96,7 +96,11 @@ void linear_backward_##SFX(T *dx, T *dW, T *db, T *work, const T *dy, const T *x
         } else {                                                                                       \
             DP_ACT_BACKWARD_SWITCH(act, DZ_LOOP)                                                       \
         }                                                                                              \
-        for (int64_t j = 0; j < mn; j++) db[j0 + j] = (T)s[j];                                         \
+        /* a sum that met a NaN gives the canonical quiet NaN: which of its NaN terms an addition      \
+         * carries is the first operand's on x86, and C leaves the compiler free to swap the operands, \
+         * so the AVX2 and portable loops (or one loop built at -O1 and at -O3: tox -e sanitize) gave  \
+         * different NaN bits */                                                                       \
+        for (int64_t j = 0; j < mn; j++) db[j0 + j] = s[j] == s[j] ? (T)s[j] : (T)NAN;                  \
     }                                                                                                  \
     /* dx (N, K) = dz (N, M) . W^T: op(B)(j, k) = W[k M + j] */                                        \
     gemm_##SFX(GEMM_NOTRANS, GEMM_TRANS, N, K, M, (T)1, dz, M, W, M, (T)0, dx, K, NULL, NULL);         \

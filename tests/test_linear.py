@@ -174,6 +174,29 @@ def test_nan_in_x_with_a_clean_dz_only_touches_its_weight_row(backend):
     assert [bool(np.isnan(r).any()) for r in dW] == [k == 5 for k in range(9)]
 
 
+@pytest.mark.skipif(kernels.backends()["c"] is not None, reason="C backend not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "tanh"])
+def test_c_bias_gradient_of_nan_columns_is_the_canonical_nan(act, dtype):
+    """db's column sums in C: a column with NaN terms of both signs, in either order, sums to the one
+    quiet NaN np.nan (0x7ff8...), not to whichever NaN the compiled addition order carries -- which
+    differed between the AVX2 and portable loops at -O1 (the sanitizer build)."""
+    x = np.ones((4, 3), dtype)
+    W = np.ones((3, 4), dtype)
+    dy = np.ones((4, 4), dtype)
+    z = np.ones((4, 4), dtype)                  # > 0: act'(z) finite, so dz keeps dy's NaN
+    with np.errstate(invalid="ignore"):
+        dy[1, 0], dy[2, 0] = -np.nan, np.nan    # column 0: negative NaN first
+        dy[1, 1], dy[2, 1] = np.nan, -np.nan    # column 1: positive NaN first
+    dy[0, 2] = np.inf                           # column 2: +inf, no NaN; column 3: finite
+    _, _, db = bwd("c")(dy, x, W, None if act == "identity" else z, act, ALPHA.get(act))
+    canonical = np.array([np.nan], dtype).view(np.uint32 if dtype == np.float32 else np.uint64)[0]
+    bits = db.view(np.uint32 if dtype == np.float32 else np.uint64)
+    assert bits[0] == canonical and bits[1] == canonical, [hex(b) for b in bits]
+    ref = bwd("numpy")(dy, x, W, None if act == "identity" else z, act, ALPHA.get(act))[2]
+    np.testing.assert_allclose(db[2:], ref[2:], rtol=1e-6)   # +inf, and the finite column
+
+
 # ---- layouts --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
