@@ -7,15 +7,36 @@ wrapper that forgot a check raises instead of passing C a bad pointer.
 
 from __future__ import annotations
 
+import pathlib
+import warnings
+
 import numpy as np
 
 try:
+    from kernels import _deepprop_c
     from kernels._deepprop_c import ffi, lib
     UNAVAILABLE: str | None = None
 except ImportError as exc:  # no compiler at install time, or an in-tree run without a build
-    ffi = lib = None
+    _deepprop_c = ffi = lib = None
     UNAVAILABLE = (f"C extension kernels._deepprop_c not built ({exc}); install with a C compiler "
                    "present: pip install -e .")
+
+
+def newer_build(loaded: str | pathlib.Path) -> pathlib.Path | None:
+    """Another build of the module beside ``loaded`` (the file Python imported) that is newer than it,
+    or None. Why: ``pip install -e .`` writes _deepprop_c.abi3.so, running csrc/build.py by hand writes
+    _deepprop_c.cpython-311-...so, and Python imports the version-tagged name first whatever their
+    ages -- so after a hand build every later install's C code is silently shadowed by the old one."""
+    loaded = pathlib.Path(loaded)
+    others = [p for p in loaded.parent.glob("_deepprop_c*.so") if p.name != loaded.name]
+    newer = [p for p in others if p.stat().st_mtime > loaded.stat().st_mtime]
+    return max(newer, key=lambda p: p.stat().st_mtime) if newer else None
+
+
+if _deepprop_c is not None and (_newer := newer_build(_deepprop_c.__file__)) is not None:
+    warnings.warn(f"kernels._deepprop_c was imported from {pathlib.Path(_deepprop_c.__file__).name}, but "
+                  f"{_newer.name} beside it is newer: Python prefers the first name, so the newer build is "
+                  f"not the one running; delete {_deepprop_c.__file__}", RuntimeWarning, stacklevel=1)
 
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "uint8_t",
           np.dtype(np.uint32): "uint32_t", np.dtype(np.int64): "int64_t"}
