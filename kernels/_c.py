@@ -35,8 +35,8 @@ def newer_build(loaded: str | pathlib.Path) -> pathlib.Path | None:
 
 if _deepprop_c is not None and (_newer := newer_build(_deepprop_c.__file__)) is not None:
     warnings.warn(f"kernels._deepprop_c was imported from {pathlib.Path(_deepprop_c.__file__).name}, but "
-                  f"{_newer.name} beside it is newer: Python prefers the first name, so the newer build is "
-                  f"not the one running; delete {_deepprop_c.__file__}", RuntimeWarning, stacklevel=1)
+                  f"{_newer.name} beside it is newer; Python imports a version-tagged name first, so the newer "
+                  f"build is not the one running: delete {_deepprop_c.__file__}", RuntimeWarning, stacklevel=1)
 
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "uint8_t",
           np.dtype(np.uint32): "uint32_t", np.dtype(np.int64): "int64_t"}

@@ -21,7 +21,10 @@ float64 (Numba: in the same pass that forms dz = dy * act'(z)). kernels.verify b
 componentwise by 16 eps (|x|·|W| + |b|).
 
 Special values: the products follow IEEE arithmetic like BLAS, so NaN (or inf * 0) in row i of x
-gives NaN in row i of z and y only, and NaN in column j of W gives NaN in column j.
+gives NaN in row i of z and y only, and NaN in column j of W gives NaN in column j. Which NaN a sum
+carries is left to the build by C (x86 keeps an addition's first operand's NaN, and the compiler
+orders the operands), so the C backend returns a NaN column of db as np.nan itself, the same bits on
+every path and optimisation level.
 """
 
 from __future__ import annotations
