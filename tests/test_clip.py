@@ -348,7 +348,7 @@ def _path_outputs(backend) -> list:
 def path_worker() -> dict:
     """Run in a child process: _path_outputs on the C path DEEPPROP_CLIP_ISA forced."""
     return {"isa": kernels._c.ffi.string(kernels._c.lib.clip_isa()).decode(), "out": _path_outputs("c"),
-            "team": kernels._c.ffi.string(kernels._c.lib.gemm_isa()).decode().split("; ", 1)[1]}
+            "team": kernels._c.ffi.string(kernels._c.lib.gemm_isa()).decode().rsplit("; ", 1)[1]}
 
 
 def _run_path(path, threads=1):

@@ -561,8 +561,8 @@ def test_rng_math_f32_against_numpy_and_mpmath():
     """The C float32 normal's log, cos 2 pi t, sin 2 pi t on the path running (the AVX2 float math on
     this CPU, libm's double rounded on the portable one): within F32_MATH_ULPS ulp of float32 of NumPy's
     float64 everywhere on _math_points (+ 2^-50 absolute for NumPy's own error at the zeros of sin and
-    cos), and of mpmath's exact values at 1000 points; the exact zeros (t a multiple of 1/4, v = 1)
-    exact."""
+    cos); log 1 = 0; and on the AVX2 path, whose reduction in t is exact, within F32_MATH_ULPS of
+    mpmath's exact values at 1000 points and the exact zeros (t a multiple of 1/4) exact."""
     _c_or_skip()
     v, t = _math_points()
     lg, cs, sn = init.rng_math_f32_c(v, t)
@@ -574,6 +574,8 @@ def test_rng_math_f32_against_numpy_and_mpmath():
     for got, want in ((cs, np.cos(2 * np.pi * t)), (sn, np.sin(2 * np.pi * t))):
         err = np.abs(got.astype(np.float64) - want)
         assert np.all(err <= F32_MATH_ULPS * np.spacing(np.abs(want).astype(np.float32)) + 2.0**-50)
+    if not init.rng_isa().startswith("avx2"):
+        return   # libm's cos(fl(2 pi t)): off by up to 2^-50 at the zeros, as the float64 test says
     quarter = (t * 4) == np.round(t * 4)
     assert np.all((cs[quarter] == 0) | (sn[quarter] == 0))
     assert _mpmath_worst_ulps(v, t, lg, cs, sn, 7) <= F32_MATH_ULPS
