@@ -28,9 +28,10 @@ def newer_build(loaded: str | pathlib.Path) -> pathlib.Path | None:
     _deepprop_c.cpython-311-...so, and Python imports the version-tagged name first whatever their
     ages -- so after a hand build every later install's C code is silently shadowed by the old one."""
     loaded = pathlib.Path(loaded)
-    others = [p for p in loaded.parent.glob("_deepprop_c*.so") if p.name != loaded.name]
-    newer = [p for p in others if p.stat().st_mtime > loaded.stat().st_mtime]
-    return max(newer, key=lambda p: p.stat().st_mtime) if newer else None
+    age = loaded.stat().st_mtime
+    newer = {p: t for p in loaded.parent.glob("_deepprop_c*.so")
+             if p.name != loaded.name and (t := p.stat().st_mtime) > age}
+    return max(newer, key=newer.get) if newer else None
 
 
 if _deepprop_c is not None and (_newer := newer_build(_deepprop_c.__file__)) is not None:

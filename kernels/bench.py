@@ -593,6 +593,8 @@ def _minor_faults() -> int:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+# what set_alloc returns (and the rows record) when "outside" cannot be had: no glibc, or ASan's allocator
+ALLOC_OUTSIDE_UNAVAILABLE = "inside (outside unavailable: no glibc mallopt)"
 
 
 def set_alloc(mode: str) -> str:
@@ -608,7 +610,7 @@ def set_alloc(mode: str) -> str:
         ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     except (OSError, AttributeError):  # not glibc
         ok = False
-    return "outside" if ok else "inside (outside unavailable: no glibc mallopt)"
+    return "outside" if ok else ALLOC_OUTSIDE_UNAVAILABLE
 
 
 # ---- the child process ------------------------------------------------------------------------------------
